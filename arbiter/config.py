@@ -1,0 +1,212 @@
+"""Typed configuration: defaults in code, loaded from TOML, overridable from the environment.
+
+Every key of `arbiter.toml` is a field of one of the section dataclasses below. Unknown sections
+or keys are errors that name the key (a typo must not silently fall back to a default). Each key
+can be overridden by an environment variable `ARBITER_<SECTION>_<KEY>` (upper case), parsed to
+the field's type, so containers and systemd units need no edited file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArbiterError
+
+
+class ConfigError(ArbiterError):
+    """The configuration file or an environment override is invalid (not a peer's fault)."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    listen: str = "0.0.0.0"
+    port: int = 40000
+    # Addresses put in the SDP host candidates. Empty: the listen address, or when that is the
+    # wildcard, this host's primary address (see sfu.endpoint).
+    announced_ip: list[str] = field(default_factory=list)
+    consent_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    # URLs handed to browsers in GET /config, e.g. "stun:stun.example.org:3478",
+    # "turn:turn.example.org:3478?transport=udp".
+    servers: list[str] = field(default_factory=list)
+    # coturn `static-auth-secret`: when set, TURN URLs get time-limited credentials
+    # (username "<expiry>:arbiter", password base64(HMAC-SHA1(secret, username))).
+    turn_secret: str = ""
+    turn_ttl: int = 86400
+
+
+@dataclass(frozen=True)
+class RoomsConfig:
+    idle_pool: int = 2
+    max_rooms: int = 100
+    max_participants: int = 16
+    empty_timeout: float = 3600.0
+    # How long createRoom waits for a new room's SFU to identify before it reports failure.
+    start_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = 65536
+    # Frames a slow WebSocket peer may have queued before it is closed with 1008.
+    send_queue: int = 256
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    # Shared secret remote SFU workers present in `identify`. Empty: remote workers refused.
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "arbiter.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed: `config.replace(http={"port": 0})`."""
+        changes = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            changes[name] = _build_section(name, type(current), values, base=current)
+        return dataclasses.replace(self, **changes)
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(where: str, hint: Any, value: Any) -> Any:
+    """Check a TOML value against a field's type (ints are accepted where floats are)."""
+    origin = typing.get_origin(hint)
+    if origin in (list, types.GenericAlias) or origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(f"{where}[{i}]", item, v) for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover - our bug
+
+
+def _parse_env(where: str, hint: Any, raw: str) -> Any:
+    """Environment values are strings: parse them to the field's type."""
+    try:
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typing.get_origin(hint) is list:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: cannot parse {raw!r}") from exc
+    return raw
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any = None) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key '{name}.{key}'")
+    kwargs = {key: _coerce(f"{name}.{key}", hints[key], v) for key, v in values.items()}
+    if base is None:
+        return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load `path` (TOML; None means defaults only) and apply `ARBITER_<SECTION>_<KEY>` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    sections = _section_types()
+    for name in data:
+        if name not in sections:
+            raise ConfigError(f"unknown section '[{name}]'")
+    env = os.environ if env is None else env
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        values = dict(data.get(name, {}))
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            var = f"ARBITER_{name.upper()}_{f.name.upper()}"
+            if var in env:
+                values[f.name] = _parse_env(var, hints[f.name], env[var])
+        built[name] = _build_section(name, cls, values)
+    prefixes = tuple(f"ARBITER_{name.upper()}_" for name in sections)
+    known = _known_env_vars()
+    for var in env:
+        # A misspelt override of a real section would otherwise be ignored without a word.
+        if var.startswith(prefixes) and var not in known:
+            raise ConfigError(f"unknown environment override '{var}'")
+    return Config(**built)
+
+
+def _known_env_vars() -> set[str]:
+    names = set()
+    for name, cls in _section_types().items():
+        for f in dataclasses.fields(cls):
+            names.add(f"ARBITER_{name.upper()}_{f.name.upper()}")
+    return names

@@ -1,0 +1,403 @@
+"""The WebSocket signaling gateway (DESIGN section 3), independent of the transport.
+
+A `Peer` is one signaling connection: a browser's WebSocket, a remote SFU worker's WebSocket, or
+an in-process room SFU. The gateway cannot tell the two kinds of SFU apart; only `trusted` (set
+for in-process SFUs) exempts a peer from presenting the worker token.
+
+All handling is synchronous: a frame is decoded, checked, routed and answered without awaiting,
+so the gateway's state can never be seen half-updated by another task. Sending never blocks:
+each peer has a bounded queue drained by its own writer task; a peer whose queue is full has
+stopped reading and is closed with 1008, so one slow peer never stalls a room.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from . import protocol as p
+from .config import Config
+from .errors import BadRequest, Conflict, Forbidden, NotFound, PeerError, Unavailable
+from .metrics import Metrics
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # RFC 6455 section 7.4.1: a peer that does not drain its queue
+CLOSE_TOO_BIG = 1009
+
+
+class Peer:
+    """One signaling connection as the gateway sees it."""
+
+    def __init__(self, remote_addr: str, queue_size: int, *, trusted: bool = False) -> None:
+        # Fresh and random: never taken from the peer (DESIGN section 3, $connect).
+        self.connection_id = secrets.token_urlsafe(12)
+        self.remote_addr = remote_addr
+        self.trusted = trusted
+        self.kind: str | None = None
+        self.peer_id: str | None = None
+        self.room_id: int | None = None
+        self.name = ""
+        self.features: dict[str, bool] = {"audio": True, "video": True}
+        self.outbox, self.inbox = trio.open_memory_channel[str](queue_size)
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.close_requested = trio.Event()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_text(p.encode(message))
+
+    def send_text(self, text: str) -> None:
+        if self.close_code is not None:
+            return
+        try:
+            self.outbox.send_nowait(text)
+        except trio.WouldBlock:
+            self.request_close(CLOSE_POLICY, "send queue full: peer is not reading")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self.close_requested.set()
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.connection_id} {self.kind}:{self.peer_id} room={self.room_id}>"
+
+
+class RoomHooks(Protocol):
+    """What the gateway needs from the room supervisor."""
+
+    def room_is_live(self, room_id: int) -> bool: ...
+
+    def sfu_identified(self, room_id: int) -> None: ...
+
+    def occupancy_changed(self, room_id: int, clients: int) -> None: ...
+
+
+@dataclass
+class RoomPeers:
+    clients: dict[str, Peer] = field(default_factory=dict)
+    sfu: Peer | None = None
+
+    def everyone_but(self, peer: Peer) -> list[Peer]:
+        others = [c for c in self.clients.values() if c is not peer]
+        if self.sfu is not None and self.sfu is not peer:
+            others.append(self.sfu)
+        return others
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        hooks: RoomHooks,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.hooks = hooks
+        self.metrics = metrics
+        self.clock = clock
+        self.peers: dict[str, Peer] = {}
+        self.rooms: dict[int, RoomPeers] = {}
+
+    # -- connection lifecycle ------------------------------------------------------------------
+
+    def connect(self, peer: Peer) -> None:
+        """$connect: the peer exists; write its row."""
+        self.peers[peer.connection_id] = peer
+        self.store.add_connection(peer.connection_id, peer.remote_addr, self.clock())
+        self.metrics.ws_connections.set(len(self.peers))
+
+    def close(self, peer: Peer) -> None:
+        """The socket is gone (or the in-process SFU stopped). Idempotent."""
+        if self.peers.pop(peer.connection_id, None) is None:
+            return
+        self._leave(peer)
+        self.store.remove_connection(peer.connection_id)
+        peer.outbox.close()
+        self.metrics.ws_connections.set(len(self.peers))
+
+    def client_count(self, room_id: int) -> int:
+        room = self.rooms.get(room_id)
+        return len(room.clients) if room else 0
+
+    def sfu_of(self, room_id: int) -> Peer | None:
+        room = self.rooms.get(room_id)
+        return room.sfu if room else None
+
+    def close_room(self, room_id: int) -> None:
+        """The room was closed: its clients are told the SFU is gone and are detached."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        for peer in [*room.clients.values(), *([room.sfu] if room.sfu else [])]:
+            self._leave(peer)
+
+    # -- frames --------------------------------------------------------------------------------
+
+    def handle_text(self, peer: Peer, text: str | bytes) -> None:
+        """Handle one frame from `peer`. Never raises: errors become error frames."""
+        try:
+            action, data = p.decode_frame_untrusted(text)
+        except PeerError as exc:
+            self._error(peer, p.action_of_untrusted(text), exc.status, exc.message)
+            return
+        self.handle_frame(peer, action, data)
+
+    def handle_frame(self, peer: Peer, action: str, data: dict[str, Any]) -> None:
+        """Handle one decoded frame (in-process SFUs call this directly). Never raises."""
+        self.metrics.ws_frames.labels(action).inc()
+        try:
+            self._dispatch(peer, action, data)
+        except (PeerError, Unavailable) as exc:
+            self._error(peer, action, exc.status, exc.message)
+        except Exception:
+            log.exception("gateway: unexpected error handling %s from %r", action, peer)
+            self._error(peer, action, 500, p.SERVER_BROKE)
+
+    def _dispatch(self, peer: Peer, action: str, data: dict[str, Any]) -> None:
+        if action == "identify":
+            self._identify(peer, data)
+        elif action == "handshake":
+            self._handshake(peer, data)
+        elif action == "disconnect":
+            self._leave(peer)
+            peer.request_close(CLOSE_NORMAL, "disconnect")
+        elif action == "chat":
+            self._chat(peer, data)
+        elif action == "features":
+            self._features(peer, data)
+        else:
+            raise BadRequest(p.UNKNOWN_ACTION)
+
+    def _error(self, peer: Peer, action: str | None, status: int, message: str) -> None:
+        self.metrics.ws_errors.labels(str(status)).inc()
+        peer.send(p.error_frame(action, status, message))
+
+    # -- identify ------------------------------------------------------------------------------
+
+    def _identify(self, peer: Peer, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind not in ("client", "sfu"):
+            raise BadRequest(p.MISSING_TYPE)
+        if peer.kind is not None:
+            # One identity per connection: switching rooms means a new connection (or a
+            # `disconnect` first), which keeps every notice about a peer unambiguous.
+            raise Conflict("Already identified")
+        if kind == "client":
+            self._identify_client(peer, data)
+        else:
+            self._identify_sfu(peer, data)
+
+    def _live_room(self, value: Any) -> int:
+        try:
+            room_id = p.parse_room_id_untrusted(value)
+        except BadRequest as exc:
+            raise NotFound(p.ROOM_NOT_FOUND) from exc
+        if not self.hooks.room_is_live(room_id):
+            raise NotFound(p.ROOM_NOT_FOUND)
+        return room_id
+
+    def _identify_client(self, peer: Peer, data: dict[str, Any]) -> None:
+        room_id = self._live_room(data.get("roomId"))
+        peer_id = p.parse_peer_id_untrusted(data.get("id"))
+        name = p.parse_name_untrusted(data.get("name"), default=peer_id)
+        room = self.rooms.setdefault(room_id, RoomPeers())
+        if len(room.clients) >= self.config.rooms.max_participants:
+            raise Forbidden(p.ROOM_FULL)
+        if peer_id in room.clients:
+            raise Conflict(p.DUPLICATE_ID)
+        others = room.everyone_but(peer)
+        peer.kind, peer.peer_id, peer.room_id, peer.name = "client", peer_id, room_id, name
+        room.clients[peer_id] = peer
+        self._store_identity(peer)
+        peer.send(self._identified(peer))
+        peer.send(
+            {
+                "type": "roster",
+                "clients": [
+                    {"id": c.peer_id, "name": c.name, "features": c.features}
+                    for c in room.clients.values()
+                    if c is not peer
+                ],
+            }
+        )
+        history = self.store.recent_chat(room_id, p.CHAT_HISTORY)
+        peer.send(
+            {
+                "type": "chatHistory",
+                "messages": [
+                    {
+                        "type": "chat",
+                        "sender": m.sender,
+                        "name": m.name,
+                        "content": m.content,
+                        "ts": m.ts,
+                    }
+                    for m in history
+                ],
+            }
+        )
+        self._broadcast(others, {"type": "clientJoin", "clientId": peer_id, "name": name})
+        self.hooks.occupancy_changed(room_id, len(room.clients))
+
+    def _identify_sfu(self, peer: Peer, data: dict[str, Any]) -> None:
+        if not peer.trusted:
+            expected = self.config.workers.token
+            token = data.get("token")
+            if (
+                not expected
+                or not isinstance(token, str)
+                or not hmac.compare_digest(token.encode(), expected.encode())
+            ):
+                raise Forbidden(p.FORBIDDEN)
+        # An SFU's id is the room id it serves (DESIGN section 3).
+        room_id = self._live_room(data.get("id", data.get("roomId")))
+        room = self.rooms.setdefault(room_id, RoomPeers())
+        if room.sfu is not None:
+            raise Conflict(p.DUPLICATE_ID)
+        peer.kind, peer.peer_id, peer.room_id = "sfu", str(room_id), room_id
+        peer.name = "sfu"
+        room.sfu = peer
+        self._store_identity(peer)
+        peer.send(self._identified(peer))
+        peer.send(
+            {
+                "type": "roster",
+                "clients": [{"id": c.peer_id, "name": c.name} for c in room.clients.values()],
+            }
+        )
+        self.hooks.sfu_identified(room_id)
+
+    def _identified(self, peer: Peer) -> dict[str, Any]:
+        return {
+            "type": "identified",
+            "status": 200,
+            "connectionId": peer.connection_id,
+            "id": peer.peer_id,
+            "roomId": peer.room_id,
+        }
+
+    def _store_identity(self, peer: Peer) -> None:
+        assert peer.kind and peer.peer_id and peer.room_id
+        self.store.identify_connection(
+            peer.connection_id,
+            type=peer.kind,
+            peer_id=peer.peer_id,
+            room_id=peer.room_id,
+            name=peer.name,
+            now=self.clock(),
+        )
+
+    # -- leave ---------------------------------------------------------------------------------
+
+    def _leave(self, peer: Peer) -> None:
+        """Undo identify: tell the room. Idempotent; the connection row stays until close."""
+        if peer.kind is None or peer.room_id is None:
+            return
+        room_id, kind, peer_id = peer.room_id, peer.kind, peer.peer_id
+        peer.kind = peer.peer_id = peer.room_id = None
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        if kind == "client" and peer_id is not None and room.clients.get(peer_id) is peer:
+            del room.clients[peer_id]
+            self._broadcast(
+                room.everyone_but(peer), {"type": "clientDisconnect", "clientId": peer_id}
+            )
+            self.hooks.occupancy_changed(room_id, len(room.clients))
+        elif kind == "sfu" and room.sfu is peer:
+            room.sfu = None
+            self._broadcast(
+                list(room.clients.values()), {"type": "sfuDisconnect", "roomId": room_id}
+            )
+        if not room.clients and room.sfu is None:
+            del self.rooms[room_id]
+        if peer.connection_id in self.peers:
+            self.store.identify_connection(
+                peer.connection_id,
+                type=None,
+                peer_id=None,
+                room_id=None,
+                name=None,
+                now=None,
+            )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _require_identified(self, peer: Peer) -> RoomPeers:
+        if peer.kind is None or peer.room_id is None:
+            raise BadRequest(p.NOT_IDENTIFIED)
+        return self.rooms[peer.room_id]
+
+    def _handshake(self, peer: Peer, data: dict[str, Any]) -> None:
+        room = self._require_identified(peer)
+        if data.get("type") not in ("producer", "consumer"):
+            raise BadRequest(p.INVALID_HANDSHAKE)
+        message = dict(data)
+        # Identity comes from identify, never from the message (DESIGN section 3).
+        message["sender"] = peer.peer_id
+        message["roomId"] = peer.room_id
+        if peer.kind == "client":
+            if room.sfu is None:
+                raise Unavailable(p.SFU_NOT_CONNECTED)
+            room.sfu.send(message)
+        else:
+            receiver = data.get("receiver")
+            target = room.clients.get(receiver) if isinstance(receiver, str) else None
+            if target is None:
+                raise NotFound(p.RECEIVER_NOT_FOUND)
+            target.send(message)
+
+    def _chat(self, peer: Peer, data: dict[str, Any]) -> None:
+        room = self._require_identified(peer)
+        if peer.kind != "client":
+            raise BadRequest("Only clients chat")
+        content = data.get("content")
+        if not isinstance(content, str) or not content.strip() or len(content) > p.MAX_CHAT_CHARS:
+            raise BadRequest("Invalid chat content")
+        assert peer.room_id is not None and peer.peer_id is not None
+        row = self.store.add_chat(peer.room_id, peer.peer_id, peer.name, content, self.clock())
+        self._broadcast(
+            list(room.clients.values()),
+            {
+                "type": "chat",
+                "sender": row.sender,
+                "name": row.name,
+                "content": row.content,
+                "ts": row.ts,
+            },
+        )
+
+    def _features(self, peer: Peer, data: dict[str, Any]) -> None:
+        room = self._require_identified(peer)
+        if peer.kind != "client":
+            raise BadRequest("Only clients have features")
+        audio, video = data.get("audio"), data.get("video")
+        if not isinstance(audio, bool) or not isinstance(video, bool):
+            raise BadRequest("Invalid features")
+        peer.features = {"audio": audio, "video": video}
+        self._broadcast(
+            room.everyone_but(peer),
+            {"type": "features", "id": peer.peer_id, "features": peer.features},
+        )
+
+    def _broadcast(self, peers: list[Peer], message: dict[str, Any]) -> None:
+        text = p.encode(message)  # encode once for the whole room
+        for target in peers:
+            target.send_text(text)

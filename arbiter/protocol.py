@@ -1,0 +1,115 @@
+"""The signaling wire format (DESIGN section 3): frame decoding, error frames and limits.
+
+Every frame is one JSON object `{"action": A, "data": {...}}` from peers, and one JSON object with
+a `type` from the server. Decoding is pure; it raises only `BadRequest`, whose message is the
+documented text of the error frame.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import BadRequest
+
+ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features"})
+
+# Documented messages, byte for byte (DESIGN section 3).
+INVALID_JSON = "Invalid JSON"
+UNKNOWN_ACTION = "Unknown action"
+MISSING_TYPE = "Missing valid type property"
+NOT_IDENTIFIED = "WebSocket Connection Not Found"
+INVALID_HANDSHAKE = "Invalid handshake type"
+ROOM_NOT_FOUND = "Room not found"
+ROOM_FULL = "Room is full"
+DUPLICATE_ID = "Duplicate id"
+FORBIDDEN = "Forbidden"
+SFU_NOT_CONNECTED = "SFU not connected, try again later"
+RECEIVER_NOT_FOUND = "Receiver not found"
+SERVER_BROKE = "Something broke on the server"
+
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 64
+MAX_CHAT_CHARS = 2000
+CHAT_HISTORY = 50
+
+
+def decode_frame_untrusted(text: str | bytes) -> tuple[str, dict[str, Any]]:
+    """Parse one peer frame into (action, data). `data` defaults to `{}`.
+
+    Raises BadRequest with the documented message. Deeply nested JSON raises RecursionError
+    inside the json module; it is invalid input, not our fault.
+    """
+    if isinstance(text, bytes | bytearray):
+        raise BadRequest("Binary frames are not supported")
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(INVALID_JSON) from exc
+    if not isinstance(frame, dict):
+        raise BadRequest(INVALID_JSON)
+    action = frame.get("action")
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise BadRequest(UNKNOWN_ACTION)
+    data = frame.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadRequest("data must be an object")
+    return action, data
+
+
+def action_of_untrusted(text: str | bytes) -> str | None:
+    """Best effort: the action named by a frame that failed to decode, for its error frame."""
+    if isinstance(text, str) and len(text) < 100_000:
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        if isinstance(frame, dict) and isinstance(frame.get("action"), str):
+            return frame["action"][:64]
+    return None
+
+
+def error_frame(action: str | None, status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "action": action, "status": status, "message": message}
+
+
+def encode(message: dict[str, Any]) -> str:
+    # Compact separators: these frames are sent to every peer of a room.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_room_id_untrusted(value: Any) -> int:
+    """roomId may arrive as an int or a decimal string; room ids are positive integers."""
+    if isinstance(value, bool):
+        raise BadRequest("Invalid roomId")
+    if isinstance(value, int):
+        room_id = value
+    elif isinstance(value, str) and value.strip().isdigit() and len(value) < 19:
+        room_id = int(value.strip())
+    else:
+        raise BadRequest("Invalid roomId")
+    if room_id <= 0:
+        raise BadRequest("Invalid roomId")
+    return room_id
+
+
+def parse_peer_id_untrusted(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest("Missing valid id property")
+    peer_id = str(value)
+    if not peer_id or len(peer_id) > MAX_ID_CHARS or not peer_id.isprintable():
+        raise BadRequest("Missing valid id property")
+    return peer_id
+
+
+def parse_name_untrusted(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadRequest("Invalid name")
+    name = " ".join(value.split())[:MAX_NAME_CHARS]
+    if not name.isprintable():
+        raise BadRequest("Invalid name")
+    return name or default

@@ -1,0 +1,243 @@
+"""The room supervisor: room lifecycle, idle pool, empty-room reaper, one SFU task per room.
+
+Rooms go `starting` -> `unclaimed` (its SFU identified) -> `claimed` -> `closed` (DESIGN
+section 2). Each live room has one supervised task running its SFU behind a `SignalingLink`;
+an exception escaping the SFU is caught at that task boundary, logged and counted, the room's
+clients get `sfuDisconnect` (the gateway sends it when the SFU's peer goes away), and the SFU is
+started again after a back-off. Sibling rooms never see it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from . import store as st
+from .config import Config
+from .errors import ServerFault
+from .gateway import Gateway, Peer
+from .metrics import Metrics
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class SignalingLink(Protocol):
+    """How a room SFU talks to the gateway: the same frames over memory or a WebSocket."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def receive(self) -> dict[str, Any]:
+        """The next frame for the SFU; raises trio.EndOfChannel when the link is gone."""
+        ...
+
+
+SfuFactory = Callable[[int, SignalingLink], Awaitable[None]]
+
+
+class InProcessLink:
+    """An in-process SFU's connection: frames go straight into the gateway's dispatcher."""
+
+    def __init__(self, gateway: Gateway, peer: Peer) -> None:
+        self.gateway = gateway
+        self.peer = peer
+
+    async def send(self, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        data = message.get("data") or {}
+        if not isinstance(action, str) or not isinstance(data, dict):
+            raise ServerFault(f"room SFU sent a malformed frame: {message!r}")
+        self.gateway.handle_frame(self.peer, action, data)
+        await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> dict[str, Any]:
+        text = await self.peer.inbox.receive()
+        message: dict[str, Any] = json.loads(text)
+        return message
+
+
+@dataclass
+class Room:
+    id: int
+    status: str
+    ready: trio.Event = field(default_factory=trio.Event)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    empty_since: float | None = None
+    starts: int = 0
+
+
+class RoomManager:
+    """Owns the RoomSupervisor nursery. Implements the gateway's RoomHooks."""
+
+    def __init__(
+        self, config: Config, store: Store, metrics: Metrics, sfu_factory: SfuFactory
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.sfu_factory = sfu_factory
+        self.gateway: Gateway | None = None
+        self.rooms: dict[int, Room] = {}
+        self._nursery: trio.Nursery | None = None
+        self._pool_wakeup = trio.Event()
+
+    # -- RoomHooks -----------------------------------------------------------------------------
+
+    def room_is_live(self, room_id: int) -> bool:
+        return room_id in self.rooms
+
+    def sfu_identified(self, room_id: int) -> None:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        if room.status == st.STARTING:
+            self.store.mark_ready(room_id)
+            room.status = st.UNCLAIMED
+        room.ready.set()
+
+    def occupancy_changed(self, room_id: int, clients: int) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.empty_since = trio.current_time() if clients == 0 else None
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.gateway is not None, "attach a gateway before running the rooms"
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            # Start-up recovery (DESIGN section 5): every room that is not closed gets its SFU
+            # again and keeps its urlPath, so room URLs survive a restart.
+            for row in self.store.live_rooms():
+                self._start(row.id, row.status)
+            nursery.start_soon(self._keep_pool)
+            nursery.start_soon(self._reap_empty_rooms)
+            task_status.started()
+
+    def _start(self, room_id: int, status: str) -> Room:
+        assert self._nursery is not None
+        room = Room(room_id, status)
+        if status == st.CLAIMED:
+            room.empty_since = trio.current_time()
+        self.rooms[room_id] = room
+        self._nursery.start_soon(self._supervise, room, name=f"room-{room_id}")
+        return room
+
+    async def _supervise(self, room: Room) -> None:
+        assert self.gateway is not None
+        backoff = 0.2
+        with room.cancel_scope:
+            while True:
+                room.starts += 1
+                peer = Peer("in-process", self.config.limits.send_queue, trusted=True)
+                self.gateway.connect(peer)
+                started = trio.current_time()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._close_on_request, peer, nursery.cancel_scope)
+                        await self.sfu_factory(room.id, InProcessLink(self.gateway, peer))
+                        nursery.cancel_scope.cancel()
+                except Exception:
+                    # The task boundary of DESIGN section 1: log, count, restart; never
+                    # propagate to the supervisor nursery, which would take the siblings down.
+                    log.exception("room %d: SFU crashed; restarting", room.id)
+                    self.metrics.room_crashes.inc()
+                finally:
+                    self.gateway.close(peer)  # sync: runs even while cancelled
+                if trio.current_time() - started > 30:
+                    backoff = 0.2
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    @staticmethod
+    async def _close_on_request(peer: Peer, scope: trio.CancelScope) -> None:
+        # An in-process SFU that stops draining its queue is restarted like a crashed one.
+        await peer.close_requested.wait()
+        log.warning("room SFU peer closed: %s", peer.close_reason)
+        scope.cancel()
+
+    # -- operations used by the HTTP API -------------------------------------------------------
+
+    async def create_room(self) -> int:
+        """Insert a room, start its SFU and wait until it has identified (so it is claimable)."""
+        if len(self.rooms) >= self.config.rooms.max_rooms:
+            raise ServerFault("room limit reached")
+        if self._nursery is None:
+            raise ServerFault("room supervisor is not running")
+        room_id = self.store.create_room(time.time())
+        room = self._start(room_id, st.STARTING)
+        with trio.move_on_after(self.config.rooms.start_timeout):
+            await room.ready.wait()
+        if not room.ready.is_set():
+            self.close_room(room_id)
+            raise ServerFault("the room's SFU did not start in time")
+        return room_id
+
+    def claim(self, url_path: str) -> int | None:
+        room_id = self.store.claim(url_path, time.time())
+        if room_id is not None:
+            room = self.rooms.get(room_id)
+            if room is not None and room.status != st.CLAIMED:
+                room.status = st.CLAIMED
+                if self.gateway is None or self.gateway.client_count(room_id) == 0:
+                    room.empty_since = trio.current_time()
+            self._pool_wakeup.set()
+        return room_id
+
+    def close_room(self, room_id: int) -> None:
+        """Idempotent; stops the SFU task and frees the urlPath."""
+        room = self.rooms.pop(room_id, None)
+        self.store.close_room(room_id)
+        if room is not None:
+            room.status = st.CLOSED
+            room.cancel_scope.cancel()
+            room.ready.set()
+        if self.gateway is not None:
+            self.gateway.close_room(room_id)
+        self._pool_wakeup.set()
+
+    def idle_count(self) -> int:
+        return sum(1 for r in self.rooms.values() if r.status in (st.STARTING, st.UNCLAIMED))
+
+    def counts(self) -> dict[str, float]:
+        out: dict[str, float] = {st.STARTING: 0, st.UNCLAIMED: 0, st.CLAIMED: 0}
+        for room in self.rooms.values():
+            out[room.status] = out.get(room.status, 0) + 1
+        return out
+
+    # -- background duties ---------------------------------------------------------------------
+
+    async def _keep_pool(self) -> None:
+        """Keep `idle_pool` ready rooms so a new URL never waits for an SFU to start."""
+        while True:
+            self._pool_wakeup = trio.Event()
+            want = self.config.rooms.idle_pool
+            while self.idle_count() < want and len(self.rooms) < self.config.rooms.max_rooms:
+                try:
+                    await self.create_room()
+                except ServerFault as exc:
+                    log.warning("idle pool: %s", exc.message)
+                    await trio.sleep(1.0)
+                    break
+            await self._pool_wakeup.wait()
+
+    async def _reap_empty_rooms(self) -> None:
+        timeout = self.config.rooms.empty_timeout
+        interval = min(max(timeout / 4, 0.05), 30.0)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for room in list(self.rooms.values()):
+                if (
+                    room.status == st.CLAIMED
+                    and room.empty_since is not None
+                    and now - room.empty_since >= timeout
+                ):
+                    log.info("room %d: empty for %.0f s, closing", room.id, timeout)
+                    self.close_room(room.id)

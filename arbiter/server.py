@@ -1,0 +1,116 @@
+"""The process (DESIGN section 1): store, room supervisor, HTTP + WebSocket, in one nursery.
+
+`Server.run` takes `task_status` and reports the URLs it listens on once everything accepts
+work; cancelling it (or `shutdown()`) stops hypercorn gracefully, then the rooms, then closes the
+store, with the cleanup shielded and bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+
+from .config import Config
+from .gateway import Gateway
+from .http_api import create_app
+from .metrics import Metrics
+from .rooms import RoomManager, SfuFactory
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 3.0
+
+
+@dataclass(frozen=True)
+class Started:
+    urls: list[str]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+
+def _hypercorn_config(config: Config) -> HyperConfig:
+    hc = HyperConfig()
+    host = config.http.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    hc.bind = [f"{host}:{config.http.port}"]
+    if config.http.tls_cert:
+        hc.certfile = config.http.tls_cert
+        hc.keyfile = config.http.tls_key
+    # hypercorn closes over-size frames with 1009 itself (DESIGN section 3).
+    hc.websocket_max_message_size = config.limits.max_message_bytes
+    hc.graceful_timeout = SHUTDOWN_GRACE / 2
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    return hc
+
+
+def default_sfu_factory(config: Config) -> SfuFactory:
+    from .sfu.room import run_signaling_only
+
+    return run_signaling_only
+
+
+class Server:
+    def __init__(self, config: Config, sfu_factory: SfuFactory | None = None) -> None:
+        self.config = config
+        self.sfu_factory = sfu_factory or default_sfu_factory(config)
+        self.metrics = Metrics()
+        self.store: Store | None = None
+        self.rooms: RoomManager | None = None
+        self.gateway: Gateway | None = None
+        self._shutdown = trio.Event()
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Started] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        store = self.store = Store.open(self.config.store.path)
+        try:
+            stale = store.clear_connections()
+            if stale:
+                log.info("removed %d stale connection rows from the previous run", stale)
+            rooms = self.rooms = RoomManager(self.config, store, self.metrics, self.sfu_factory)
+            gateway = self.gateway = Gateway(self.config, store, rooms, self.metrics)
+            rooms.gateway = gateway
+            self.metrics.add_gauges("arbiter_rooms", "Live rooms by status", rooms.counts)
+            app = create_app(self.config, store, rooms, gateway, self.metrics)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(rooms.run)
+                nursery.start_soon(self._bound_shutdown, nursery.cancel_scope)
+                urls = await nursery.start(self._serve_http, app, nursery.cancel_scope)
+                task_status.started(Started(list(urls)))
+        finally:
+            with trio.CancelScope(shield=True):
+                # Every socket is gone with the process: keep the table true to that.
+                store.clear_connections()
+                store.close()
+
+    async def _serve_http(
+        self,
+        app: object,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await serve(
+            app,  # type: ignore[arg-type]
+            _hypercorn_config(self.config),
+            shutdown_trigger=self._shutdown.wait,
+            task_status=task_status,
+        )
+        # hypercorn has drained: stop the rooms too.
+        scope.cancel()
+
+    async def _bound_shutdown(self, scope: trio.CancelScope) -> None:
+        await self._shutdown.wait()
+        scope.deadline = min(scope.deadline, trio.current_time() + SHUTDOWN_GRACE)

@@ -1,0 +1,104 @@
+"""One room's SFU as a signaling peer: identifies, tracks participants, handles handshakes.
+
+This module is the signaling half of the room SFU. It speaks the gateway protocol over any
+`SignalingLink` (in-process memory or a remote worker's WebSocket), so the gateway cannot tell
+where it runs. The media half (transports, router) plugs in behind `MediaHandler`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from ..rooms import SignalingLink
+
+log = logging.getLogger(__name__)
+
+
+class MediaHandler(Protocol):
+    """The media half: reacts to handshakes and departures, and sends through `send`."""
+
+    async def on_handshake(self, message: dict[str, Any]) -> None: ...
+
+    async def on_client_disconnect(self, client_id: str) -> None: ...
+
+
+@dataclass
+class Participant:
+    id: str
+    name: str = ""
+    handshakes: int = 0
+    features: dict[str, bool] = field(default_factory=dict)
+
+
+class RoomSFU:
+    def __init__(self, room_id: int, link: SignalingLink, media: MediaHandler | None = None):
+        self.room_id = room_id
+        self.link = link
+        self.media = media
+        self.participants: dict[str, Participant] = {}
+        self.identified = trio.Event()
+
+    async def send(self, action: str, data: dict[str, Any]) -> None:
+        await self.link.send({"action": action, "data": data})
+
+    async def run(self) -> None:
+        await self.send(
+            "identify", {"type": "sfu", "id": str(self.room_id), "roomId": self.room_id}
+        )
+        while True:
+            try:
+                message = await self.link.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self.handle(message)
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "identified":
+            self.identified.set()
+        elif kind == "roster":
+            for client in message.get("clients", []):
+                self._participant(client.get("id"), client.get("name"))
+        elif kind == "clientJoin":
+            self._participant(message.get("clientId"), message.get("name"))
+        elif kind in ("producer", "consumer"):
+            sender = message.get("sender")
+            participant = self._participant(sender, None)
+            if participant is not None:
+                participant.handshakes += 1
+            log.debug("room %d: %s handshake from %s", self.room_id, kind, sender)
+            if self.media is not None:
+                await self.media.on_handshake(message)
+        elif kind == "clientDisconnect":
+            client_id = message.get("clientId")
+            if isinstance(client_id, str):
+                self.participants.pop(client_id, None)
+                if self.media is not None:
+                    await self.media.on_client_disconnect(client_id)
+        elif kind == "features":
+            participant = self.participants.get(message.get("id"))  # type: ignore[arg-type]
+            if participant is not None and isinstance(message.get("features"), dict):
+                participant.features = message["features"]
+        elif kind == "error":
+            log.warning("room %d: gateway error %s", self.room_id, message)
+        else:
+            log.debug("room %d: ignoring %s", self.room_id, kind)
+
+    def _participant(self, client_id: Any, name: Any) -> Participant | None:
+        if not isinstance(client_id, str):
+            return None
+        participant = self.participants.get(client_id)
+        if participant is None:
+            participant = self.participants[client_id] = Participant(client_id)
+        if isinstance(name, str):
+            participant.name = name
+        return participant
+
+
+async def run_signaling_only(room_id: int, link: SignalingLink) -> None:
+    """The SFU factory used until the media plane is attached."""
+    await RoomSFU(room_id, link).run()

@@ -1,0 +1,251 @@
+"""SQLite persistence through sqlite-utils: rooms, connections, chat (DESIGN section 5).
+
+The store is called from the trio loop directly. Every call is one short statement or one short
+transaction on a local WAL database with `synchronous=NORMAL` (no fsync per commit), which costs
+tens of microseconds; a thread hop would cost more than it saves and sqlite3 connections are bound
+to their thread. The store is never called on the media path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+STARTING = "starting"
+UNCLAIMED = "unclaimed"
+CLAIMED = "claimed"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    id: int
+    url_path: str | None
+    status: str
+    worker_id: str | None
+    created_at: float
+    claimed_at: float | None
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    id: int
+    room_id: int
+    sender: str
+    name: str
+    content: str
+    ts: float
+
+
+def _room(row: sqlite3.Row | tuple[Any, ...]) -> RoomRow:
+    return RoomRow(*row)
+
+
+_ROOM_COLUMNS = "id, url_path, status, worker_id, created_at, claimed_at"
+
+
+class Store:
+    """One SQLite database. Open with `Store.open(path)`; `close()` is idempotent."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        store = cls(db)
+        store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        db = self.db
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "memory":
+            db.enable_wal()
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db["rooms"].create(
+            {
+                "id": int,
+                "url_path": str,
+                "status": str,
+                "worker_id": str,
+                "created_at": float,
+                "claimed_at": float,
+            },
+            pk="id",
+            not_null={"status", "created_at"},
+            if_not_exists=True,
+        )
+        # SQLite UNIQUE admits many NULLs: unclaimed and closed rooms have url_path NULL.
+        db["rooms"].create_index(["url_path"], unique=True, if_not_exists=True)
+        db["rooms"].create_index(["status"], if_not_exists=True)
+        db["connections"].create(
+            {
+                "connection_id": str,
+                "type": str,
+                "peer_id": str,
+                "room_id": int,
+                "name": str,
+                "connected_at": float,
+                "identified_at": float,
+                "remote_addr": str,
+            },
+            pk="connection_id",
+            if_not_exists=True,
+        )
+        db["connections"].create_index(["room_id"], if_not_exists=True)
+        db["chat"].create(
+            {
+                "id": int,
+                "room_id": int,
+                "sender": str,
+                "name": str,
+                "content": str,
+                "ts": float,
+            },
+            pk="id",
+            not_null={"room_id", "content", "ts"},
+            if_not_exists=True,
+        )
+        db["chat"].create_index(["room_id", "id"], if_not_exists=True)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.db.conn.close()
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def create_room(self, now: float, worker_id: str | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO rooms (status, worker_id, created_at) VALUES (?, ?, ?)",
+            [STARTING, worker_id, now],
+        )
+        return int(cur.lastrowid)
+
+    def get_room(self, room_id: int) -> RoomRow | None:
+        row = self.db.execute(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE id = ?", [room_id]
+        ).fetchone()
+        return _room(row) if row else None
+
+    def room_by_path(self, url_path: str) -> RoomRow | None:
+        row = self.db.execute(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE url_path = ? AND status != ?",
+            [url_path, CLOSED],
+        ).fetchone()
+        return _room(row) if row else None
+
+    def mark_ready(self, room_id: int) -> None:
+        """The room's SFU identified: a starting room becomes claimable."""
+        self.db.execute(
+            "UPDATE rooms SET status = ? WHERE id = ? AND status = ?",
+            [UNCLAIMED, room_id, STARTING],
+        )
+
+    def claim(self, url_path: str, now: float) -> int | None:
+        """Bind one ready unclaimed room to `url_path`, atomically; idempotent per path.
+
+        One IMMEDIATE transaction: the existing-binding check and the UPDATE ... RETURNING see
+        the same snapshot, and the UNIQUE index on url_path is the last line of defence.
+        """
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT id FROM rooms WHERE url_path = ? AND status != ?", [url_path, CLOSED]
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "UPDATE rooms SET url_path = ?, status = ?, claimed_at = ? WHERE id = ("
+                    " SELECT id FROM rooms WHERE status = ? AND url_path IS NULL"
+                    " ORDER BY id LIMIT 1) RETURNING id",
+                    [url_path, CLAIMED, now, UNCLAIMED],
+                ).fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(row[0]) if row else None
+
+    def close_room(self, room_id: int) -> None:
+        """Closed rooms free their urlPath, so the next visitor claims a fresh room."""
+        self.db.execute(
+            "UPDATE rooms SET status = ?, url_path = NULL WHERE id = ?", [CLOSED, room_id]
+        )
+
+    def live_rooms(self) -> list[RoomRow]:
+        rows = self.db.execute(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE status != ? ORDER BY id", [CLOSED]
+        ).fetchall()
+        return [_room(r) for r in rows]
+
+    def count_rooms(self, status: str | None = None) -> int:
+        if status is None:
+            sql, args = "SELECT count(*) FROM rooms WHERE status != ?", [CLOSED]
+        else:
+            sql, args = "SELECT count(*) FROM rooms WHERE status = ?", [status]
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def add_connection(self, connection_id: str, remote_addr: str, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO connections (connection_id, connected_at, remote_addr) VALUES (?, ?, ?)",
+            [connection_id, now, remote_addr],
+        )
+
+    def identify_connection(
+        self,
+        connection_id: str,
+        *,
+        type: str | None,
+        peer_id: str | None,
+        room_id: int | None,
+        name: str | None,
+        now: float | None,
+    ) -> None:
+        """Record (or, with Nones, forget) what a connection identified as."""
+        self.db.execute(
+            "UPDATE connections SET type = ?, peer_id = ?, room_id = ?, name = ?,"
+            " identified_at = ? WHERE connection_id = ?",
+            [type, peer_id, room_id, name, now, connection_id],
+        )
+
+    def remove_connection(self, connection_id: str) -> None:
+        self.db.execute("DELETE FROM connections WHERE connection_id = ?", [connection_id])
+
+    def clear_connections(self) -> int:
+        """At start-up: the sockets of those rows died with the previous process."""
+        return self.db.execute("DELETE FROM connections").rowcount
+
+    def count_connections(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM connections").fetchone()[0])
+
+    def connections(self) -> list[dict[str, Any]]:
+        return list(self.db["connections"].rows)
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    def add_chat(self, room_id: int, sender: str, name: str, content: str, ts: float) -> ChatRow:
+        cur = self.db.execute(
+            "INSERT INTO chat (room_id, sender, name, content, ts) VALUES (?, ?, ?, ?, ?)",
+            [room_id, sender, name, content, ts],
+        )
+        return ChatRow(int(cur.lastrowid), room_id, sender, name, content, ts)
+
+    def recent_chat(self, room_id: int, limit: int = 50) -> list[ChatRow]:
+        rows = self.db.execute(
+            "SELECT id, room_id, sender, name, content, ts FROM chat WHERE room_id = ?"
+            " ORDER BY id DESC LIMIT ?",
+            [room_id, limit],
+        ).fetchall()
+        return [ChatRow(*r) for r in reversed(rows)]
