@@ -90,10 +90,10 @@ class Server:
                 urls = await nursery.start(self._serve_http, app, nursery.cancel_scope)
                 task_status.started(Started(list(urls)))
         finally:
-            with trio.CancelScope(shield=True):
-                # Every socket is gone with the process: keep the table true to that.
-                store.clear_connections()
-                store.close()
+            # Synchronous, so it runs to completion even while cancelled. Every socket is gone
+            # with the process: keep the connections table true to that.
+            store.clear_connections()
+            store.close()
 
     async def _serve_http(
         self,

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real `Server` on a loopback port 0 with a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from arbiter.config import Config
+from arbiter.rooms import SfuFactory, SignalingLink
+from arbiter.server import Server
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    base = Config().replace(
+        http={"host": "127.0.0.1", "port": 0},
+        media={"listen": "127.0.0.1", "port": 0, "announced_ip": ["127.0.0.1"]},
+        store={"path": str(tmp_path / "arbiter.db")},
+        rooms={"idle_pool": 0},
+    )
+    return base.replace(**sections) if sections else base
+
+
+@dataclass
+class Running:
+    server: Server
+    url: str
+    http: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@asynccontextmanager
+async def running_server(
+    config: Config, sfu_factory: SfuFactory | None = None
+) -> AsyncIterator[Running]:
+    server = Server(config, sfu_factory)
+    async with trio.open_nursery() as nursery:
+        started = await nursery.start(server.run)
+        async with httpx.AsyncClient(base_url=started.url, timeout=10) as http:
+            try:
+                yield Running(server, started.url, http)
+            finally:
+                server.shutdown()
+
+
+@dataclass
+class RecordingSFU:
+    """An in-process SFU for gateway tests: records what it receives, sends what it is told."""
+
+    room_id: int
+    link: SignalingLink
+    received: list[dict[str, Any]] = field(default_factory=list)
+    arrived: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self) -> None:
+        await self.link.send(
+            {"action": "identify", "data": {"type": "sfu", "id": str(self.room_id)}}
+        )
+        while True:
+            message = await self.link.receive()
+            self.received.append(message)
+            self.arrived.set()
+            self.arrived = trio.Event()
+
+    async def wait_for(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        with trio.fail_after(5):
+            while True:
+                for message in self.received:
+                    if pred(message):
+                        return message
+                await self.arrived.wait()
+
+
+class SfuRegistry:
+    """Factory handing out RecordingSFUs; rooms in `remote` get no in-process SFU at all."""
+
+    def __init__(self) -> None:
+        self.sfus: dict[int, RecordingSFU] = {}
+        self.remote: set[int] = set()
+
+    async def __call__(self, room_id: int, link: SignalingLink) -> None:
+        if room_id in self.remote:
+            await trio.sleep_forever()
+        sfu = self.sfus[room_id] = RecordingSFU(room_id, link)
+        await sfu.run()
+
+
+class WsClient:
+    """A trio-websocket client speaking the gateway protocol, with exact-frame helpers."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, action: str, data: Any = None, **extra: Any) -> None:
+        frame: dict[str, Any] = {"action": action, **extra}
+        if data is not None:
+            frame["data"] = data
+        await self.ws.send_message(json.dumps(frame))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self.ws.send_message(text)
+
+    async def recv(self, timeout: float = 5) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            message = json.loads(await self.ws.get_message())
+        assert isinstance(message, dict)
+        return message
+
+    async def recv_type(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+        """Skip frames of other types (roster, chatHistory, ...) until one of `kind`."""
+        with trio.fail_after(timeout):
+            while True:
+                message = await self.recv(timeout)
+                if message.get("type") == kind:
+                    return message
+
+    async def identify_client(self, room_id: int, peer_id: str, name: str | None = None) -> dict:
+        data: dict[str, Any] = {"type": "client", "id": peer_id, "roomId": room_id}
+        if name is not None:
+            data["name"] = name
+        await self.send("identify", data)
+        identified = await self.recv()
+        assert identified["type"] == "identified", identified
+        roster = await self.recv()
+        assert roster["type"] == "roster"
+        history = await self.recv()
+        assert history["type"] == "chatHistory"
+        return identified
+
+    async def expect_silence(self, seconds: float = 0.2) -> None:
+        with trio.move_on_after(seconds):
+            message = await self.ws.get_message()
+            raise AssertionError(f"unexpected frame {message}")
+
+
+@asynccontextmanager
+async def ws_client(url: str) -> AsyncIterator[WsClient]:
+    async with open_websocket_url(url) as ws:
+        yield WsClient(ws)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
