@@ -477,14 +477,26 @@ def _track_of(
     )
 
 
-def _rejected_lines(section: MediaSection) -> list[str]:
-    # RFC 3264 §6 / RFC 8843 §7.3.3: port 0, mid kept, left out of the BUNDLE group.
+def _rejected_lines(section: MediaSection, local: LocalParams) -> list[str]:
+    # RFC 3264 §6 / RFC 8843 §7.3.3: port 0, mid kept, left out of the BUNDLE group. The ICE,
+    # DTLS and rtcp-mux lines are redundant for a rejected section, but aiortc refuses an answer
+    # whose every m-section lacks them.
     if section.kind == "application":
         fmt = "webrtc-datachannel" if section.protocol == SCTP_PROTOCOL else section.formats[0]
         lines = [f"m=application 0 {section.protocol} {fmt}"]
     else:
         lines = [f"m={section.kind} 0 {section.protocol} {section.formats[0]}"]
-    return lines + ["c=IN IP4 0.0.0.0", f"a=mid:{section.mid}"]
+    lines += [
+        "c=IN IP4 0.0.0.0",
+        f"a=ice-ufrag:{local.ice_ufrag}",
+        f"a=ice-pwd:{local.ice_pwd}",
+        f"a=fingerprint:sha-256 {local.fingerprint}",
+        "a=setup:passive",
+        f"a=mid:{section.mid}",
+    ]
+    if section.kind != "application":
+        lines += ["a=inactive", "a=rtcp-mux"]
+    return lines
 
 
 def build_producer_answer(
@@ -509,7 +521,7 @@ def build_producer_answer(
         ):
             codecs = _choose_codecs(section, video_codec)
         if not codecs:
-            bodies.append(_rejected_lines(section))
+            bodies.append(_rejected_lines(section, local))
             continue
         accepted.append(section.mid)
         publishes = section.direction in ("sendrecv", "sendonly")
