@@ -41,6 +41,13 @@ class MediaConfig:
     # wildcard, this host's primary address (see sfu.endpoint).
     announced_ip: list[str] = field(default_factory=list)
     consent_timeout: float = 30.0
+    # The video codec producers are answered with: "VP8" or "H264" (packetization-mode=1,
+    # profile-level-id 42e01f). Every browser of a room must be able to decode it.
+    video_codec: str = "VP8"
+
+    def __post_init__(self) -> None:
+        if self.video_codec not in ("VP8", "H264"):
+            raise ConfigError(f"media.video_codec: expected VP8 or H264, got {self.video_codec!r}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ store, with the cleanup shielded and bounded by a deadline.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from .gateway import Gateway
 from .http_api import create_app
 from .metrics import Metrics
 from .rooms import RoomManager, SfuFactory
+from .sfu.endpoint import MediaEndpoint
+from .sfu.media import run_media_room
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -52,17 +55,17 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     return hc
 
 
-def default_sfu_factory(config: Config) -> SfuFactory:
-    from .sfu.room import run_signaling_only
-
-    return run_signaling_only
+def media_sfu_factory(config: Config, endpoint: MediaEndpoint) -> SfuFactory:
+    """Room SFUs with the native media plane, all on the process's one MediaEndpoint."""
+    return functools.partial(run_media_room, endpoint=endpoint, config=config)
 
 
 class Server:
     def __init__(self, config: Config, sfu_factory: SfuFactory | None = None) -> None:
         self.config = config
-        self.sfu_factory = sfu_factory or default_sfu_factory(config)
+        self.sfu_factory = sfu_factory  # None: the native media plane (media_sfu_factory)
         self.metrics = Metrics()
+        self.endpoint: MediaEndpoint | None = None
         self.store: Store | None = None
         self.rooms: RoomManager | None = None
         self.gateway: Gateway | None = None
@@ -79,12 +82,21 @@ class Server:
             stale = store.clear_connections()
             if stale:
                 log.info("removed %d stale connection rows from the previous run", stale)
-            rooms = self.rooms = RoomManager(self.config, store, self.metrics, self.sfu_factory)
+            endpoint = self.endpoint = MediaEndpoint(self.config.media)
+            factory = self.sfu_factory or media_sfu_factory(self.config, endpoint)
+            rooms = self.rooms = RoomManager(self.config, store, self.metrics, factory)
             gateway = self.gateway = Gateway(self.config, store, rooms, self.metrics)
             rooms.gateway = gateway
             self.metrics.add_gauges("arbiter_rooms", "Live rooms by status", rooms.counts)
+            self.metrics.add_counters(
+                "arbiter_media_datagrams",
+                "Media datagrams by outcome (drop reasons and rtp_in/rtcp_in)",
+                lambda: dict(endpoint.counters),
+            )
             app = create_app(self.config, store, rooms, gateway, self.metrics)
             async with trio.open_nursery() as nursery:
+                # The endpoint first: room SFUs started by recovery need its port for their SDP.
+                await nursery.start(endpoint.run)
                 await nursery.start(rooms.run)
                 nursery.start_soon(self._bound_shutdown, nursery.cancel_scope)
                 urls = await nursery.start(self._serve_http, app, nursery.cancel_scope)

@@ -2,7 +2,8 @@
 
 This module is the signaling half of the room SFU. It speaks the gateway protocol over any
 `SignalingLink` (in-process memory or a remote worker's WebSocket), so the gateway cannot tell
-where it runs. The media half (transports, router) plugs in behind `MediaHandler`.
+where it runs. The media half (`media.MediaRoom`: transports, router) plugs in behind
+`MediaHandler`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class MediaHandler(Protocol):
     """The media half: reacts to handshakes and departures, and sends through `send`."""
 
     async def on_handshake(self, message: dict[str, Any]) -> None: ...
+
+    async def on_client_join(self, client_id: str) -> None: ...
 
     async def on_client_disconnect(self, client_id: str) -> None: ...
 
@@ -64,7 +67,9 @@ class RoomSFU:
             for client in message.get("clients", []):
                 self._participant(client.get("id"), client.get("name"))
         elif kind == "clientJoin":
-            self._participant(message.get("clientId"), message.get("name"))
+            participant = self._participant(message.get("clientId"), message.get("name"))
+            if participant is not None and self.media is not None:
+                await self.media.on_client_join(participant.id)
         elif kind in ("producer", "consumer"):
             sender = message.get("sender")
             participant = self._participant(sender, None)
@@ -100,5 +105,5 @@ class RoomSFU:
 
 
 async def run_signaling_only(room_id: int, link: SignalingLink) -> None:
-    """The SFU factory used until the media plane is attached."""
+    """An SFU factory without media (gateway tests and signaling-only deployments)."""
     await RoomSFU(room_id, link).run()

@@ -1,0 +1,209 @@
+"""WebRtcTransport: one browser RTCPeerConnection as the SFU sees it (ICE-lite + DTLS + SRTP).
+
+A transport composes the sans-IO protocol objects (IceLiteResponder, DtlsSession, SrtpSession)
+for one remote peer connection. It never touches a socket: datagrams leave through the injected
+`send(datagram, addr)` (the endpoint binds it to a non-blocking `sendto`, tests to a list) and
+the clock arrives as `now`.
+
+Roles follow DESIGN section 4: a *producer* transport carries one participant's tracks to the
+SFU (the browser offered); a *consumer* transport carries one remote participant's tracks to a
+subscriber (the SFU offered). The SFU is always the DTLS server.
+
+Before the remote description is known (a consumer transport between our offer and the
+browser's answer), the browser may already run ICE and send its ClientHello: those DTLS
+datagrams are held (a few) and fed to the DTLS session once the answer gives us the
+fingerprints, so the race costs no retransmission timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import MalformedInput
+from .dtls import Certificate, DtlsSession
+from .ice import IceLiteResponder
+from .srtp import SrtpSession
+
+if TYPE_CHECKING:
+    from .router import Consumer, Producer, Router
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+Send = Callable[[bytes, Address], None]
+
+PENDING_DTLS = 8  # datagrams held while the remote fingerprints are unknown
+
+PRODUCER = "producer"
+CONSUMER = "consumer"
+
+
+class WebRtcTransport:
+    """ICE-lite + DTLS server + SRTP for one peer connection. `close()` is idempotent."""
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        owner: str,
+        certificate: Certificate,
+        send: Send,
+        now: float,
+        consent_timeout: float = 30.0,
+        publisher: str | None = None,
+    ) -> None:
+        self.role = role
+        self.owner = owner  # the participant whose browser holds this peer connection
+        self.publisher = publisher  # consumer transports: whose tracks they carry
+        self.certificate = certificate
+        self.send = send
+        self.ice = IceLiteResponder(consent_timeout=consent_timeout, created_at=now)
+        self.dtls: DtlsSession | None = None
+        self.srtp: SrtpSession | None = None
+        self.remote_addr: Address | None = None
+        self.connected = False
+        self.closed = False
+        # Our SSRC as an RTCP sender (RR, REMB, PLI) on this transport: random (RFC 3550 8.1).
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.remb_estimate = 1_000_000.0
+        self.router: Router | None = None  # set by the room; the endpoint hands it packets
+        self.producers: dict[int, Producer] = {}  # media and RTX SSRC -> Producer
+        self.producers_list: list[Producer] = []
+        self.consumers: dict[int, Consumer] = {}  # media SSRC -> Consumer
+        self.protect_rtp: Callable[[bytes], bytes] = _not_ready
+        self.protect_rtcp: Callable[[bytes], bytes] = _not_ready
+        self._pending_dtls: list[bytes] = []
+        # Hooks the room/endpoint set: called on connect, remote address change and close.
+        self.on_connected: Callable[[WebRtcTransport], None] | None = None
+        self.on_address_change: Callable[[WebRtcTransport, Address | None], None] | None = None
+        self.on_close: list[Callable[[WebRtcTransport], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<WebRtcTransport {self.role} owner={self.owner} publisher={self.publisher}>"
+
+    @property
+    def ufrag(self) -> str:
+        return self.ice.ufrag
+
+    # -- remote description --------------------------------------------------------------------
+
+    def set_remote(
+        self, ice_ufrag: str, ice_pwd: str, fingerprints: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        """Apply the remote SDP's ICE credentials and DTLS fingerprints (RFC 8122)."""
+        if self.closed or self.dtls is not None:
+            return
+        self.ice.set_remote(ice_ufrag, ice_pwd)
+        self.dtls = DtlsSession(self.certificate, role="server", remote_fingerprints=fingerprints)
+        pending, self._pending_dtls = self._pending_dtls, []
+        for datagram in pending:
+            try:
+                self.receive_dtls_untrusted(datagram, now)
+            except MalformedInput:
+                pass
+
+    # -- datagrams from the endpoint -----------------------------------------------------------
+
+    def receive_stun_untrusted(self, data: bytes, addr: Address, now: float) -> None:
+        """A binding request for our ufrag: answer it; it may (re)select the remote address."""
+        response, changed = self.ice.handle_request_untrusted(data, addr, now)
+        self.send(response, addr)
+        if self.remote_addr is None or changed:
+            # Until a nomination, answer DTLS where the last valid check came from; a
+            # nomination (USE-CANDIDATE, RFC 8445 7.3.1.5) fixes the address.
+            old = self.remote_addr
+            self.remote_addr = self.ice.selected or addr
+            if old != self.remote_addr:
+                self._update_connected()
+                if self.on_address_change is not None:
+                    self.on_address_change(self, old)
+
+    def receive_dtls_untrusted(self, data: bytes, now: float) -> None:
+        dtls = self.dtls
+        if dtls is None:
+            if len(self._pending_dtls) < PENDING_DTLS:
+                self._pending_dtls.append(data)
+            return
+        was_connected = dtls.state == "connected"
+        datagrams = dtls.receive_untrusted(data, now)
+        self._flush(datagrams)
+        if not was_connected and dtls.state == "connected":
+            self._dtls_connected()
+        elif dtls.state == "failed":
+            log.info("%r: DTLS failed: %s", self, dtls.failure_reason)
+            self.close()
+
+    def handle_timeout(self, now: float) -> None:
+        """DTLS retransmissions (RFC 6347 4.2.4): call when `next_timeout()` has passed."""
+        dtls = self.dtls
+        if dtls is not None and dtls.state in ("new", "connecting"):
+            deadline = dtls.next_timeout()
+            if deadline is not None and now >= deadline:
+                self._flush(dtls.handle_timeout(now))
+
+    def consent_expired(self, now: float) -> bool:
+        return self.ice.consent_expired(now)
+
+    def unprotect_rtp_untrusted(self, data: bytes) -> bytes:
+        srtp = self.srtp
+        if srtp is None:
+            raise MalformedInput("srtp not ready")
+        return srtp.unprotect_rtp_untrusted(data)
+
+    def unprotect_rtcp_untrusted(self, data: bytes) -> bytes:
+        srtp = self.srtp
+        if srtp is None:
+            raise MalformedInput("srtp not ready")
+        return srtp.unprotect_rtcp_untrusted(data)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _flush(self, datagrams: list[bytes]) -> None:
+        addr = self.remote_addr
+        if addr is None:
+            return
+        for datagram in datagrams:
+            self.send(datagram, addr)
+
+    def _dtls_connected(self) -> None:
+        assert self.dtls is not None and self.dtls.srtp_keys is not None
+        self.srtp = SrtpSession(self.dtls.srtp_keys)
+        self.protect_rtp = self.srtp.protect_rtp
+        self.protect_rtcp = self.srtp.protect_rtcp
+        self._update_connected()
+
+    def _update_connected(self) -> None:
+        was = self.connected
+        self.connected = self.srtp is not None and self.remote_addr is not None
+        if self.connected and not was and self.on_connected is not None:
+            self.on_connected(self)
+
+    def close(self) -> None:
+        """Idempotent. Closes this transport's producers (and so their consumers) and consumers."""
+        if self.closed:
+            return
+        self.closed = True
+        self.connected = False
+        for producer in list(self.producers_list):
+            producer.close()
+        for consumer in list(self.consumers.values()):
+            consumer.close()
+        self.producers.clear()
+        self.producers_list.clear()
+        self.consumers.clear()
+        if self.dtls is not None:
+            try:
+                self._flush(self.dtls.close())
+            except Exception:  # a close_notify we could not build is not worth more
+                log.debug("%r: DTLS close failed", self, exc_info=True)
+        self.ice.close()
+        hooks, self.on_close = self.on_close, []
+        for hook in hooks:
+            hook(self)
+
+
+def _not_ready(packet: bytes) -> bytes:
+    raise MalformedInput("srtp not ready")
