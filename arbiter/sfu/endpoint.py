@@ -29,6 +29,7 @@ from . import mux, stun
 from .dtls import Certificate
 
 if TYPE_CHECKING:
+    from .media import MediaRoom
     from .router import Router
     from .transport import WebRtcTransport
 
@@ -86,6 +87,7 @@ class MediaEndpoint:
         self.by_addr: dict[Address, WebRtcTransport] = {}
         self._addrs: dict[WebRtcTransport, list[Address]] = {}
         self.routers: set[Router] = set()
+        self.rooms: dict[int, MediaRoom] = {}  # live media rooms by room id (metrics, tests)
         self.port = 0
         self.sock: socket.socket | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()

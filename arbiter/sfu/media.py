@@ -58,6 +58,7 @@ class MediaRoom:
         self.config = config
         self.router = Router(endpoint.send, endpoint.counters)
         endpoint.routers.add(self.router)
+        endpoint.rooms[room_id] = self
         self.publishers: dict[str, Publisher] = {}
         # (subscriber id, publisher id) -> the subscriber's consumer transport for that publisher
         self.subscriptions: dict[tuple[str, str], WebRtcTransport] = {}
@@ -113,6 +114,8 @@ class MediaRoom:
             transport.close()
         self.router.close()
         self.endpoint.routers.discard(self.router)
+        if self.endpoint.rooms.get(self.room_id) is self:
+            del self.endpoint.rooms[self.room_id]
 
     def transport_count(self) -> int:
         return len(self.router.transports)
