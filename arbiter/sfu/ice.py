@@ -1,0 +1,144 @@
+"""ICE-lite responder for one WebRTC transport, sans-IO (RFC 8445 section 2.5, RFC 7675).
+
+The SFU never sends connectivity checks: it has one host candidate per announced IP, the
+browser (a full agent, always controlling against a lite peer, RFC 8445 section 6.1.1) sends
+Binding requests, and we answer them. The first authenticated request carrying USE-CANDIDATE
+nominates the address it came from; from then on, authenticated requests from that address are
+consent refreshes (RFC 7675 section 5.1). A transport that hears none for `consent_timeout`
+seconds has lost consent and is closed by its owner (RFC 7675 section 5.1: 30 s).
+
+Time comes in as `now` (any monotonic clock, seconds); this module reads no clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from arbiter.errors import MalformedInput
+from arbiter.sfu.stun import (
+    ROLE_CONFLICT,
+    binding_error,
+    binding_success,
+    parse_binding_request_untrusted,
+)
+
+# ice-char = ALPHA / DIGIT / "+" / "/" (RFC 8445 section 5.3).
+_ICE_CHARS = string.ascii_letters + string.digits + "+/"
+# RFC 8445 section 5.3: ufrag >= 4 chars (24 bits), pwd >= 22 chars (128 bits). The ufrag is
+# also how a datagram from an unknown address finds its transport, so make collisions between
+# concurrent transports negligible (96 bits); the pwd is the HMAC key (192 bits).
+UFRAG_LENGTH = 16
+PWD_LENGTH = 32
+
+
+def _random_ice_chars(length: int) -> str:
+    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+
+
+def random_ufrag() -> str:
+    """A fresh ice-ufrag (RFC 8445 section 5.3)."""
+    return _random_ice_chars(UFRAG_LENGTH)
+
+
+def random_pwd() -> str:
+    """A fresh ice-pwd (RFC 8445 section 5.3), from `secrets` because it keys the HMAC."""
+    return _random_ice_chars(PWD_LENGTH)
+
+
+class IceLiteResponder:
+    """Answers a browser's connectivity checks and tracks the nominated address and consent."""
+
+    __slots__ = (
+        "ufrag",
+        "pwd",
+        "remote_ufrag",
+        "remote_pwd",
+        "selected",
+        "last_consent",
+        "consent_timeout",
+        "created_at",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        *,
+        ufrag: str | None = None,
+        pwd: str | None = None,
+        consent_timeout: float = 30.0,
+        created_at: float = 0.0,
+    ) -> None:
+        self.ufrag: str = ufrag if ufrag is not None else random_ufrag()
+        self.pwd: str = pwd if pwd is not None else random_pwd()
+        # Learned from the remote SDP. Checks may arrive before it (we offered, the answer is
+        # still in flight on the signaling channel), so an unknown remote ufrag is accepted.
+        self.remote_ufrag: str | None = None
+        # Kept for completeness: a lite agent never sends requests, so it never signs with it.
+        self.remote_pwd: str | None = None
+        self.selected: tuple[str, int] | None = None
+        self.last_consent: float | None = None
+        self.consent_timeout = consent_timeout
+        self.created_at = created_at
+        self.closed = False
+
+    def set_remote(self, ufrag: str, pwd: str) -> None:
+        """The remote ice-ufrag/ice-pwd from its SDP (RFC 8839 section 5.4)."""
+        self.remote_ufrag = ufrag
+        self.remote_pwd = pwd
+
+    def handle_request_untrusted(
+        self, data: bytes, addr: tuple[str, int], now: float
+    ) -> tuple[bytes, bool]:
+        """Verify a Binding request from `addr`: (response datagram, selected address changed).
+
+        Raises MalformedInput (drop the datagram, send nothing) when the request fails
+        authentication, is not for this transport, or the transport is closed.
+        """
+        if self.closed:
+            raise MalformedInput("ICE transport closed")
+        request = parse_binding_request_untrusted(data, self.pwd)
+        # RFC 8445 section 7.3: USERNAME must be "OURS:THEIRS". The HMAC already proves the
+        # sender knows our pwd; the ufrag check keeps a stale session's checks (after an ICE
+        # restart, RFC 8445 section 9) from refreshing this one.
+        if request.local_ufrag != self.ufrag:
+            raise MalformedInput("USERNAME is not for this ICE transport")
+        if self.remote_ufrag is not None and request.remote_ufrag != self.remote_ufrag:
+            raise MalformedInput("USERNAME remote ufrag does not match the remote SDP")
+        host, port = addr[0], addr[1]
+        source = (host, port)
+        if request.controlling is False:
+            # The peer claims the controlled role too. A lite agent cannot switch to
+            # controlling (RFC 8445 section 6.1.1), so it answers 487 Role Conflict
+            # (RFC 8445 section 7.3.1.1) and neither selects nor refreshes on it.
+            return binding_error(request, ROLE_CONFLICT, "Role Conflict", self.pwd), False
+        changed = False
+        if request.use_candidate and source != self.selected:
+            # RFC 8445 section 7.3.1.5 (regular nomination): the controlling agent picks the
+            # pair. A later USE-CANDIDATE from another address moves the selection: the
+            # browser's network changed or it renominated; follow it, as mediasoup does.
+            self.selected = source
+            changed = True
+        if source == self.selected:
+            # RFC 7675 section 5.1: an authenticated check on the selected pair is consent.
+            self.last_consent = now
+        # Requests from other addresses without USE-CANDIDATE are plain connectivity checks
+        # (RFC 8445 section 7.3.1.4): answered so the browser can validate the pair, no more.
+        return binding_success(request, source, self.pwd), changed
+
+    def consent_expired(self, now: float) -> bool:
+        """RFC 7675 section 5.1: no consent for `consent_timeout` seconds (or closed).
+
+        Before any nomination the clock runs from creation, so a transport the browser never
+        reaches is reaped too.
+        """
+        if self.closed:
+            return True
+        if self.selected is None or self.last_consent is None:
+            return now - self.created_at > self.consent_timeout
+        return now - self.last_consent > self.consent_timeout
+
+    def close(self) -> None:
+        """Stop answering; idempotent. `selected` stays readable so the owner can drop its
+        routing entries for it and for `ufrag`."""
+        self.closed = True
