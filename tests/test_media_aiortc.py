@@ -22,14 +22,10 @@ VIDEO_SIZE = (320, 240)
 
 
 def sfu_transport_count(srv: Running, room_id: int) -> int:
-    """Live media transports (producer + consumer pcs) the room's SFU holds for its clients.
-
-    TODO(media plane): wire this to the room SFU's media state, reached from
-    `srv.server.rooms` (the RoomManager; `srv.server.rooms.rooms[room_id]` is the supervisor's
-    `Room`). Expected: 1 producer per participant + 1 consumer per (participant, other
-    participant), so 3 participants -> 9, and once one of them leaves -> 4.
-    """
-    raise NotImplementedError("sfu_transport_count: the media room API is not wired up yet")
+    """Live media transports (producer + consumer pcs) the room's SFU holds for its clients:
+    1 producer per participant + 1 consumer per (participant, other participant)."""
+    assert srv.server.endpoint is not None
+    return srv.server.endpoint.rooms[room_id].transport_count()
 
 
 async def new_room(srv: Running, url_path: str) -> int:
