@@ -251,4 +251,5 @@ def test_wrong_fingerprint_gets_no_keys() -> None:
         for datagram in h.net.take(P_ADDR):
             flights += client.receive_untrusted(datagram, h.now)
     assert t.srtp is None and not t.connected and t.closed
+    assert h.endpoint.counters["dtls_failed"] == 1
     assert h.connected == []

@@ -218,6 +218,10 @@ class MediaEndpoint:
                     counters["unknown_address"] += 1
                     return
                 transport.receive_dtls_untrusted(data, now)
+                if transport.closed and transport.dtls is not None:
+                    # Handshake error or a certificate that does not match the SDP
+                    # fingerprint (RFC 8122 5): the transport was closed without keys.
+                    counters["dtls_failed"] += 1
             else:
                 counters["unknown_protocol"] += 1
         except MalformedInput as exc:
