@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import MalformedInput
 
@@ -74,8 +74,8 @@ class RtpHeader:
     ssrc: int
     csrcs: tuple[int, ...]
     header_length: int  # offset of the payload
+    extensions: dict[int, bytes]  # RFC 8285 element id -> value
     payload_length: int  # excluding padding
-    extensions: dict[int, bytes] = field(default_factory=dict)
 
 
 def _one_byte_extensions_untrusted(packet: bytes, start: int, end: int) -> dict[int, bytes]:
