@@ -23,8 +23,11 @@ from arbiter.sfu.sdp import (
     HOST_PRIORITY,
     MAX_SDP_CHARS,
     URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
     URI_MID,
+    URI_PLAYOUT_DELAY,
     URI_TRANSPORT_CC,
+    URI_VIDEO_ORIENTATION,
     Codec,
     LocalParams,
     Track,
@@ -40,8 +43,20 @@ CHROME_OFFER = (DATA / "chrome_offer.sdp").read_bytes().decode()
 AIORTC_OFFER = (DATA / "aiortc_offer.sdp").read_bytes().decode()
 FINGERPRINT = ":".join(f"{i:02X}" for i in range(32))
 LOCAL = LocalParams("sfuU", "sfupasswordsfupassword", FINGERPRINT, [("127.0.0.1", 40000)])
-CANDIDATE = f"a=candidate:1 1 udp {HOST_PRIORITY} 127.0.0.1 40000 typ host"
 CHROME_STREAM = "6c11f43a-7981-4524-9860-a1d0fb827033"
+CHROME_FINGERPRINT = "A5:D0:17:39:71:21:F4:A6:75:14:72:F1:B1:02:1E:A3:8A:B9:5D:49:E4:98:60:52:1B:D1:A7:3B:8B:D2:BC:5B"
+
+
+def transport_lines(setup: str) -> list[str]:
+    return [
+        "c=IN IP4 127.0.0.1",
+        f"a=candidate:1 1 udp {HOST_PRIORITY} 127.0.0.1 40000 typ host",
+        "a=end-of-candidates",
+        "a=ice-ufrag:sfuU",
+        "a=ice-pwd:sfupasswordsfupassword",
+        f"a=fingerprint:sha-256 {FINGERPRINT}",
+        f"a=setup:{setup}",
+    ]
 
 
 def lines_of(sdp: str) -> list[str]:
@@ -73,31 +88,18 @@ def test_parse_chrome_offer() -> None:
     assert offer.remote.ice_ufrag == "1Wrg"
     assert offer.remote.ice_pwd == "UX7jc0ZdVP2ipDa4mNwg9nir"
     assert offer.remote.setup == "actpass"
-    assert offer.remote.fingerprints == [
-        (
-            "sha-256",
-            "A5:D0:17:39:71:21:F4:A6:75:14:72:F1:B1:02:1E:A3:"
-            "8A:B9:5D:49:E4:98:60:52:1B:D1:A7:3B:8B:D2:BC:5B",
-        )
-    ]
+    assert offer.remote.fingerprints == [("sha-256", CHROME_FINGERPRINT)]
     assert offer.bundle == ["0", "1", "2"]
     audio, video, app = offer.sections
-    assert [(s.kind, s.mid, s.direction) for s in offer.sections] == [
-        ("audio", "0", "sendrecv"),
-        ("video", "1", "sendrecv"),
-        ("application", "2", "sendrecv"),
-    ]
+    assert [s.kind for s in offer.sections] == ["audio", "video", "application"]
+    assert [s.mid for s in offer.sections] == ["0", "1", "2"]
+    assert audio.direction == video.direction == "sendrecv"
     assert audio.codecs[0] == Codec(
         111, "opus", 48000, 2, "minptime=10;useinbandfec=1", ("transport-cc",)
     )
     assert [c.payload_type for c in audio.codecs] == [111, 63, 9, 0, 8, 13, 110, 126]
     assert (3, URI_TRANSPORT_CC) in audio.extmaps
-    assert audio.ssrcs == {
-        224412333: {
-            "cname": "7ZuLJxI0gAm1sfKQ",
-            "msid": f"{CHROME_STREAM} e680e6a1-7b6a-41ec-8cff-d0cfdc49e834",
-        }
-    }
+    assert audio.ssrcs[224412333]["cname"] == "7ZuLJxI0gAm1sfKQ" and len(audio.ssrcs) == 1
     assert video.codecs[0] == Codec(
         96, "VP8", 90000, None, None, ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
     )
@@ -111,8 +113,8 @@ def test_parse_aiortc_offer_session_level_defaults_and_several_fingerprints() ->
     offer = parse_offer_untrusted(AIORTC_OFFER)
     assert offer.remote.ice_ufrag == "Ksli"
     assert [alg for alg, _ in offer.remote.fingerprints] == ["sha-256", "sha-384", "sha-512"]
-    assert offer.sections[1].msid == (
-        "d1ea5254-4f6d-4916-9aa2-22d5bc685ecf d74f2188-4793-4c65-929a-e0850d39d631"
+    assert offer.sections[1].msid and offer.sections[1].msid.endswith(
+        " d74f2188-4793-4c65-929a-e0850d39d631"
     )
 
 
@@ -131,21 +133,13 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
         "a=group:BUNDLE 0 1",
         "a=msid-semantic: WMS",
     ]
-    transport = [
-        "c=IN IP4 127.0.0.1",
-        CANDIDATE,
-        "a=end-of-candidates",
-        "a=ice-ufrag:sfuU",
-        "a=ice-pwd:sfupasswordsfupassword",
-        f"a=fingerprint:sha-256 {FINGERPRINT}",
-        "a=setup:passive",
-    ]
+    transport = transport_lines("passive")
     audio, video, app = sections_of(answer)
     assert audio == [
         "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
         *transport,
         "a=mid:0",
-        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        f"a=extmap:1 {URI_AUDIO_LEVEL}",
         f"a=extmap:2 {URI_ABS_SEND_TIME}",
         f"a=extmap:4 {URI_MID}",
         "a=recvonly",
@@ -159,8 +153,8 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
         *transport,
         "a=mid:1",
         f"a=extmap:2 {URI_ABS_SEND_TIME}",
-        "a=extmap:13 urn:3gpp:video-orientation",
-        "a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        f"a=extmap:13 {URI_VIDEO_ORIENTATION}",
+        f"a=extmap:5 {URI_PLAYOUT_DELAY}",
         f"a=extmap:4 {URI_MID}",
         "a=recvonly",
         "a=rtcp-mux",
@@ -191,11 +185,7 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
             "7ZuLJxI0gAm1sfKQ",
             f"{CHROME_STREAM} e680e6a1-7b6a-41ec-8cff-d0cfdc49e834",
             [Codec(111, "opus", 48000, 2, "minptime=10;useinbandfec=1")],
-            [
-                (1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
-                (2, URI_ABS_SEND_TIME),
-                (4, URI_MID),
-            ],
+            [(1, URI_AUDIO_LEVEL), (2, URI_ABS_SEND_TIME), (4, URI_MID)],
         ),
         Track(
             "video",
@@ -210,8 +200,8 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
             ],
             [
                 (2, URI_ABS_SEND_TIME),
-                (13, "urn:3gpp:video-orientation"),
-                (5, "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"),
+                (13, URI_VIDEO_ORIENTATION),
+                (5, URI_PLAYOUT_DELAY),
                 (4, URI_MID),
             ],
         ),
@@ -230,6 +220,10 @@ def test_producer_answer_h264_picks_packetization_mode_1_42e01f() -> None:
     )
     assert video[-2:] == ["a=rtpmap:109 rtx/90000", "a=fmtp:109 apt=108"]
     assert [c.payload_type for c in tracks[1].codecs] == [108, 109]
+    _, tracks = build_producer_answer(
+        parse_offer_untrusted(AIORTC_OFFER), LOCAL, video_codec="H264"
+    )
+    assert [c.payload_type for c in tracks[1].codecs] == [101, 102]
 
 
 def test_producer_answer_directions_and_trackless_sections() -> None:
@@ -256,14 +250,9 @@ def test_producer_answer_rejects_section_without_common_codec() -> None:
 
 
 def test_producer_answer_with_nothing_acceptable_is_malformed() -> None:
-    only_app = (
-        CHROME_OFFER[: CHROME_OFFER.index("m=audio")]
-        + CHROME_OFFER[CHROME_OFFER.index("m=application") :]
-    )
-    only_app = only_app.replace("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 2")
-    with pytest.raises(
-        MalformedInput, match="^SDP: offer has no audio or video section we can accept$"
-    ):
+    head, app = CHROME_OFFER.split("m=audio")[0], CHROME_OFFER.split("m=application")[1]
+    only_app = head.replace("BUNDLE 0 1 2", "BUNDLE 2") + "m=application" + app
+    with pytest.raises(MalformedInput, match="^SDP: offer has no audio or video section we can"):
         build_producer_answer(parse_offer_untrusted(only_app), LOCAL)
 
 
@@ -329,20 +318,12 @@ def test_consumer_offer_repeats_publisher_numbers() -> None:
     audio, video = sections_of(offer)
     audio_msid = f"{CHROME_STREAM} e680e6a1-7b6a-41ec-8cff-d0cfdc49e834"
     video_msid = f"{CHROME_STREAM} cef01f9e-21d5-4ed7-a3ee-ec26f2f28964"
-    transport = [
-        "c=IN IP4 127.0.0.1",
-        CANDIDATE,
-        "a=end-of-candidates",
-        "a=ice-ufrag:sfuU",
-        "a=ice-pwd:sfupasswordsfupassword",
-        f"a=fingerprint:sha-256 {FINGERPRINT}",
-        "a=setup:actpass",
-    ]
+    transport = transport_lines("actpass")
     assert audio == [
         "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
         *transport,
         "a=mid:0",
-        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        f"a=extmap:1 {URI_AUDIO_LEVEL}",
         f"a=extmap:4 {URI_MID}",
         "a=sendonly",
         f"a=msid:{audio_msid}",
@@ -357,8 +338,8 @@ def test_consumer_offer_repeats_publisher_numbers() -> None:
         "m=video 40000 UDP/TLS/RTP/SAVPF 96 97",
         *transport,
         "a=mid:1",
-        "a=extmap:13 urn:3gpp:video-orientation",
-        "a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        f"a=extmap:13 {URI_VIDEO_ORIENTATION}",
+        f"a=extmap:5 {URI_PLAYOUT_DELAY}",
         f"a=extmap:4 {URI_MID}",
         "a=sendonly",
         f"a=msid:{video_msid}",
@@ -378,7 +359,6 @@ def test_consumer_offer_repeats_publisher_numbers() -> None:
         f"a=ssrc:1485898479 msid:{video_msid}",
     ]
     assert "abs-send-time" not in offer and "transport-cc" not in offer
-
     # aiortc's parser reads back the same numbers.
     parsed = SessionDescription.parse(offer)
     assert [m.rtp.muxId for m in parsed.media] == ["0", "1"]
@@ -423,75 +403,54 @@ def drop_lines(sdp: str, prefix: str) -> str:
     return "".join(line for line in sdp.splitlines(keepends=True) if not line.startswith(prefix))
 
 
+C = CHROME_OFFER
+# (id, offer, message after "SDP: ")
 MALFORMED_OFFERS = [
-    ("garbage", "hello world", "SDP: does not start with v=0 (RFC 4566)"),
-    ("empty", "", "SDP: does not start with v=0 (RFC 4566)"),
-    (
-        "no BUNDLE",
-        drop_lines(CHROME_OFFER, "a=group:"),
-        "SDP: no a=group:BUNDLE (RFC 8843 is required)",
-    ),
-    (
-        "no fingerprint",
-        drop_lines(CHROME_OFFER, "a=fingerprint:"),
-        "SDP: no a=fingerprint (RFC 8122)",
-    ),
+    ("garbage", "hello world", "does not start with v=0 (RFC 4566)"),
+    ("empty", "", "does not start with v=0 (RFC 4566)"),
+    ("no BUNDLE", drop_lines(C, "a=group:"), "no a=group:BUNDLE (RFC 8843 is required)"),
+    ("no fingerprint", drop_lines(C, "a=fingerprint:"), "no a=fingerprint (RFC 8122)"),
     (
         "no rtcp-mux",
-        drop_lines(CHROME_OFFER, "a=rtcp-mux"),
-        "SDP: m-section 0 lacks a=rtcp-mux (RFC 5761 is required)",
+        drop_lines(C, "a=rtcp-mux"),
+        "m-section 0 lacks a=rtcp-mux (RFC 5761 is required)",
     ),
-    ("no ice", drop_lines(CHROME_OFFER, "a=ice-pwd:"), "SDP: no a=ice-ufrag/a=ice-pwd (RFC 8839)"),
-    ("no mid", drop_lines(CHROME_OFFER, "a=mid:1"), "SDP: an m-section has no a=mid (RFC 8843)"),
-    ("dup mid", CHROME_OFFER.replace("a=mid:1", "a=mid:0"), "SDP: duplicate a=mid"),
+    ("no ice", drop_lines(C, "a=ice-pwd:"), "no a=ice-ufrag/a=ice-pwd (RFC 8839)"),
+    ("no mid", drop_lines(C, "a=mid:1"), "an m-section has no a=mid (RFC 8843)"),
+    ("dup mid", C.replace("a=mid:1", "a=mid:0"), "duplicate a=mid"),
     (
-        "unknown bundle mid",
-        CHROME_OFFER.replace("BUNDLE 0 1 2", "BUNDLE 0 1 7"),
-        "SDP: a=group:BUNDLE names an unknown mid",
+        "bundle mid",
+        C.replace("BUNDLE 0 1 2", "BUNDLE 0 1 7"),
+        "a=group:BUNDLE names an unknown mid",
     ),
-    (
-        "too many sections",
-        CHROME_OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" * 14,
-        "SDP: more than 16 m-sections",
-    ),
-    (
-        "too long",
-        "v=0\r\n" + "a=x\r\n" * MAX_SDP_CHARS,
-        f"SDP: longer than {MAX_SDP_CHARS} characters",
-    ),
-    ("no m-sections", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "SDP: no m-sections"),
-    ("bad line", CHROME_OFFER.replace("s=-", "s -"), "SDP: line 3 is not <type>=<value>"),
+    ("too many sections", C + "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" * 14, "more than 16 m-sections"),
+    ("too long", "v=0\r\n" + "a=x\r\n" * MAX_SDP_CHARS, f"longer than {MAX_SDP_CHARS} characters"),
+    ("unicode pt", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF \u00b2\r\n", "bad m-line 2"),
+    ("no m-sections", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "no m-sections"),
+    ("bad line", C.replace("s=-", "s -"), "line 3 is not <type>=<value>"),
     (
         "passive offer",
-        CHROME_OFFER.replace("a=setup:actpass", "a=setup:passive"),
-        "SDP: offer says a=setup:passive but the SFU is always the DTLS server (RFC 5763)",
+        C.replace("a=setup:actpass", "a=setup:passive"),
+        "offer says a=setup:passive but the SFU is always the DTLS server (RFC 5763)",
     ),
     (
         "remote ice-lite",
-        CHROME_OFFER.replace("t=0 0\r\n", "t=0 0\r\na=ice-lite\r\n"),
-        "SDP: the remote side is ICE-lite too; someone must be a full agent (RFC 8445)",
+        C.replace("t=0 0\r\n", "t=0 0\r\na=ice-lite\r\n"),
+        "the remote side is ICE-lite too; someone must be a full agent (RFC 8445)",
     ),
     (
-        "short ufrag",
-        CHROME_OFFER.replace("ice-ufrag:1Wrg", "ice-ufrag:1W"),
-        "SDP: a=ice-ufrag must be 4-256 ice-chars (RFC 8839)",
+        "ufrag",
+        C.replace("ufrag:1Wrg", "ufrag:1W"),
+        "a=ice-ufrag must be 4-256 ice-chars (RFC 8839)",
     ),
     (
-        "bad extmap id",
-        CHROME_OFFER.replace("a=extmap:1 ", "a=extmap:15 "),
-        "SDP: bad or duplicate a=extmap id 15 (RFC 8285)",
+        "extmap 15",
+        C.replace("extmap:1 ", "extmap:15 "),
+        "bad or duplicate a=extmap id 15 (RFC 8285)",
     ),
-    (
-        "bad rtpmap",
-        CHROME_OFFER.replace("rtpmap:111 opus/48000/2", "rtpmap:111 opus"),
-        "SDP: bad a=rtpmap in the audio m-section",
-    ),
-    ("bad m-line", CHROME_OFFER.replace("m=audio 51034", "m=audio 99999"), "SDP: bad m-line 8"),
-    (
-        "bad fingerprint",
-        CHROME_OFFER.replace("sha-256 A5:D0", "sha-256 Z5:D0"),
-        "SDP: bad a=fingerprint (RFC 8122)",
-    ),
+    ("rtpmap", C.replace("111 opus/48000/2", "111 opus"), "bad a=rtpmap in the audio m-section"),
+    ("m-line", C.replace("m=audio 51034", "m=audio 99999"), "bad m-line 8"),
+    ("fingerprint", C.replace("sha-256 A5:D0", "sha-256 Z5:D0"), "bad a=fingerprint (RFC 8122)"),
 ]
 
 
@@ -501,7 +460,7 @@ MALFORMED_OFFERS = [
 def test_malformed_offers(sdp: str, message: str) -> None:
     with pytest.raises(MalformedInput) as caught:
         parse_offer_untrusted(sdp)
-    assert caught.value.message == message
+    assert caught.value.message == "SDP: " + message
 
 
 def test_answer_must_be_dtls_client() -> None:
@@ -522,8 +481,15 @@ def test_rejected_sections_in_answer_are_not_accepted_mids() -> None:
     assert parse_answer_untrusted(answer).accepted_mids == ["1"]
 
 
+# SDP-shaped junk: known line prefixes followed by arbitrary text, behind a valid "v=0".
+PREFIXES = ["m=audio 9 UDP/TLS/RTP/SAVPF ", "a=rtpmap:", "a=fmtp:", "a=ssrc:", "a=extmap:", "a="]
+SDP_ISH = st.lists(st.tuples(st.sampled_from(PREFIXES), st.text(max_size=30)), max_size=20).map(
+    lambda lines: "v=0\r\n" + "".join(f"{p}{t}\r\n" for p, t in lines)
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=2000))
+@given(st.text(max_size=2000) | SDP_ISH)
 def test_fuzz_text_raises_only_malformed_input(text: str) -> None:
     for parse in (parse_offer_untrusted, parse_answer_untrusted):
         try:
@@ -556,6 +522,7 @@ def test_fuzz_mutated_chrome_offer(edits: list[tuple[int, str]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Chromium
 
+CHROMIUM = "/usr/bin/chromium"
 
 CHROME_PRODUCER_JS = """
 async () => {
@@ -570,12 +537,10 @@ async () => {
 }
 """
 
-CHROME_ANSWER_JS = """
-async (answer) => {
-  await window.producer.setRemoteDescription({type: "answer", sdp: answer});
+CHROME_ANSWER_JS = """async (sdp) => {
+  await window.producer.setRemoteDescription({type: "answer", sdp});
   return window.producer.signalingState;
-}
-"""
+}"""
 
 CHROME_CONSUMER_JS = """
 async (offer) => {
@@ -593,15 +558,14 @@ async (offer) => {
 
 
 @pytest.mark.browser
-def test_chromium_accepts_producer_answer_and_consumer_offer() -> None:
+@pytest.mark.parametrize("video_codec", ["VP8", "H264"])
+def test_chromium_accepts_producer_answer_and_consumer_offer(video_codec: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    assert Path("/usr/bin/chromium").exists(), (
-        "Debian's chromium is required (apt-get install chromium)"
-    )
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required (scripts/test installs it)"
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
         )
@@ -616,18 +580,17 @@ def test_chromium_accepts_producer_answer_and_consumer_offer() -> None:
             page.goto("http://localhost/")
             offer_sdp = page.evaluate(CHROME_PRODUCER_JS)
             offer = parse_offer_untrusted(offer_sdp)
-            answer, tracks = build_producer_answer(offer, LOCAL)
+            answer, tracks = build_producer_answer(offer, LOCAL, video_codec=video_codec)
             assert page.evaluate(CHROME_ANSWER_JS, answer) == "stable"
 
             consumer_offer = build_consumer_offer(tracks, LOCAL, session_id=9, version=1)
             result = json.loads(page.evaluate(CHROME_CONSUMER_JS, consumer_offer))
         finally:
             browser.close()
-    assert [t.kind for t in tracks] == ["audio", "video"]
+    assert [t.codecs[0].name for t in tracks] == ["opus", video_codec]
     stream = tracks[0].msid.split()[0] if tracks[0].msid else None
     assert result["tracks"] == [["audio", [stream]], ["video", [stream]]]
-    consumer_answer = parse_answer_untrusted(result["sdp"])
-    assert "a=setup:active" in lines_of(result["sdp"])
+    consumer_answer = parse_answer_untrusted(result["sdp"])  # which also checks a=setup:active
     assert consumer_answer.remote.setup == "active"
     assert consumer_answer.accepted_mids == ["0", "1"]
     assert [s.direction for s in consumer_answer.sections] == ["recvonly", "recvonly"]

@@ -53,9 +53,11 @@ _TOKEN = r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+"  # RFC 4566 token
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")  # RFC 8839 §5.4 ice-char
 _MID = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,16}")  # fits the one-byte sdes:mid extension
 _FINGERPRINT = re.compile(r"(" + _TOKEN + r") ([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){15,63})")
+# RFC 4566 §5.14; formats are printable ASCII (str.isdigit/\S would let Unicode digits through).
 _MLINE = re.compile(
-    r"(" + _TOKEN + r") ([0-9]{1,5})(?:/[0-9]{1,3})? (" + r"[A-Za-z0-9/]+" + r")((?: \S+)+)"
+    r"(" + _TOKEN + r") ([0-9]{1,5})(?:/[0-9]{1,3})? ([A-Za-z0-9/]+)((?: [\x21-\x7e]+)+)"
 )
+_PT = re.compile(r"[0-9]{1,3}")
 _RTPMAP = re.compile(r"([0-9]{1,3}) ([A-Za-z0-9\-_.]{1,32})/([0-9]{1,6})(?:/([0-9]{1,2}))?")
 _FMTP = re.compile(r"([0-9]{1,3}) ([\x21-\x7e][\x20-\x7e]{0,511})")
 _RTCP_FB = re.compile(r"([0-9]{1,3}|\*) (" + _TOKEN + r")(?: (" + _TOKEN + r"))?")
@@ -283,7 +285,9 @@ def _finish_section(
             fmtps.get(codec.payload_type),
             fbs,
         )
-    section.codecs = [by_pt[int(f)] for f in section.formats if f.isdigit() and int(f) in by_pt]
+    section.codecs = [
+        by_pt[int(f)] for f in section.formats if _PT.fullmatch(f) and int(f) in by_pt
+    ]
 
 
 def _parse_untrusted(sdp: str) -> tuple[dict[str, list[str]], list[MediaSection]]:
