@@ -55,7 +55,9 @@ async () => {
 def open_secure_page(page: Page) -> None:
     """Load an empty page at http://localhost/: about:blank is not a secure context, so it has no
     navigator.mediaDevices. Playwright answers the request itself; no server is involved."""
-    page.route(ORIGIN, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html"))
+    page.route(
+        ORIGIN, lambda route: route.fulfill(body="<!doctype html>", content_type="text/html")
+    )
     page.goto(ORIGIN)
 
 
