@@ -36,6 +36,7 @@ HARNESS = Path(__file__).with_name("browser_participant.js")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 # Bounds inside the browser thread; every test also runs under trio.fail_after(30).
+JOIN_TIMEOUT = 10.0  # per page: identify, getUserMedia, producer offer sent
 MEDIA_TIMEOUT = 15.0  # from the last page joining until every expected stream decodes
 HOLD_TIMEOUT = 20.0  # how long the browser stays up for the trio side after reporting
 
@@ -121,9 +122,14 @@ class BrowserSide:
                     page.on("pageerror", lambda e, log=log: log.append(f"pageerror: {e}"))
                     page.goto(self.srv_url + "/")
                     page.add_script_tag(content=harness)
+                    # page.evaluate has no timeout of its own: bound the join in the page.
                     page.evaluate(
-                        "([url, room, id, name]) => window.arbiterJoin(url, room, id, name)",
-                        [self.ws_url, self.room_id, peer_id, name],
+                        """([url, room, id, name, ms]) => Promise.race([
+                            window.arbiterJoin(url, room, id, name),
+                            new Promise((_, reject) => setTimeout(
+                                () => reject(new Error(`join timed out after ${ms} ms`)), ms)),
+                        ])""",
+                        [self.ws_url, self.room_id, peer_id, name, JOIN_TIMEOUT * 1000],
                     )
                 self.join_seconds = time.monotonic() - started
                 try:
@@ -142,14 +148,23 @@ class BrowserSide:
                         self._sleep(pages, 0.05, check=False)
             finally:
                 try:
-                    for peer_id, page in pages.items():
-                        if not page.is_closed():
-                            self.states[peer_id] = page.evaluate("window.arbiterState()")
-                            page.evaluate("window.arbiterLeave()")
-                    if pages and not self.screenshots:
-                        self._screenshots(pages, suffix="-failed")
+                    self._collect_and_leave(pages)
                 finally:
                     browser.close()
+
+    def _collect_and_leave(self, pages: dict[str, Any]) -> None:
+        """Best effort (never masks the real failure): final states, leave, failure screenshots."""
+        for peer_id, page in pages.items():
+            try:
+                self.states[peer_id] = page.evaluate("window.arbiterState()")
+                page.evaluate("window.arbiterLeave()")
+            except Exception as exc:  # a crashed or closed page
+                self.states.setdefault(peer_id, {"errors": [f"harness unreachable: {exc}"]})
+        if pages and not self.screenshots:
+            try:
+                self._screenshots(pages, suffix="-failed")
+            except Exception as exc:
+                self.console.setdefault("screenshots", []).append(str(exc))
 
     def _stats(self, pages: dict[str, Any]) -> dict[str, Any]:
         return {peer_id: page.evaluate("window.stats()") for peer_id, page in pages.items()}
