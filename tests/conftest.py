@@ -54,6 +54,16 @@ async def running_server(
                 server.shutdown()
 
 
+async def new_room(srv: Running, url_path: str) -> int:
+    """A fresh room claimed for `url_path`, as the web client gets one (createRoom, claimRoom)."""
+    r = await srv.http.put("/createRoom")
+    assert r.status_code == 200, r.text
+    room_id = r.json()["roomId"]
+    r = await srv.http.patch("/claimRoom", json={"urlPath": url_path})
+    assert r.json() == {"roomId": room_id}
+    return int(room_id)
+
+
 @dataclass
 class RecordingSFU:
     """An in-process SFU for gateway tests: records what it receives, sends what it is told."""

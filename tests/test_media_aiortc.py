@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .conftest import Running, make_config, running_server
+from .conftest import Running, make_config, new_room, running_server
 from .media_peer import MediaPeer, open_media_peer
 
 pytestmark = pytest.mark.media
@@ -26,15 +26,6 @@ def sfu_transport_count(srv: Running, room_id: int) -> int:
     1 producer per participant + 1 consumer per (participant, other participant)."""
     assert srv.server.endpoint is not None
     return srv.server.endpoint.rooms[room_id].transport_count()
-
-
-async def new_room(srv: Running, url_path: str) -> int:
-    r = await srv.http.put("/createRoom")
-    assert r.status_code == 200, r.text
-    room_id = r.json()["roomId"]
-    r = await srv.http.patch("/claimRoom", json={"urlPath": url_path})
-    assert r.json() == {"roomId": room_id}
-    return int(room_id)
 
 
 async def join_all(

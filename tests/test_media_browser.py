@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trio
 
-from .conftest import Running, make_config, running_server
+from .conftest import Running, make_config, new_room, running_server
 from .media_peer import open_media_peer
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -213,15 +213,6 @@ class BrowserSide:
 
     def errors(self) -> dict[str, list[Any]]:
         return {peer_id: state["errors"] for peer_id, state in self.states.items()}
-
-
-async def new_room(srv: Running, url_path: str) -> int:
-    r = await srv.http.put("/createRoom")
-    assert r.status_code == 200, r.text
-    room_id = r.json()["roomId"]
-    r = await srv.http.patch("/claimRoom", json={"urlPath": url_path})
-    assert r.json() == {"roomId": room_id}
-    return int(room_id)
 
 
 async def with_browser(side: BrowserSide, body: Callable[[], Any]) -> None:
