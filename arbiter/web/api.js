@@ -1,0 +1,136 @@
+// The HTTP side of joining (DESIGN section 2): client config and the room id for a URL path.
+//
+// resolveRoom: GET /getRoomId; on 404 PATCH /claimRoom; on 404 PUT /createRoom and claim
+// again. Transient failures (network errors, 5xx, no ready room yet) are retried with
+// exponential back-off; what is still failing after the last attempt is a JoinError with a
+// message a person can act on.
+
+export class JoinError extends Error {
+  constructor(message, { retryable = true } = {}) {
+    super(message);
+    this.name = "JoinError";
+    this.retryable = retryable;
+  }
+}
+
+export const sleep = (ms, signal) =>
+  new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason ?? new DOMException("aborted", "AbortError"));
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason ?? new DOMException("aborted", "AbortError"));
+      },
+      { once: true },
+    );
+  });
+
+/** Exponential back-off with jitter: 0.5 s, 1 s, 2 s, ... capped at `cap` ms. */
+export function backoff(attempt, { base = 500, cap = 10000 } = {}) {
+  const ms = Math.min(cap, base * 2 ** attempt);
+  return Math.round(ms * (0.8 + Math.random() * 0.4));
+}
+
+/** The room name from the page URL: the path without its leading and trailing '/'. */
+export function roomPathFromLocation(loc = window.location) {
+  let path;
+  try {
+    path = decodeURIComponent(loc.pathname);
+  } catch {
+    path = loc.pathname;
+  }
+  return path.replace(/^\/+|\/+$/g, "");
+}
+
+async function request(method, path, { body, signal, timeout = 12000 } = {}) {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(new DOMException("timed out", "TimeoutError")), timeout);
+  const onAbort = () => ctrl.abort(signal.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const res = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: ctrl.signal,
+      cache: "no-store",
+    });
+    let data = {};
+    try {
+      data = await res.json();
+    } catch {
+      data = {};
+    }
+    return { status: res.status, data };
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    return { status: 0, data: { message: String(err?.message || err) } };
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** GET /config: {wsUrl, iceServers, limits}; falls back to this origin's /ws. */
+export async function getConfig({ signal } = {}) {
+  const fallback = {
+    wsUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+    iceServers: [],
+    limits: { maxParticipants: 16 },
+  };
+  const { status, data } = await request("GET", "/config", { signal });
+  if (status !== 200) return fallback;
+  // Behind a TLS-terminating proxy the server may not know it is reached over https.
+  let wsUrl = typeof data.wsUrl === "string" ? data.wsUrl : fallback.wsUrl;
+  if (location.protocol === "https:" && wsUrl.startsWith("ws://")) wsUrl = fallback.wsUrl;
+  return {
+    wsUrl,
+    iceServers: Array.isArray(data.iceServers) ? data.iceServers : [],
+    limits: { ...fallback.limits, ...(data.limits || {}) },
+  };
+}
+
+/** One pass of the join flow; returns the room id or throws a JoinError. */
+async function resolveOnce(urlPath, signal, onStatus) {
+  const q = encodeURIComponent(urlPath);
+  let r = await request("GET", `/getRoomId?urlPath=${q}`, { signal });
+  if (r.status === 200) return Number(r.data.roomId ?? r.data.id);
+  if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
+  if (r.status !== 404) throw new JoinError(`The server did not answer (${r.status || r.data.message}).`);
+
+  onStatus?.("Claiming the room…");
+  r = await request("PATCH", "/claimRoom", { body: { urlPath }, signal });
+  if (r.status === 200) return Number(r.data.roomId);
+  if (r.status !== 404) throw new JoinError(`Could not claim the room (${r.status || r.data.message}).`);
+
+  onStatus?.("Starting a new room…");
+  r = await request("PUT", "/createRoom", { body: {}, signal, timeout: 20000 });
+  if (r.status !== 200) {
+    const reason = r.data.reason || r.data.message || r.status;
+    throw new JoinError(`The server could not start a room (${reason}).`);
+  }
+  r = await request("PATCH", "/claimRoom", { body: { urlPath }, signal });
+  if (r.status === 200) return Number(r.data.roomId);
+  throw new JoinError("No room became free for this link.");
+}
+
+/** The room id for `urlPath`, retrying transient failures with back-off. */
+export async function resolveRoom(urlPath, { signal, onStatus, attempts = 5 } = {}) {
+  let last;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    try {
+      return await resolveOnce(urlPath, signal, onStatus);
+    } catch (err) {
+      if (signal?.aborted || !(err instanceof JoinError) || !err.retryable) throw err;
+      last = err;
+      if (attempt + 1 < attempts) {
+        const wait = backoff(attempt);
+        onStatus?.(`${err.message} Retrying in ${Math.ceil(wait / 1000)} s…`);
+        await sleep(wait, signal);
+      }
+    }
+  }
+  throw new JoinError(`${last.message} Gave up after ${attempts} attempts; try again later.`);
+}

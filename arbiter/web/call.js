@@ -1,0 +1,238 @@
+// The media side of one join (DESIGN section 4): one producer RTCPeerConnection carrying our
+// microphone and camera to the room's SFU, one consumer RTCPeerConnection per remote
+// participant (the SFU offers, we answer), and getStats() for decode counters and quality.
+//
+// The SFU is ICE-lite and puts its candidate in the SDP, so candidate frames are ignored and
+// ours are not sent. Chat and features go over the WebSocket, never over data channels.
+
+export class Call {
+  /**
+   * @param {object} opts
+   * @param {import("./signaling.js").Signaling} opts.signaling
+   * @param {number} opts.roomId
+   * @param {RTCIceServer[]} opts.iceServers
+   * @param {object} opts.events  onTrack(peerId, track), onConsumerState(peerId, state),
+   *   onProducerState(state), onError(message)
+   */
+  constructor({ signaling, roomId, iceServers, events }) {
+    this.signaling = signaling;
+    this.roomId = roomId;
+    this.iceServers = iceServers || [];
+    this.events = events;
+    this.producer = null;
+    this.audioSender = null;
+    this.videoSender = null;
+    this.producerAnswered = false;
+    this.consumers = new Map(); // publisher id -> RTCPeerConnection
+    this.queues = new Map(); // "producer" | publisher id -> promise chain (in-order handling)
+    this.previous = new Map(); // publisher id -> last stats snapshot (for loss over an interval)
+    this.closed = false;
+  }
+
+  /** Offer our tracks to the SFU. `videoTrack` is the camera or a placeholder, never null. */
+  async publish(audioTrack, videoTrack) {
+    const pc = (this.producer = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      bundlePolicy: "max-bundle",
+      rtcpMuxPolicy: "require",
+    }));
+    pc.onconnectionstatechange = () => {
+      if (this.producer === pc) this.events.onProducerState?.(pc.connectionState);
+    };
+    const stream = new MediaStream([audioTrack, videoTrack].filter(Boolean));
+    if (audioTrack) this.audioSender = pc.addTrack(audioTrack, stream);
+    if (videoTrack) {
+      this.videoSender = pc.addTrack(videoTrack, stream);
+      preferResolution(this.videoSender, videoTrack);
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    if (this.closed) return;
+    const local = pc.localDescription;
+    this.signaling.send("handshake", {
+      type: "producer",
+      roomId: this.roomId,
+      description: { type: local.type, sdp: local.sdp },
+    });
+  }
+
+  /** Swap the outgoing video (screen share and back) without renegotiating. */
+  async replaceVideo(track) {
+    if (!this.videoSender) return false;
+    await this.videoSender.replaceTrack(track);
+    preferResolution(this.videoSender, track);
+    return true;
+  }
+
+  /** A handshake frame from the SFU (producer answer or consumer offer). */
+  handle(msg) {
+    const key = msg.type === "consumer" ? String(msg.remotePeerId) : "producer";
+    const prev = this.queues.get(key) || Promise.resolve();
+    const next = prev
+      .then(() => this.handleNow(msg))
+      .catch((err) => this.events.onError?.(`${msg.type}: ${err.message || err}`));
+    this.queues.set(key, next);
+    return next;
+  }
+
+  async handleNow(msg) {
+    if (this.closed) return;
+    if (msg.error && typeof msg.error === "object") {
+      this.events.onError?.(`The media server refused our ${msg.type} connection: ${msg.error.message}`);
+      return;
+    }
+    if ("candidate" in msg) return; // ICE-lite: the SFU's candidate is in its SDP
+    const description = msg.description;
+    if (!description || typeof description !== "object") return;
+    if (msg.type === "producer" && description.type === "answer" && this.producer) {
+      if (this.producer.signalingState !== "have-local-offer") return;
+      await this.producer.setRemoteDescription(description);
+      this.producerAnswered = true;
+    } else if (msg.type === "consumer" && description.type === "offer" && msg.remotePeerId) {
+      await this.answerConsumer(String(msg.remotePeerId), description);
+    }
+  }
+
+  async answerConsumer(publisher, description) {
+    this.consumers.get(publisher)?.close(); // a new offer for the same publisher replaces it
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    this.consumers.set(publisher, pc);
+    this.previous.delete(publisher);
+    pc.onconnectionstatechange = () => {
+      if (this.consumers.get(publisher) === pc) {
+        this.events.onConsumerState?.(publisher, pc.connectionState);
+      }
+    };
+    pc.ontrack = (event) => {
+      if (this.consumers.get(publisher) === pc) this.events.onTrack?.(publisher, event.track);
+    };
+    await pc.setRemoteDescription(description);
+    await pc.setLocalDescription(await pc.createAnswer());
+    if (this.closed || this.consumers.get(publisher) !== pc) return;
+    const local = pc.localDescription;
+    this.signaling.send("handshake", {
+      type: "consumer",
+      remotePeerId: publisher,
+      roomId: this.roomId,
+      description: { type: local.type, sdp: local.sdp },
+    });
+    this.events.onConsumerState?.(publisher, pc.connectionState);
+  }
+
+  closeConsumer(publisher) {
+    this.consumers.get(publisher)?.close();
+    this.consumers.delete(publisher);
+    this.previous.delete(publisher);
+    this.queues.delete(publisher);
+  }
+
+  close() {
+    this.closed = true;
+    for (const pc of this.consumers.values()) pc.close();
+    this.consumers.clear();
+    this.producer?.close();
+    this.producer = null;
+  }
+
+  /**
+   * Per-remote decode counters from one getStats() pass; with `track`, also a good/fair/poor
+   * quality against the previous tracked pass (the once-a-second loop in app.js).
+   */
+  async stats({ track = true } = {}) {
+    const remote = {};
+    await Promise.all(
+      [...this.consumers].map(async ([publisher, pc]) => {
+        try {
+          const now = summarise(await pc.getStats());
+          remote[publisher] = track ? this.quality(publisher, now) : now;
+        } catch {
+          // closed meanwhile
+        }
+      }),
+    );
+    const producer = { audio: { packetsSent: 0 }, video: { packetsSent: 0 } };
+    if (this.producer) {
+      try {
+        (await this.producer.getStats()).forEach((s) => {
+          if (s.type !== "outbound-rtp" || !producer[s.kind]) return;
+          producer[s.kind].packetsSent += s.packetsSent || 0;
+          if (s.kind === "video") {
+            producer.video.frameWidth = s.frameWidth;
+            producer.video.frameHeight = s.frameHeight;
+            producer.video.framesEncoded = s.framesEncoded;
+          }
+        });
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return { remote, producer, producerState: this.producer?.connectionState || "closed" };
+  }
+
+  quality(publisher, now) {
+    const before = this.previous.get(publisher);
+    this.previous.set(publisher, now);
+    let loss = 0;
+    let flowing = true;
+    if (before) {
+      const lost = Math.max(0, now.packetsLost - before.packetsLost);
+      const got = Math.max(0, now.allPackets - before.allPackets);
+      loss = lost + got > 0 ? lost / (lost + got) : 0;
+      flowing = got > 0;
+    }
+    const jitterMs = (now.jitter || 0) * 1000;
+    const rttMs = now.rtt == null ? null : now.rtt * 1000;
+    let quality = "good";
+    if (!flowing || loss > 0.08 || jitterMs > 100 || (rttMs ?? 0) > 500) quality = "poor";
+    else if (loss > 0.02 || jitterMs > 30 || (rttMs ?? 0) > 250) quality = "fair";
+    return { ...now, loss, quality };
+  }
+}
+
+function summarise(report) {
+  const out = {
+    framesDecoded: 0,
+    videoPacketsReceived: 0,
+    packetsReceived: 0, // audio
+    totalSamplesReceived: 0,
+    packetsLost: 0,
+    allPackets: 0,
+    jitter: 0,
+    audioLevel: 0,
+    rtt: null,
+  };
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") {
+      out.packetsLost += s.packetsLost || 0;
+      out.allPackets += s.packetsReceived || 0;
+      out.jitter = Math.max(out.jitter, s.jitter || 0);
+      if (s.kind === "video") {
+        out.framesDecoded += s.framesDecoded || 0;
+        out.videoPacketsReceived += s.packetsReceived || 0;
+        if (s.frameWidth) out.frameWidth = s.frameWidth;
+        if (s.frameHeight) out.frameHeight = s.frameHeight;
+      } else if (s.kind === "audio") {
+        out.packetsReceived += s.packetsReceived || 0;
+        out.totalSamplesReceived += s.totalSamplesReceived || 0;
+        out.audioLevel = s.audioLevel || 0;
+      }
+    } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime != null) {
+      out.rtt = s.currentRoundTripTime;
+    } else if (s.type === "remote-outbound-rtp" && s.roundTripTime != null && out.rtt == null) {
+      out.rtt = s.roundTripTime;
+    }
+  });
+  return out;
+}
+
+/** Screen content keeps its resolution under pressure; camera video keeps its frame rate. */
+function preferResolution(sender, track) {
+  if (!sender || !track || typeof sender.getParameters !== "function") return;
+  try {
+    const params = sender.getParameters();
+    params.degradationPreference =
+      track.contentHint === "detail" ? "maintain-resolution" : "balanced";
+    sender.setParameters(params).catch(() => {});
+  } catch {
+    // not supported: the browser's default
+  }
+}

@@ -1,0 +1,123 @@
+// One WebSocket to the gateway for one identity (DESIGN section 3).
+//
+// The gateway allows one identity per connection, so a rejoin is a new Signaling with a new
+// id; the reconnect policy (back-off, the whole HTTP join flow again) lives in app.js.
+// Frames to the server are {"action", "data"}; frames from it are plain objects whose `type`
+// says what they are (handshakes from the SFU arrive as the bare inner object).
+
+export class SignalingError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.name = "SignalingError";
+    this.status = status;
+  }
+}
+
+export class Signaling {
+  /**
+   * @param {string} url   ws:// or wss:// URL of /ws
+   * @param {{onMessage: (msg) => void, onClose: (info) => void}} handlers
+   *   onMessage gets every frame after `identified`; onClose fires once, when the socket
+   *   closes or fails for any reason other than close() (info: {code, reason}).
+   */
+  constructor(url, { onMessage, onClose }) {
+    this.url = url;
+    this.onMessage = onMessage;
+    this.onClose = onClose;
+    this.ws = null;
+    this.closedByUs = false;
+    this.identified = false;
+    this.sent = 0;
+  }
+
+  /** Open the socket and identify; resolves with the `identified` frame. */
+  identify({ id, roomId, name }, { timeout = 10000 } = {}) {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (fn, value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        fn(value);
+      };
+      const timer = setTimeout(() => {
+        settle(reject, new SignalingError("The signaling server did not answer in time."));
+        this.close();
+      }, timeout);
+      let ws;
+      try {
+        ws = this.ws = new WebSocket(this.url);
+      } catch (err) {
+        settle(reject, new SignalingError(`Cannot open ${this.url}: ${err.message}`));
+        return;
+      }
+      ws.onopen = () => this.send("identify", { type: "client", id, roomId, name });
+      ws.onmessage = (event) => {
+        let msg;
+        try {
+          msg = JSON.parse(event.data);
+        } catch {
+          return;
+        }
+        if (!msg || typeof msg !== "object") return;
+        if (!this.identified) {
+          if (msg.type === "identified") {
+            this.identified = true;
+            settle(resolve, msg);
+            return;
+          }
+          if (msg.type === "error" && msg.action === "identify") {
+            settle(reject, new SignalingError(msg.message || "identify failed", msg.status));
+            this.close();
+            return;
+          }
+        }
+        try {
+          this.onMessage(msg);
+        } catch (err) {
+          console.error("signaling handler failed", msg.type, err);
+        }
+      };
+      ws.onerror = () => {
+        // onclose follows; it carries the code.
+      };
+      ws.onclose = (event) => {
+        this.ws = null;
+        settle(reject, new SignalingError(`The connection to the server closed (${event.code}).`));
+        if (!this.closedByUs && this.identified) {
+          this.onClose({ code: event.code, reason: event.reason });
+        }
+      };
+    });
+  }
+
+  get open() {
+    return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(action, data = {}) {
+    if (!this.open) return false;
+    this.ws.send(JSON.stringify({ action, data }));
+    this.sent++;
+    return true;
+  }
+
+  /** Explicit leave: `disconnect`, then close. Never fires onClose. */
+  leave() {
+    if (this.identified) this.send("disconnect", {});
+    this.close();
+  }
+
+  close() {
+    this.closedByUs = true;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) {
+      try {
+        ws.close(1000, "leaving");
+      } catch {
+        // already closing
+      }
+    }
+  }
+}

@@ -1,0 +1,287 @@
+// DOM: the tile grid, chat panel, banners and small helpers. No call logic lives here.
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value == null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-") || key === "role") {
+      node.setAttribute(key, value === true ? "" : String(value));
+    } else node[key] = value;
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
+}
+
+const ICON_PATHS = {
+  mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z",
+  micOff: "M19 11a7 7 0 0 1-1.2 3.9l-1.45-1.45A5 5 0 0 0 17 11h2zM15 11.2 9 5.2V5a3 3 0 0 1 6 0v6.2zM4.27 3 3 4.27l6 6V11a3 3 0 0 0 4.2 2.75l1.53 1.53A5 5 0 0 1 7 11H5a7 7 0 0 0 6 6.92V21h2v-3.08a6.9 6.9 0 0 0 3.18-1.13L19.73 21 21 19.73 4.27 3z",
+  cam: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11l-4 4z",
+  camOff: "M21 6.5l-4 4V7a1 1 0 0 0-1-1H9.82L21 17.18V6.5zM3.27 2 2 3.27 4.73 6H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12c.21 0 .39-.08.55-.18L19.73 21 21 19.73 3.27 2z",
+  screen: "M20 18a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2H4a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2H0v2h24v-2h-4zM4 6h16v10H4V6zm8 1-4 4h3v3h2v-3h3l-4-4z",
+  chat: "M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2zm0 14H5.17L4 17.17V4h16v12z",
+  leave: "M12 9c-1.6 0-3.15.25-4.6.72v3.1c0 .39-.23.74-.56.9-.98.49-1.87 1.12-2.66 1.85a.99.99 0 0 1-1.41-.01L.29 13.08A1 1 0 0 1 0 12.37c0-.28.11-.53.29-.71C3.34 8.78 7.46 7 12 7s8.66 1.78 11.71 4.67c.18.18.29.43.29.71 0 .28-.11.53-.29.71l-2.48 2.48a1 1 0 0 1-1.41.01 11.4 11.4 0 0 0-2.67-1.85.99.99 0 0 1-.56-.9v-3.1A15.9 15.9 0 0 0 12 9z",
+  link: "M3.9 12a3.1 3.1 0 0 1 3.1-3.1h4V7H7a5 5 0 0 0 0 10h4v-1.9H7A3.1 3.1 0 0 1 3.9 12zM8 13h8v-2H8v2zm9-6h-4v1.9h4a3.1 3.1 0 0 1 0 6.2h-4V17h4a5 5 0 0 0 0-10z",
+  close: "M19 6.41 17.59 5 12 10.59 6.41 5 5 6.41 10.59 12 5 17.59 6.41 19 12 13.41 17.59 19 19 17.59 13.41 12z",
+  send: "M2.01 21 23 12 2.01 3 2 10l15 2-15 2z",
+};
+
+export function icon(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  svg.classList.add("icon");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICON_PATHS[name]);
+  svg.append(path);
+  return svg;
+}
+
+/** Put `name`'s icon into every [data-icon=name] placeholder. */
+export function hydrateIcons(root = document) {
+  for (const slot of root.querySelectorAll("[data-icon]")) {
+    slot.replaceChildren(icon(slot.dataset.icon));
+  }
+}
+
+export function initials(name) {
+  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
+  const letters = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?").slice(0, 2);
+  return letters.toUpperCase();
+}
+
+/** The participant grid: one tile per participant, laid out to keep tiles as large as fit. */
+export class Grid {
+  constructor(root) {
+    this.root = root;
+    this.tiles = new Map(); // id -> {node, video, audio, ...}
+    new ResizeObserver(() => this.layout()).observe(root);
+  }
+
+  add(id, { name, self = false }) {
+    let tile = this.tiles.get(id);
+    if (tile) {
+      this.setName(id, name);
+      return tile;
+    }
+    const video = el("video", { autoplay: true, playsInline: true, muted: true, class: "tile-video" });
+    const avatar = el("div", { class: "avatar", "aria-hidden": "true" });
+    const status = el("div", { class: "tile-status", "data-testid": "tile-status" });
+    const quality = el("span", { class: "quality", role: "img", "data-testid": "quality" },
+      el("i"), el("i"), el("i"));
+    const label = el("span", { class: "tile-name", "data-testid": "tile-name" });
+    const muted = el("span", { class: "badge", "data-testid": "badge-muted", hidden: true, title: "Microphone off" });
+    muted.append(icon("micOff"), el("span", { class: "visually-hidden", text: "microphone off" }));
+    const camOff = el("span", { class: "badge", "data-testid": "badge-camera-off", hidden: true, title: "Camera off" });
+    camOff.append(icon("camOff"), el("span", { class: "visually-hidden", text: "camera off" }));
+    const plate = el("div", { class: "nameplate" }, quality, label, muted, camOff);
+    const node = el(
+      "div",
+      { class: "tile connecting", role: "listitem", "data-testid": "tile", "data-peer-id": id, "data-self": self },
+      video, avatar, status, plate,
+    );
+    if (self) {
+      node.classList.add("self", "mirrored");
+      quality.hidden = true;
+    }
+    const audio = self ? null : el("audio", { autoplay: true });
+    if (audio) node.append(audio);
+    tile = { id, node, video, audio, avatar, status, quality, label, muted, camOff, self, features: { audio: true, video: true } };
+    this.tiles.set(id, tile);
+    this.setName(id, name);
+    this.setStatus(id, self ? "" : "connecting…");
+    // Self first, then in join order.
+    if (self) this.root.prepend(node);
+    else this.root.append(node);
+    this.layout();
+    return tile;
+  }
+
+  get(id) {
+    return this.tiles.get(id);
+  }
+
+  ids() {
+    return [...this.tiles.keys()];
+  }
+
+  remove(id) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.video.srcObject = null;
+    if (tile.audio) tile.audio.srcObject = null;
+    tile.node.remove();
+    this.tiles.delete(id);
+    this.layout();
+  }
+
+  clearRemote() {
+    for (const tile of [...this.tiles.values()]) if (!tile.self) this.remove(tile.id);
+  }
+
+  setName(id, name) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.name = name || "Guest";
+    tile.label.textContent = tile.self ? `${tile.name} (you)` : tile.name;
+    tile.avatar.textContent = initials(tile.name);
+  }
+
+  setStatus(id, text) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.status.textContent = text;
+    tile.status.hidden = !text;
+    tile.node.classList.toggle("connecting", !!text);
+  }
+
+  setFeatures(id, { audio, video }) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.features = { audio: !!audio, video: !!video };
+    tile.muted.hidden = !!audio;
+    tile.camOff.hidden = !!video;
+    tile.node.classList.toggle("camera-off", !video);
+    tile.node.dataset.muted = String(!audio);
+    tile.node.dataset.cameraOff = String(!video);
+  }
+
+  setVideo(id, track, { mirror } = {}) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    const current = tile.video.srcObject?.getVideoTracks?.()[0];
+    if (current !== track) tile.video.srcObject = track ? new MediaStream([track]) : null;
+    if (mirror !== undefined) tile.node.classList.toggle("mirrored", mirror);
+    tile.video.play().catch(() => {});
+  }
+
+  setAudio(id, track) {
+    const tile = this.tiles.get(id);
+    if (!tile?.audio) return;
+    tile.audio.srcObject = new MediaStream([track]);
+    tile.audio.play().catch(() => {});
+  }
+
+  setSpeaking(id, speaking) {
+    this.tiles.get(id)?.node.classList.toggle("speaking", speaking);
+  }
+
+  setQuality(id, quality, detail = "") {
+    const tile = this.tiles.get(id);
+    if (!tile || tile.self) return;
+    tile.quality.dataset.quality = quality;
+    tile.quality.setAttribute("aria-label", `Connection ${quality}`);
+    tile.quality.title = `Connection ${quality}${detail ? ` (${detail})` : ""}`;
+  }
+
+  /** Columns and rows that make 16:9 tiles as large as the grid allows. */
+  layout() {
+    const n = Math.max(1, this.tiles.size);
+    const { width, height } = this.root.getBoundingClientRect();
+    if (!width || !height) return;
+    const gap = 8;
+    let best = { cols: 1, rows: n, size: 0 };
+    for (let cols = 1; cols <= n; cols++) {
+      const rows = Math.ceil(n / cols);
+      const w = (width - gap * (cols - 1)) / cols;
+      const h = (height - gap * (rows - 1)) / rows;
+      const tileW = Math.min(w, (h * 16) / 9);
+      if (tileW > best.size) best = { cols, rows, size: tileW };
+    }
+    this.root.style.setProperty("--cols", best.cols);
+    this.root.style.setProperty("--rows", best.rows);
+    this.root.dataset.count = String(n);
+  }
+}
+
+/** The chat panel: history plus live messages, sent with Enter or the send button. */
+export class Chat {
+  constructor({ log, form, input, onSend, onUnread }) {
+    this.log = log;
+    this.input = input;
+    this.messages = [];
+    this.unread = 0;
+    this.visible = false;
+    this.onUnread = onUnread;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      if (onSend(text.slice(0, 2000))) input.value = "";
+    });
+  }
+
+  setHistory(messages) {
+    this.messages = [];
+    this.log.replaceChildren();
+    for (const m of messages || []) this.add(m, { quiet: true });
+  }
+
+  add(message, { quiet = false } = {}) {
+    if (!message || typeof message.content !== "string") return;
+    this.messages.push(message);
+    const when = message.ts ? new Date(message.ts * 1000) : new Date();
+    const time = el("time", {
+      dateTime: when.toISOString(),
+      text: when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+    });
+    const item = el(
+      "li",
+      { class: "chat-message", "data-testid": "chat-message" },
+      el("div", { class: "chat-meta" }, el("strong", { text: message.name || message.sender || "?" }), time),
+      el("p", { class: "chat-text", text: message.content }),
+    );
+    this.log.append(item);
+    this.log.scrollTop = this.log.scrollHeight;
+    if (!quiet && !this.visible) {
+      this.unread++;
+      this.onUnread?.(this.unread);
+    }
+  }
+
+  show(visible) {
+    this.visible = visible;
+    if (visible) {
+      this.unread = 0;
+      this.onUnread?.(0);
+      this.log.scrollTop = this.log.scrollHeight;
+    }
+  }
+}
+
+let toastTimer = null;
+export function toast(text) {
+  const node = $("#toast");
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    node.hidden = true;
+  }, 2500);
+}
+
+export function banner(text, kind = "warn") {
+  const node = $("#banner");
+  node.textContent = text || "";
+  node.hidden = !text;
+  node.dataset.kind = kind;
+}
+
+/** Fill a <select> with devices, keeping `selected` if it is still there. */
+export function fillDevices(select, devices, selected, fallbackLabel) {
+  select.replaceChildren();
+  if (!devices.length) {
+    select.append(el("option", { value: "", text: `No ${fallbackLabel.toLowerCase()} found` }));
+    select.disabled = true;
+    return;
+  }
+  select.disabled = false;
+  devices.forEach((d, i) => {
+    select.append(el("option", { value: d.deviceId, text: d.label || `${fallbackLabel} ${i + 1}` }));
+  });
+  if (selected && devices.some((d) => d.deviceId === selected)) select.value = selected;
+}
