@@ -23,7 +23,7 @@ HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255
 
 
 class PeerClient:
-    """Controlling full-ICE agent + DTLS client + SRTP for one transport of the SFU."""
+    """Controlling full-ICE agent + DTLS (client by default) + SRTP for one SFU transport."""
 
     def __init__(
         self,
@@ -32,14 +32,17 @@ class PeerClient:
         remote_ufrag: str,
         remote_pwd: str,
         remote_fingerprint: str,
+        dtls_role: str = "client",
     ) -> None:
         self.certificate = certificate
         self.ufrag = random_ufrag()
         self.pwd = random_pwd()
         self.remote_ufrag = remote_ufrag
         self.remote_pwd = remote_pwd
+        # The browser's usual role is the DTLS client (it answers `setup:active`); against a
+        # server that answers our offer with `setup:active` (RFC 5763 5) we are the server.
         self.dtls = DtlsSession(
-            certificate, role="client", remote_fingerprints=[("sha-256", remote_fingerprint)]
+            certificate, role=dtls_role, remote_fingerprints=[("sha-256", remote_fingerprint)]
         )
         self.srtp: SrtpSession | None = None
         self.mapped_address: tuple[str, int] | None = None

@@ -1,0 +1,1 @@
+"""`arbiter bench`: synthetic WebRTC participants and the benchmark report (issue 5)."""

@@ -1,0 +1,178 @@
+"""The Arbiter target: `arbiter serve` in its own process, participants over its WebSocket API.
+
+Each synthetic participant speaks the real wire contract (DESIGN sections 3 and 4): identify,
+a producer offer for its audio and video, and an answer to every consumer offer the SFU sends;
+media legs do real ICE, DTLS and SRTP (`engine.Leg`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from ..sfu.dtls import Certificate
+from . import sdp_client
+from .engine import Leg
+from .participant import Participant, Target
+
+
+class ArbiterTarget(Target):
+    name = "arbiter"
+
+    def __init__(self, *, media_port: int = 0) -> None:
+        self.media_port = media_port
+        self.url = ""
+        self.process: subprocess.Popen[str] | None = None
+        self._rooms = 0
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
+            config = Path(tmp) / "arbiter.toml"
+            config.write_text(
+                "[http]\nhost = \"127.0.0.1\"\nport = 0\n"
+                f"[media]\nlisten = \"127.0.0.1\"\nport = {self.media_port}\n"
+                "announced_ip = [\"127.0.0.1\"]\n"
+                "[rooms]\nidle_pool = 0\nmax_rooms = 1000\nmax_participants = 64\n"
+                f"[store]\npath = \"{tmp}/arbiter.db\"\n"
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            self.process = process  # type: ignore[assignment]
+            try:
+                assert process.stdout is not None
+                buffer = b""
+                with trio.fail_after(20):
+                    while b"listening on " not in buffer or not buffer.endswith(b"\n"):
+                        chunk = await process.stdout.receive_some(4096)
+                        if not chunk:
+                            raise RuntimeError("arbiter serve exited before listening")
+                        buffer += chunk
+                line = next(x for x in buffer.decode().splitlines() if "listening on " in x)
+                self.url = line.split("listening on ", 1)[1].strip()
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    process.terminate()
+                    with trio.move_on_after(5):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+
+    async def new_room(self) -> Any:
+        self._rooms += 1
+        async with httpx.AsyncClient(base_url=self.url, timeout=20) as http:
+            room_id = (await http.put("/createRoom")).json()["roomId"]
+            await http.patch("/claimRoom", json={"urlPath": f"bench-{self._rooms}"})
+        return int(room_id)
+
+    def participant(self, room: Any, number: int, certificate: Certificate) -> Participant:
+        return ArbiterParticipant(self, int(room), number, certificate)
+
+
+class ArbiterParticipant(Participant):
+    def __init__(
+        self, target: ArbiterTarget, room_id: int, number: int, certificate: Certificate
+    ) -> None:
+        super().__init__(number, certificate)
+        self.target = target
+        self.room_id = room_id
+        self.ws: WebSocketConnection | None = None
+        self._answer: trio.MemorySendChannel[str] | None = None
+        self._answers: trio.MemoryReceiveChannel[str] | None = None
+
+    async def join(self, nursery: trio.Nursery, publish: bool) -> None:
+        ws_url = self.target.url.replace("http://", "ws://") + "/ws"
+        self.ws = await nursery.start(_open_ws, ws_url)
+        self._answer, self._answers = trio.open_memory_channel[str](1)
+        self.joined_at = trio.current_time()
+        await self._send("identify", {"type": "client", "id": self.peer_id, "roomId": self.room_id})
+        nursery.start_soon(self._read, nursery)
+        if publish:
+            leg = self.publisher_leg = Leg(self.certificate)
+            me = leg.local_credentials()
+            offer = sdp_client.build_publisher_offer(
+                me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, self.video_ssrc,
+                candidate=leg.address,
+            )  # fmt: skip
+            await self._send(
+                "handshake",
+                {"type": "producer", "roomId": self.room_id,
+                 "description": {"type": "offer", "sdp": offer}},
+            )  # fmt: skip
+            with trio.fail_after(10):
+                answer = await self._answers.receive()
+            leg.attach_remote(sdp_client.remote_media_params(answer))
+            await leg.connect()
+            nursery.start_soon(leg.keep_consent, self.stop)
+
+    async def subscribe_to(self, other: Participant) -> None:
+        """The SFU offers every publisher by itself (DESIGN section 4): nothing to ask for."""
+
+    async def leave(self) -> None:
+        if self.ws is not None:
+            with trio.move_on_after(2):
+                await self._send("disconnect", {})
+                await self.ws.aclose()
+        self.close_legs()
+
+    async def _send(self, action: str, data: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_message(json.dumps({"action": action, "data": data}))
+
+    async def _read(self, nursery: trio.Nursery) -> None:
+        assert self.ws is not None and self._answer is not None
+        while True:
+            try:
+                message = json.loads(await self.ws.get_message())
+            except Exception:
+                return
+            kind = message.get("type")
+            description = message.get("description") or {}
+            if kind == "producer" and description.get("type") == "answer":
+                await self._answer.send(description["sdp"])
+            elif kind == "consumer" and description.get("type") == "offer":
+                nursery.start_soon(self._consume, message["remotePeerId"], description["sdp"])
+            elif kind == "error" or message.get("error"):
+                self.errors.append(message)
+
+    async def _consume(self, publisher_id: str, offer: str) -> None:
+        leg = Leg(self.certificate)
+        me = leg.prepare(sdp_client.remote_media_params(offer))
+        answer = sdp_client.build_subscriber_answer(
+            offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address
+        )
+        await self._send(
+            "handshake",
+            {"type": "consumer", "remotePeerId": publisher_id, "roomId": self.room_id,
+             "description": {"type": "answer", "sdp": answer}},
+        )  # fmt: skip
+        with trio.fail_after(10):
+            await leg.connect()
+        self.add_subscription(publisher_id, leg)
+
+
+async def _open_ws(
+    url: str, *, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_websocket_url(url, max_message_size=1 << 20) as ws:
+        task_status.started(ws)
+        await trio.sleep_forever()

@@ -1,0 +1,103 @@
+"""What every benchmark target provides: a server process and synthetic participants.
+
+A `Target` starts the server under test (`run`, started with `nursery.start`), creates rooms,
+and makes `Participant`s that join a room, optionally publish (one sending leg), and subscribe
+to other participants (one receiving leg per publisher, as browsers hold one consumer peer
+connection per remote participant in Arbiter's model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..sfu.dtls import Certificate
+from .engine import Leg
+
+
+class Participant:
+    """A synthetic browser: publishing leg, subscribing legs, and what it measured."""
+
+    def __init__(self, number: int, certificate: Certificate) -> None:
+        self.number = number
+        self.peer_id = f"p{number}"
+        self.certificate = certificate
+        self.audio_ssrc = 0x1000_0000 + 2 * number
+        self.video_ssrc = 0x1000_0000 + 2 * number + 1
+        self.publisher_leg: Leg | None = None
+        self.subscriptions: dict[str, Leg] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.joined_at = 0.0
+        self.stop = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+
+    # -- what targets implement ------------------------------------------------------------
+
+    async def join(self, nursery: trio.Nursery, publish: bool) -> None:
+        raise NotImplementedError
+
+    async def subscribe_to(self, other: Participant) -> None:
+        raise NotImplementedError
+
+    async def leave(self) -> None:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def add_subscription(self, publisher_id: str, leg: Leg) -> None:
+        old = self.subscriptions.pop(publisher_id, None)
+        if old is not None:
+            old.close()
+        self.subscriptions[publisher_id] = leg
+        assert self.nursery is not None
+        self.nursery.start_soon(leg.receive, self.stop)
+        self.nursery.start_soon(leg.keep_consent, self.stop)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_subscribed(self, publishers: set[str]) -> None:
+        while not publishers <= set(self.subscriptions):
+            await self._changed.wait()
+
+    async def wait_first_media(self, publishers: set[str]) -> None:
+        await self.wait_subscribed(publishers)
+        for publisher in publishers:
+            await self.subscriptions[publisher].first_packet.wait()
+
+    def first_media_after_join(self, publishers: set[str]) -> float | None:
+        """Seconds from identify to the first packet from every one of `publishers`."""
+        firsts = []
+        for publisher in publishers:
+            leg = self.subscriptions.get(publisher)
+            if leg is None or not leg.streams:
+                return None
+            firsts.append(min(s.first_at for s in leg.streams.values()))
+        return max(firsts) - self.joined_at if firsts else None
+
+    def close_legs(self) -> None:
+        self.stop.set()
+        if self.publisher_leg is not None:
+            self.publisher_leg.close()
+        for leg in self.subscriptions.values():
+            leg.close()
+
+
+class Target:
+    """A server under test."""
+
+    name = "target"
+
+    @property
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        raise NotImplementedError
+
+    async def new_room(self) -> Any:
+        raise NotImplementedError
+
+    def participant(self, room: Any, number: int, certificate: Certificate) -> Participant:
+        raise NotImplementedError

@@ -1,0 +1,212 @@
+"""Scenarios and figures of `arbiter bench` (issue 5).
+
+A scenario is rooms x (publishers + listeners). Participants join one after another (each
+publisher starts sending as soon as its producer connection is up, as a browser does), every
+participant subscribes to every publisher of its room, then the run warms up and measures a
+window of `seconds`:
+
+- forwarded packets and bits per second, counted by the subscribers;
+- packets per CPU-second of the server process(es), from /proc (`procstat`);
+- loss from RTP sequence gaps per stream; forwarding latency p50/p99 from send-time stamps;
+- join time: identify to the first packet from every publisher already in the room;
+- server RSS growth per participant.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..sfu.dtls import Certificate
+from . import payloads, procstat
+from .engine import StreamStats
+from .participant import Participant, Target
+
+WARMUP = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    rooms: int
+    publishers: int  # per room; each publishes audio + video and subscribes to the others
+    listeners: int = 0  # per room; subscribe only
+
+    @property
+    def participants(self) -> int:
+        return self.rooms * (self.publishers + self.listeners)
+
+    @property
+    def expected_streams(self) -> int:
+        """Subscribed (publisher, subscriber) pairs in the whole run."""
+        per_room = self.publishers * (self.publishers - 1) + self.publishers * self.listeners
+        return self.rooms * per_room
+
+
+def meeting(n: int) -> Scenario:
+    return Scenario(f"meeting-{n}", 1, n)
+
+
+def broadcast(m: int) -> Scenario:
+    return Scenario(f"broadcast-1x{m}", 1, 1, m)
+
+
+def small_rooms(rooms: int, size: int) -> Scenario:
+    return Scenario(f"rooms-{rooms}x{size}", rooms, size)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    index = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
+    return values[index]
+
+
+def _snapshot(participants: list[Participant]) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """(participant, ssrc) -> (packets, bytes, expected, latency samples so far)."""
+    out = {}
+    for p in participants:
+        for leg in p.subscriptions.values():
+            for ssrc, s in leg.streams.items():
+                out[(p.number, ssrc)] = (s.packets, s.bytes, s.expected, len(s.latencies_ns))
+    return out
+
+
+def _streams(participants: list[Participant]) -> dict[tuple[int, int], StreamStats]:
+    return {
+        (p.number, ssrc): s
+        for p in participants
+        for leg in p.subscriptions.values()
+        for ssrc, s in leg.streams.items()
+    }
+
+
+async def run_scenario(
+    target: Target, scenario: Scenario, seconds: float, recording: payloads.Recording
+) -> dict[str, Any]:
+    certificate = Certificate.generate()
+    pids = target.pids
+    baseline_rss = sum(procstat.sample(pid).rss_kib for pid in pids)
+    participants: list[Participant] = []
+    join_times: list[float] = []
+    publishing: list[trio.CancelScope] = []
+    async with trio.open_nursery() as nursery:
+
+        async def publish(p: Participant) -> None:
+            assert p.publisher_leg is not None
+            with trio.CancelScope() as scope:
+                publishing.append(scope)
+                await p.publisher_leg.publish(
+                    recording, p.number, p.audio_ssrc, p.video_ssrc, float("inf")
+                )
+
+        number = 0
+        for _ in range(scenario.rooms):
+            room = await target.new_room()
+            members: list[Participant] = []
+            for index in range(scenario.publishers + scenario.listeners):
+                number += 1
+                publishes = index < scenario.publishers
+                p = target.participant(room, number, certificate)
+                p.nursery = nursery
+                present = {m.peer_id for m in members if m.publisher_leg is not None}
+                with trio.fail_after(20):
+                    await p.join(nursery, publishes)
+                    if publishes:
+                        nursery.start_soon(publish, p)
+                    for other in members:
+                        if other.publisher_leg is not None:
+                            await p.subscribe_to(other)
+                        if publishes:
+                            await other.subscribe_to(p)
+                    # Join time: identify to the first packet from everyone already publishing.
+                    await p.wait_first_media(present)
+                if present:
+                    join_times.append(p.first_media_after_join(present) or 0.0)
+                members.append(p)
+                participants.append(p)
+            with trio.fail_after(20):
+                for p in members:
+                    publishers = {m.peer_id for m in members if m.publisher_leg and m is not p}
+                    await p.wait_subscribed(publishers)
+        await trio.sleep(WARMUP)
+        start_stats = _snapshot(participants)
+        cpu0 = sum(procstat.sample(pid).cpu_s for pid in pids)
+        gen0 = procstat.self_cpu()
+        t0 = trio.current_time()
+        await trio.sleep(seconds)
+        window = trio.current_time() - t0
+        cpu = sum(procstat.sample(pid).cpu_s for pid in pids) - cpu0
+        gen_cpu = procstat.self_cpu() - gen0
+        end_stats = _snapshot(participants)
+        rss = sum(procstat.sample(pid).rss_kib for pid in pids)
+        for scope in publishing:
+            scope.cancel()
+        errors = [e for p in participants for e in p.errors]
+        for p in participants:
+            await p.leave()
+        nursery.cancel_scope.cancel()
+
+    packets = bytes_ = expected = 0
+    latencies: list[float] = []
+    streams = _streams(participants)
+    for key, end in end_stats.items():
+        begin = start_stats.get(key, (0, 0, 0, 0))
+        packets += end[0] - begin[0]
+        bytes_ += end[1] - begin[1]
+        expected += end[2] - begin[2]
+        latencies += [ns / 1e6 for ns in streams[key].latencies_ns[begin[3] : end[3]]]
+    return {
+        "target": target.name,
+        "scenario": scenario.name,
+        "participants": scenario.participants,
+        "streams": len(end_stats),
+        "expected_streams": 2 * scenario.expected_streams,  # audio + video per pair
+        "seconds": round(window, 3),
+        "forwarded_pps": round(packets / window),
+        "forwarded_mbps": round(bytes_ * 8 / window / 1e6, 2),
+        "server_cpu_s": round(cpu, 3),
+        "server_cpu_utilisation": round(cpu / window, 3),
+        "packets_per_cpu_s": round(packets / cpu) if cpu > 0 else None,
+        "loss": round(1 - packets / expected, 5) if expected else None,
+        "latency_ms_p50": _round(_percentile(latencies, 0.50)),
+        "latency_ms_p99": _round(_percentile(latencies, 0.99)),
+        "join_s_median": _round(statistics.median(join_times) if join_times else None),
+        "join_s_max": _round(max(join_times) if join_times else None),
+        "rss_kib_per_participant": round((rss - baseline_rss) / scenario.participants),
+        "generator_cpu_utilisation": round(gen_cpu / window, 3),
+        "sent_packets": sum(
+            p.publisher_leg.sent_packets for p in participants if p.publisher_leg is not None
+        ),
+        "errors": errors[:5],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+async def ramp(
+    target: Target,
+    recording: payloads.Recording,
+    *,
+    seconds: float,
+    start: int = 2,
+    step: int = 2,
+    limit: int = 40,
+    max_loss: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Meetings of growing size until loss exceeds `max_loss` (or `limit` is reached)."""
+    results = []
+    n = start
+    while n <= limit:
+        result = await run_scenario(target, meeting(n), seconds, recording)
+        results.append(result)
+        if result["loss"] is None or result["loss"] > max_loss:
+            break
+        n += step
+    return results
