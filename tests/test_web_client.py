@@ -1,0 +1,388 @@
+"""The served web client (arbiter/web) in headless Chromium, driven through its DOM.
+
+Pages open `http://127.0.0.1:<port>/<room>`, type a name in the lobby and click Join; the room
+is created and claimed by the page itself (the pool is empty: getRoomId 404, claimRoom 404,
+createRoom, claimRoom). Everything is *done* through the DOM (buttons, inputs, Enter) and only
+*read* through the DOM or the read-only hook `window.arbiter` (`state()`, `stats()`).
+
+Playwright's sync API runs in one worker thread while trio runs the server; every wait in the
+thread is bounded and the browser is closed in a `finally`, so the thread always returns.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from .browser import ARTIFACTS, chromium, no_leaked_threads, poll, require_chromium
+from .conftest import make_config, running_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.media]
+
+CAMERA = (640, 360)  # what the client asks the (fake) camera for
+JOIN_TIMEOUT = 15.0
+MEDIA_TIMEOUT = 25.0
+LEAVE_DEADLINE = 2.0
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> Iterator[None]:
+    with no_leaked_threads():
+        yield
+
+
+class Page:
+    """One participant's page: actions through the DOM, reads through DOM or window.arbiter."""
+
+    def __init__(self, browser: Any, url: str, label: str, **context: Any) -> None:
+        self.label = label
+        self.context = browser.new_context(**{"viewport": {"width": 960, "height": 600}, **context})
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.log: list[str] = []
+        self.page.on("console", lambda m: self.log.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.log.append(f"pageerror: {e}"))
+        self.websockets: list[str] = []
+        self.page.on("websocket", lambda ws: self.websockets.append(ws.url))
+        self.page.goto(url)
+
+    def join(self, name: str) -> None:
+        self.page.get_by_label("Your name").fill(name)
+        self.page.get_by_role("button", name="Join call").click()
+
+    def state(self) -> dict[str, Any]:
+        return self.page.evaluate("window.arbiter.state()")
+
+    def stats(self) -> dict[str, Any]:
+        return self.page.evaluate("window.arbiter.stats()")
+
+    @property
+    def id(self) -> str:
+        return self.state()["id"]
+
+    def wait_joined(self, timeout: float = JOIN_TIMEOUT) -> dict[str, Any]:
+        return poll(
+            lambda: (s := self.state())["joined"] and s,
+            timeout=timeout,
+            what=f"{self.label} to join ({self.log[-5:]})",
+        )
+
+    def remote_tile_ids(self) -> set[str]:
+        return {t["id"] for t in self.state()["tiles"] if not t["self"]}
+
+    def decoding(self, publishers: set[str]) -> dict[str, Any] | None:
+        remote = self.stats()["remote"]
+        for p in publishers:
+            r = remote.get(p)
+            if not r or r["framesDecoded"] <= 0 or r["packetsReceived"] <= 0:
+                return None
+        return remote
+
+    def tile(self, peer_id: str) -> Any:
+        return self.page.locator(f'[data-testid="tile"][data-peer-id="{peer_id}"]')
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def describe(self) -> str:
+        try:
+            state = self.state()
+        except Exception as exc:  # a crashed page
+            state = f"unreachable: {exc}"
+        return f"{self.label}: state={state} console={self.log[-15:]}"
+
+
+def run_pages(body: Callable[[Any], None], extra_args: list[str] | None = None) -> None:
+    """`body(browser)` in this (worker) thread with a fresh Chromium that is always closed."""
+    with chromium(extra_args) as browser:
+        body(browser)
+
+
+def wait_decoding(pages: dict[str, Page], ids: dict[str, str], timeout: float) -> None:
+    for label, page in pages.items():
+        others = {ids[o] for o in pages if o != label}
+        poll(
+            lambda page=page, others=others: page.decoding(others),
+            timeout=timeout,
+            what=f"{label} decoding {others}: {page.describe()}",
+        )
+
+
+async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> None:
+    require_chromium()
+    report: dict[str, Any] = {}
+    async with running_server(make_config(tmp_path)) as srv:
+        url = srv.url + "/web-call"
+        token = trio.lowlevel.current_trio_token()
+
+        def drop_websocket(peer_id: str) -> None:
+            """Server side: close one client's WebSocket as a crashed proxy would."""
+            gateway = srv.server.gateway
+            assert gateway is not None
+            for peer in list(gateway.peers.values()):
+                if peer.peer_id == peer_id:
+                    peer.request_close(1012, "service restart")
+                    return
+            raise AssertionError(f"no connection for {peer_id}")
+
+        def body(browser: Any) -> None:
+            pages: dict[str, Page] = {}
+            try:
+                scenario(browser, pages)
+            except BaseException as exc:
+                for page in pages.values():
+                    exc.add_note(page.describe())
+                    page.screenshot(f"web-call-{page.label}-failed")
+                raise
+
+        def scenario(browser: Any, pages: dict[str, Page]) -> None:
+            started = time.monotonic()
+            for label in ("A", "B", "C"):
+                pages[label] = Page(browser, url, label)
+                pages[label].join(f"Person {label}")
+            ids = {label: page.wait_joined()["id"] for label, page in pages.items()}
+            assert len(set(ids.values())) == 3
+            report["joined"] = time.monotonic() - started
+
+            # Every page decodes the other two's video and receives their audio, and keeps
+            # decoding: framesDecoded grows between two samples.
+            wait_decoding(pages, ids, MEDIA_TIMEOUT)
+            report["decoding"] = time.monotonic() - started
+            first = {label: page.stats()["remote"] for label, page in pages.items()}
+            time.sleep(1.0)
+            second = {label: page.stats()["remote"] for label, page in pages.items()}
+            for label in pages:
+                for other in pages:
+                    if other == label:
+                        continue
+                    a, b = first[label][ids[other]], second[label][ids[other]]
+                    context = f"{label} <- {other}: {a} then {b}"
+                    assert b["framesDecoded"] > a["framesDecoded"] > 0, context
+                    assert b["packetsReceived"] > a["packetsReceived"] > 0, context
+                    assert b["totalSamplesReceived"] > 0, context
+                    assert (b["frameWidth"], b["frameHeight"]) == CAMERA, context
+                # The DOM shows the other two by name, plus the self view.
+                names = pages[label].page.get_by_test_id("tile-name").all_inner_texts()
+                assert sorted(names) == sorted(
+                    [f"Person {label} (you)"] + [f"Person {o}" for o in pages if o != label]
+                ), names
+                assert pages[label].page.locator('[data-testid="tile"].self.mirrored').count() == 1
+            for label, page in pages.items():
+                page.screenshot(f"web-call-{label}")
+
+            # A mutes: both others show A's muted badge.
+            pages["A"].page.get_by_role("button", name="Microphone").click()
+            assert pages["A"].page.get_by_test_id("toggle-mic").get_attribute("aria-pressed") == (
+                "false"
+            )
+            for label in ("B", "C"):
+                badge = pages[label].tile(ids["A"]).get_by_test_id("badge-muted")
+                badge.wait_for(state="visible", timeout=5_000)
+            assert pages["B"].tile(ids["B"]).count() == 0  # nobody sees themselves by id
+
+            # A chats (typed, Enter): it arrives on B and C.
+            pages["A"].page.get_by_role("button", name="Chat", exact=True).click()
+            chat_input = pages["A"].page.get_by_label("Message everyone")
+            chat_input.fill("hello from A")
+            chat_input.press("Enter")
+            for label in ("B", "C"):
+                poll(
+                    lambda label=label: any(
+                        m["content"] == "hello from A" and m["name"] == "Person A"
+                        for m in pages[label].state()["chat"]
+                    ),
+                    timeout=5,
+                    what=f"the chat message on {label}",
+                )
+                log = pages[label].page.get_by_test_id("chat-log")
+                assert "hello from A" in log.inner_text()
+
+            # D joins later on a phone-sized screen: it gets the history and the others' media.
+            pages["D"] = Page(
+                browser,
+                url,
+                "D",
+                viewport={"width": 390, "height": 844},
+                device_scale_factor=2,
+                is_mobile=True,
+                has_touch=True,
+            )
+            pages["D"].join("Person D")
+            ids["D"] = pages["D"].wait_joined()["id"]
+            history = pages["D"].state()["chat"]
+            assert [(m["name"], m["content"]) for m in history] == [("Person A", "hello from A")]
+            poll(
+                lambda: pages["D"].decoding({ids["A"], ids["B"], ids["C"]}),
+                timeout=MEDIA_TIMEOUT,
+                what=f"D decoding A, B, C: {pages['D'].describe()}",
+            )
+            muted = poll(
+                lambda: pages["D"].tile(ids["A"]).get_by_test_id("badge-muted").is_visible(),
+                timeout=5,
+                what="A's muted badge on D (from the roster)",
+            )
+            assert muted
+            page_width = pages["D"].page.evaluate("document.documentElement.scrollWidth")
+            assert page_width <= 390, f"horizontal overflow on a phone: {page_width}px"
+            pages["D"].screenshot("web-call-phone")
+
+            # B shares its screen: A, C and D see B's video at a new resolution.
+            pages["B"].page.get_by_role("button", name="Share screen").click()
+            poll(lambda: pages["B"].state()["sharing"], timeout=5, what="B sharing")
+            for label in ("A", "C", "D"):
+                size = poll(
+                    lambda label=label: (
+                        (r := pages[label].stats()["remote"].get(ids["B"], {}))
+                        and (r.get("frameWidth"), r.get("frameHeight")) not in (CAMERA, (None, None))
+                        and (r["frameWidth"], r["frameHeight"])
+                    ),
+                    timeout=15,
+                    what=f"B's screen on {label}",
+                )
+                report[f"share on {label}"] = size
+                assert size[0] > CAMERA[0], size
+            pages["A"].screenshot("web-call-A-sees-share")
+            # ... and back to the camera.
+            pages["B"].page.get_by_role("button", name="Share screen").click()
+            poll(
+                lambda: (r := pages["A"].stats()["remote"][ids["B"]])
+                and (r["frameWidth"], r["frameHeight"]) == CAMERA,
+                timeout=15,
+                what="B's camera again on A",
+            )
+
+            # C leaves: gone from every other grid within 2 s of the click.
+            pages["C"].page.get_by_role("button", name="Leave call").click()
+            clicked = time.monotonic()
+            for label in ("A", "B", "D"):
+                remaining = LEAVE_DEADLINE - (time.monotonic() - clicked)
+                poll(
+                    lambda label=label: ids["C"] not in pages[label].remote_tile_ids(),
+                    timeout=max(remaining, 0.0),
+                    interval=0.05,
+                    what=f"C's tile to leave {label}'s grid",
+                )
+            report["leave seen by all"] = time.monotonic() - clicked
+            assert pages["C"].page.get_by_role("heading", name="You left the call").is_visible()
+            assert pages["C"].state()["phase"] == "left"
+
+            # The server drops B's WebSocket: B says so, rejoins with a new id, and A and D
+            # see the old B go and the new B arrive and decode again.
+            trio.from_thread.run_sync(drop_websocket, ids["B"], trio_token=token)
+            poll(
+                lambda: "Reconnecting" in pages["B"].state()["banner"]
+                or pages["B"].state()["id"] != ids["B"],
+                timeout=5,
+                what="B's reconnecting banner",
+            )
+            new_b = poll(
+                lambda: (s := pages["B"].state())["joined"] and s["id"] != ids["B"] and s["id"],
+                timeout=JOIN_TIMEOUT,
+                what="B to rejoin",
+            )
+            for label in ("A", "D"):
+                poll(
+                    lambda label=label: pages[label].remote_tile_ids() == {ids["A"], ids["D"], new_b}
+                    - {ids[label]},
+                    timeout=5,
+                    what=f"{label}'s grid after B rejoined",
+                )
+                poll(
+                    lambda label=label: pages[label].decoding({new_b}),
+                    timeout=MEDIA_TIMEOUT,
+                    what=f"{label} decoding the rejoined B",
+                )
+            report["total"] = time.monotonic() - started
+
+        with trio.fail_after(150):
+            await trio.to_thread.run_sync(run_pages, body)
+    print(report)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_page_joins_over_wss(tmp_path: Path) -> None:
+    require_chromium()
+    cert, key = self_signed(tmp_path)
+    config = make_config(
+        tmp_path,
+        http={"host": "127.0.0.1", "port": 0, "tls_cert": str(cert), "tls_key": str(key)},
+    )
+    seen: dict[str, Any] = {}
+    async with running_server(config) as srv:
+        assert srv.url.startswith("https://"), srv.url
+
+        def body(browser: Any) -> None:
+            page = Page(browser, srv.url + "/secure-room", "S", ignore_https_errors=True)
+            try:
+                assert page.page.evaluate("window.isSecureContext") is True
+                page.join("Secure Sam")
+                state = page.wait_joined()
+                poll(
+                    lambda: page.page.evaluate(
+                        "document.querySelector('[data-testid=tile].self video').videoWidth"
+                    )
+                    > 0,
+                    timeout=10,
+                    what="the self view playing",
+                )
+                poll(
+                    lambda: page.stats()["producer"]["video"]["packetsSent"] > 0,
+                    timeout=10,
+                    what="the producer sending over the SFU's DTLS",
+                )
+                seen.update(state=state, websockets=list(page.websockets))
+                page.screenshot("web-https")
+            except BaseException as exc:
+                exc.add_note(page.describe())
+                raise
+
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(run_pages, body)
+    assert [t["name"] for t in seen["state"]["tiles"]] == ["Secure Sam"]
+    assert seen["websockets"] and all(u.startswith("wss://") for u in seen["websockets"])
