@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     rooms.add_argument("--config", default=None, help="path to arbiter.toml (for list)")
     rooms.add_argument("--server", default="http://127.0.0.1:8080", help="server URL (create)")
     rooms.set_defaults(func=_rooms)
+
+    from .bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

@@ -28,10 +28,11 @@ from .participant import Participant, Target
 class ArbiterTarget(Target):
     name = "arbiter"
 
-    def __init__(self, *, media_port: int = 0) -> None:
+    def __init__(self, *, media_port: int = 0, cpu: int | None = None) -> None:
         self.media_port = media_port
+        self.cpu = cpu  # pin the server to this core (taskset), as the benchmark does
         self.url = ""
-        self.process: subprocess.Popen[str] | None = None
+        self.process: trio.Process | None = None
         self._rooms = 0
 
     @property
@@ -49,13 +50,16 @@ class ArbiterTarget(Target):
                 f"[store]\npath = \"{tmp}/arbiter.db\"\n"
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
+            command = [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)]
+            if self.cpu is not None:
+                command = ["taskset", "-c", str(self.cpu), *command]
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],
+                command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 env=env,
             )
-            self.process = process  # type: ignore[assignment]
+            self.process = process
             try:
                 assert process.stdout is not None
                 buffer = b""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -78,8 +79,12 @@ class Leg:
         self.streams: dict[int, StreamStats] = {}
         self.connected_at = 0.0
         self.first_packet = trio.Event()  # set when the first RTP packet arrives
+        # SRTP once connected; identity for the plain relay (the machine's raw ceiling).
+        self.protect: Callable[[bytes], bytes] | None = None
+        self.unprotect: Callable[[bytes], bytes] | None = None
         self.sent_packets = 0
         self.sent_bytes = 0
+        self.sent_by_ssrc: dict[int, int] = {}
         self.closed = False
 
     @property
@@ -155,12 +160,28 @@ class Leg:
             if client.mapped_address is not None and not started:
                 started = True
                 out += client.start_dtls(trio.current_time())
+        assert client.srtp is not None
+        self.protect = client.srtp.protect_rtp
+        self.unprotect = client.srtp.unprotect_rtp_untrusted
+        self.connected_at = trio.current_time()
+
+    async def connect_plain(self, relay: tuple[str, int], hello: bytes) -> None:
+        """The raw-relay target: no ICE, DTLS or SRTP; register with one datagram."""
+        self.remote = relay
+        self.protect = self.unprotect = _identity
+        while True:
+            self.sock.sendto(hello, relay)
+            with trio.move_on_after(0.2):
+                await trio.lowlevel.wait_readable(self.sock)
+                if self._recv_nowait() == b"OK":
+                    break
         self.connected_at = trio.current_time()
 
     async def keep_consent(self, stop: trio.Event) -> None:
         """A consent check every few seconds, as browsers send (RFC 7675 5.1): without them
         the SFU closes the transport after its consent timeout."""
-        assert self.client is not None and self.remote is not None
+        if self.client is None or self.remote is None:
+            return  # the plain relay has no ICE
         while not stop.is_set():
             with trio.move_on_after(CONSENT_INTERVAL):
                 await stop.wait()
@@ -187,9 +208,8 @@ class Leg:
         """Send the recording in real time until `until` (trio clock) or cancellation.
 
         Counts what the kernel accepted in `sent_packets` / `sent_bytes`."""
-        client, remote, sock = self.client, self.remote, self.sock
-        assert client is not None and client.srtp is not None and remote is not None
-        protect = client.srtp.protect_rtp
+        remote, sock, protect = self.remote, self.sock, self.protect
+        assert protect is not None and remote is not None
         sendto = sock.sendto
         stamp = STAMP.pack
         monotonic_ns = time.monotonic_ns
@@ -235,12 +255,12 @@ class Leg:
                     continue  # the kernel's buffer is full: a loss the subscribers will see
                 self.sent_packets += 1
                 self.sent_bytes += len(datagram)
+                self.sent_by_ssrc[ssrc] = self.sent_by_ssrc.get(ssrc, 0) + 1
 
     async def receive(self, stop: trio.Event) -> None:
         """Count RTP per SSRC until `stop`; decrypt a sample for latency."""
-        client, sock = self.client, self.sock
-        assert client is not None and client.srtp is not None
-        unprotect = client.srtp.unprotect_rtp_untrusted
+        sock, unprotect = self.sock, self.unprotect
+        assert unprotect is not None
         recv = sock.recv
         streams = self.streams
         ssrc_of, seq_of = rtp.ssrc_of, rtp.seq_of
@@ -278,3 +298,7 @@ class Leg:
         if not self.closed:
             self.closed = True
             self.sock.close()
+
+
+def _identity(packet: bytes) -> bytes:
+    return packet
