@@ -258,6 +258,13 @@ async def test_janus_forwards_every_packet_to_two_subscribers(janus_installed: N
                     assert all(
                         (b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)
                     ), kind
+                    # Timestamps are rewritten too (new base) but their spacing is kept.
+                    step = 960 if kind == "audio" else 3000
+                    stamps = [h.timestamp for h in header]
+                    assert all(
+                        (b - a) & 0xFFFFFFFF == step
+                        for a, b in zip(stamps, stamps[1:], strict=False)
+                    ), kind
                     expected_pt = OPUS_PT if kind == "audio" else VP8_PT
                     assert {h.payload_type for h in header} == {expected_pt}
 

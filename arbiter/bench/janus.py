@@ -1,25 +1,35 @@
 """Janus as a comparison target for `arbiter bench` (issue 5): the server and its signaling.
 
-`JanusServer` runs Debian's `janus` (1.1.x) as a subprocess with a minimal configuration written
-to a temp dir: only the VideoRoom plugin and the WebSocket transport, everything on 127.0.0.1, ICE
-in lite mode. `JanusSignaling` speaks the Janus API over one WebSocket and one Janus session to
-create rooms, publish and subscribe, returning SDP for the bench's synthetic participants.
+`JanusServer` runs Debian's `janus` (1.1.2) as a subprocess with a minimal configuration written
+to a temp dir: only the VideoRoom plugin and the WebSocket transport (WebSocket on 127.0.0.1),
+ICE in lite mode, one host candidate. `JanusSignaling` speaks the Janus API over one WebSocket and
+one Janus session to create rooms, publish and subscribe, returning SDP for the bench's synthetic
+participants (`arbiter.bench.sdp_client` builds and reads that SDP).
 
-Why ICE-lite: our synthetic participants (`arbiter.sfu.client.PeerClient`) are controlling
-full-ICE agents that send checks with USE-CANDIDATE but answer none. A full-ICE Janus would also
-send checks and wait for answers; in lite mode it only answers, exactly like Arbiter, so both
-targets see the same client behaviour.
+What the bench must know about Janus (measured against 1.1.2 with libnice 0.1.21):
 
-What Janus does differently from Arbiter, and the bench must know (measured against 1.1.2):
-
-- DTLS roles: Janus answers a publisher's `a=setup:actpass` offer with `a=setup:active` (Janus is
-  the DTLS client, the participant the DTLS server), and offers subscribers `a=setup:actpass`
-  (we answer `active`). `sdp_client.peer_client_for` picks the role from the SDP.
-- In half-trickle mode (the default, kept) Janus puts its candidates in every SDP it sends, so
-  no trickle collection is needed; `a=ice-lite` is present.
-- Janus rewrites SSRCs and sequence numbers (and timestamps) towards subscribers: subscribers
-  learn the SSRCs from Janus's offer. Payload bytes are forwarded unchanged.
-- Each handle gets its own GLib loop thread unless `event_loops` is set (see JanusServer).
+- Media address: Janus never gathers candidates on a loopback interface (ice.c skips
+  IFF_LOOPBACK; with nothing left libnice gathers on every address, IPv6 included). So Janus's
+  one host candidate is a local address of another interface (`JanusServer.media_ip`, enforced
+  with `ice_enforce_list`); the kernel still delivers it inside the host. libnice answers no
+  checks that come from 127.0.0.1 towards that candidate: participant sockets for Janus must be
+  bound to `media_ip` too.
+- ICE: even with `ice_lite = true`, libnice answers our USE-CANDIDATE check, sends one triggered
+  check back and nominates the pair only when that is answered. `answer_check` answers it.
+  No consent freshness and no keepalive checks afterwards (Janus's defaults).
+- DTLS roles: Janus answers a publisher's `a=setup:actpass` with `a=setup:active` (Janus is the
+  DTLS client, the participant the DTLS server) and offers subscribers `a=setup:actpass` (we
+  answer `active`). `sdp_client.peer_client_for` picks the role from the SDP.
+- Candidates and `a=ice-lite` are in every SDP Janus sends (half-trickle): nothing to collect.
+- A feed can be subscribed to only once its publisher's PeerConnection is up (`webrtcup`);
+  before that the VideoRoom answers 428 "No such feed".
+- Towards subscribers Janus rewrites SSRCs, sequence numbers and timestamps (keeping their
+  spacing); subscribers learn the SSRCs from Janus's offer. Payload bytes (VP8 and Opus) are
+  forwarded unchanged.
+- Threads: one GLib loop thread ("hloop <handle id>") per attached handle unless `event_loops`
+  is set; incoming RTP is handled on the publisher handle's thread and queued to each
+  subscriber handle's thread, which protects and sends. Janus therefore spreads over cores,
+  where an Arbiter room is one Python thread: compare CPU-seconds, not wall-clock saturation.
 """
 
 from __future__ import annotations
@@ -210,8 +220,10 @@ class JanusServer:
             + "\n  ".join(general)
             + "\n}\n"
             + "certificates: {}\n"
-            # no_media_timer: Janus reports "media stopped" after 1 s by default; the bench's
-            # scenarios pause between phases, so keep the events (cheap) at their default.
+            # Defaults kept on purpose (a normal deployment): no_media_timer = 1 s ("media"
+            # receiving:false events, cheap), slowlink_threshold = 0 (no slowlink events),
+            # min_nack_queue = 200 ms per subscriber, nack_optimizations off, twcc_period unused
+            # (our SDP offers no transport-wide-cc extension).
             + "media: {\n"
             + f'  rtp_port_range = "{lo}-{hi}"\n'
             + "  ipv6 = false\n"
