@@ -49,6 +49,10 @@ class Page:
         self.log: list[str] = []
         self.page.on("console", lambda m: self.log.append(f"{m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.log.append(f"pageerror: {e}"))
+        self.page.on(
+            "requestfailed",
+            lambda r: self.log.append(f"requestfailed: {r.method} {r.url} {r.failure}"),
+        )
         self.websockets: list[str] = []
         self.page.on("websocket", lambda ws: self.websockets.append(ws.url))
         self.page.goto(url)
@@ -118,6 +122,29 @@ def wait_decoding(pages: dict[str, Page], ids: dict[str, str], timeout: float) -
         )
 
 
+def wait_settled(pages: dict[str, Page], timeout: float) -> dict[str, Page]:
+    """Every page joined and decoding every other page under its *current* id."""
+
+    def settled() -> bool:
+        states = {label: page.state() for label, page in pages.items()}
+        if not all(s["joined"] for s in states.values()):
+            return False
+        ids = {label: s["id"] for label, s in states.items()}
+        return all(
+            page.decoding({ids[o] for o in pages if o != label}) is not None
+            for label, page in pages.items()
+        )
+
+    poll(
+        settled,
+        timeout=timeout,
+        interval=0.2,
+        what="every page decoding the others: "
+        + " | ".join(page.describe() for page in pages.values()),
+    )
+    return pages
+
+
 async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> None:
     require_chromium()
     report: dict[str, Any] = {}
@@ -134,6 +161,14 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
                     peer.request_close(1012, "service restart")
                     return
             raise AssertionError(f"no connection for {peer_id}")
+
+        def restart_sfu(room_id: int) -> None:
+            """Server side: the room's SFU goes away (its supervisor restarts it)."""
+            gateway = srv.server.gateway
+            assert gateway is not None
+            sfus = [p for p in gateway.peers.values() if p.kind == "sfu" and p.room_id == room_id]
+            assert len(sfus) == 1, sfus
+            sfus[0].request_close(1011, "test: SFU restart")
 
         def body(browser: Any) -> None:
             pages: dict[str, Page] = {}
@@ -243,7 +278,8 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
                 size = poll(
                     lambda label=label: (
                         (r := pages[label].stats()["remote"].get(ids["B"], {}))
-                        and (r.get("frameWidth"), r.get("frameHeight")) not in (CAMERA, (None, None))
+                        and (r.get("frameWidth"), r.get("frameHeight"))
+                        not in (CAMERA, (None, None))
                         and (r["frameWidth"], r["frameHeight"])
                     ),
                     timeout=15,
@@ -255,8 +291,10 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
             # ... and back to the camera.
             pages["B"].page.get_by_role("button", name="Share screen").click()
             poll(
-                lambda: (r := pages["A"].stats()["remote"][ids["B"]])
-                and (r["frameWidth"], r["frameHeight"]) == CAMERA,
+                lambda: (
+                    (r := pages["A"].stats()["remote"][ids["B"]])
+                    and (r["frameWidth"], r["frameHeight"]) == CAMERA
+                ),
                 timeout=15,
                 what="B's camera again on A",
             )
@@ -278,10 +316,13 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
 
             # The server drops B's WebSocket: B says so, rejoins with a new id, and A and D
             # see the old B go and the new B arrive and decode again.
+            dropped = time.monotonic()
             trio.from_thread.run_sync(drop_websocket, ids["B"], trio_token=token)
             poll(
-                lambda: "Reconnecting" in pages["B"].state()["banner"]
-                or pages["B"].state()["id"] != ids["B"],
+                lambda: (
+                    "Reconnecting" in pages["B"].state()["banner"]
+                    or pages["B"].state()["id"] != ids["B"]
+                ),
                 timeout=5,
                 what="B's reconnecting banner",
             )
@@ -292,8 +333,9 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
             )
             for label in ("A", "D"):
                 poll(
-                    lambda label=label: pages[label].remote_tile_ids() == {ids["A"], ids["D"], new_b}
-                    - {ids[label]},
+                    lambda label=label: (
+                        pages[label].remote_tile_ids() == {ids["A"], ids["D"], new_b} - {ids[label]}
+                    ),
                     timeout=5,
                     what=f"{label}'s grid after B rejoined",
                 )
@@ -302,6 +344,24 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
                     timeout=MEDIA_TIMEOUT,
                     what=f"{label} decoding the rejoined B",
                 )
+            report["ws drop to decoding"] = time.monotonic() - dropped
+
+            # The room's SFU goes away: every page gets sfuDisconnect, says so, rejoins (with
+            # back-off while the SFU restarts) and decodes the others again.
+            before = {label: pages[label].id for label in ("A", "B", "D")}
+            restarted = time.monotonic()
+            trio.from_thread.run_sync(restart_sfu, pages["A"].state()["roomId"], trio_token=token)
+            for label in before:
+                poll(
+                    lambda label=label: pages[label].state()["id"] != before[label],
+                    timeout=JOIN_TIMEOUT,
+                    what=f"{label} to rejoin after the SFU restart",
+                )
+            settled = wait_settled({label: pages[label] for label in before}, MEDIA_TIMEOUT)
+            report["errors after the SFU restart"] = {
+                label: page.state()["errors"][-3:] for label, page in settled.items()
+            }
+            report["sfu restart to decoding"] = time.monotonic() - restarted
             report["total"] = time.monotonic() - started
 
         with trio.fail_after(150):
@@ -317,7 +377,7 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -364,10 +424,12 @@ async def test_https_page_joins_over_wss(tmp_path: Path) -> None:
                 page.join("Secure Sam")
                 state = page.wait_joined()
                 poll(
-                    lambda: page.page.evaluate(
-                        "document.querySelector('[data-testid=tile].self video').videoWidth"
-                    )
-                    > 0,
+                    lambda: (
+                        page.page.evaluate(
+                            "document.querySelector('[data-testid=tile].self video').videoWidth"
+                        )
+                        > 0
+                    ),
                     timeout=10,
                     what="the self view playing",
                 )
@@ -386,3 +448,26 @@ async def test_https_page_joins_over_wss(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(run_pages, body)
     assert [t["name"] for t in seen["state"]["tiles"]] == ["Secure Sam"]
     assert seen["websockets"] and all(u.startswith("wss://") for u in seen["websockets"])
+
+
+async def test_no_room_available_says_so_and_keeps_trying(tmp_path: Path) -> None:
+    require_chromium()
+    seen: dict[str, Any] = {}
+    async with running_server(make_config(tmp_path, rooms={"idle_pool": 0, "max_rooms": 0})) as srv:
+
+        def body(browser: Any) -> None:
+            page = Page(browser, srv.url + "/no-room", "N")
+            page.join("Nobody")
+            seen["banner"] = poll(
+                lambda: "could not start a room" in (b := page.state()["banner"]) and b,
+                timeout=10,
+                what=f"the failure banner: {page.describe()}",
+            )
+            seen["visible"] = page.page.get_by_test_id("banner").inner_text()
+            seen["state"] = page.state()
+
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(run_pages, body)
+    assert "Retrying in" in seen["banner"], seen
+    assert seen["visible"] == seen["banner"]
+    assert seen["state"]["phase"] == "joining" and not seen["state"]["joined"]

@@ -117,7 +117,7 @@ async function resolveOnce(urlPath, signal, onStatus) {
 }
 
 /** The room id for `urlPath`, retrying transient failures with back-off. */
-export async function resolveRoom(urlPath, { signal, onStatus, attempts = 5 } = {}) {
+export async function resolveRoom(urlPath, { signal, onStatus, attempts = 3 } = {}) {
   let last;
   for (let attempt = 0; attempt < attempts; attempt++) {
     try {
@@ -132,5 +132,5 @@ export async function resolveRoom(urlPath, { signal, onStatus, attempts = 5 } = 
       }
     }
   }
-  throw new JoinError(`${last.message} Gave up after ${attempts} attempts; try again later.`);
+  throw last; // the caller (app.js) keeps retrying with a longer back-off and says so
 }

@@ -192,7 +192,7 @@ async function connect(message) {
         return;
       }
       const wait = backoff(attempt, { cap: RETRY_CAP_MS });
-      setBanner(`${text} Reconnecting in ${Math.ceil(wait / 1000)} s…`, "warn");
+      setBanner(`${text} Retrying in ${Math.ceil(wait / 1000)} s…`, "warn");
       await sleep(wait);
     }
   }
@@ -290,17 +290,36 @@ function onMessage(msg) {
       }
       break;
     case "producer":
+      session.call?.handle(msg).then(() => {
+        if (session.call?.producerAnswered && state.banner.startsWith("Waiting")) setBanner("");
+      });
+      break;
     case "consumer":
       session.call?.handle(msg);
       break;
     case "error":
       state.errors.push(`${msg.action}: ${msg.status} ${msg.message}`);
-      if (msg.action === "handshake" && msg.status === 503) lost("The media server is not ready.");
+      if (msg.action === "handshake" && msg.status === 503) retryOffer();
       else if (msg.action === "chat") toast(`Message not sent: ${msg.message}`);
       break;
     default:
       break;
   }
+}
+
+/** The room's SFU is (re)starting: offer again with back-off on this connection; rejoin
+ * from scratch only if it stays away. */
+function retryOffer() {
+  const call = session.call;
+  if (!call || call.producerAnswered) return;
+  const attempt = (call.offerRetries = (call.offerRetries || 0) + 1);
+  if (attempt > 6) return lost("The media server is not available.");
+  setBanner("Waiting for the media server…", "info");
+  setTimeout(() => {
+    if (session.call === call && call.sendOffer() === false && !call.producerAnswered) {
+      lost("The media server is not available.");
+    }
+  }, backoff(attempt - 1, { base: 250, cap: 4000 }));
 }
 
 function addPeer(id, name, peerFeatures = { audio: true, video: true }) {

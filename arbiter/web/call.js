@@ -47,8 +47,17 @@ export class Call {
     }
     await pc.setLocalDescription(await pc.createOffer());
     if (this.closed) return;
+    this.sendOffer();
+  }
+
+  /** (Re)send the producer offer; true while it is still waiting for the SFU's answer. */
+  sendOffer() {
+    const pc = this.producer;
+    if (this.closed || !pc || this.producerAnswered || pc.signalingState !== "have-local-offer") {
+      return false;
+    }
     const local = pc.localDescription;
-    this.signaling.send("handshake", {
+    return this.signaling.send("handshake", {
       type: "producer",
       roomId: this.roomId,
       description: { type: local.type, sdp: local.sdp },
