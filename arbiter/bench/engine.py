@@ -139,7 +139,10 @@ class Leg:
             for datagram in out:
                 sock.sendto(datagram, remote)
             out = []
-            data = self._recv_nowait()
+            try:
+                data, source = sock.recvfrom(2048)
+            except BlockingIOError:
+                data = None
             if data is None:
                 with trio.move_on_after(0.02):
                     await trio.lowlevel.wait_readable(sock)
@@ -154,12 +157,14 @@ class Leg:
             if kind not in (mux.STUN, mux.DTLS):
                 continue  # early RTP/RTCP before our side completes: not ours yet
             try:
-                out = client.receive_untrusted(data, trio.current_time())
+                out = client.receive_untrusted(data, trio.current_time(), source)
             except MalformedInput:
                 continue
             if client.mapped_address is not None and not started:
                 started = True
                 out += client.start_dtls(trio.current_time())
+        for datagram in out:  # as the DTLS server, our last flight completes the peer's side
+            sock.sendto(datagram, remote)
         assert client.srtp is not None
         self.protect = client.srtp.protect_rtp
         self.unprotect = client.srtp.unprotect_rtp_untrusted

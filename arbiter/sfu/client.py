@@ -71,10 +71,21 @@ class PeerClient:
     def start_dtls(self, now: float) -> list[bytes]:
         return self.dtls.start(now)
 
-    def receive_untrusted(self, data: bytes, now: float) -> list[bytes]:
-        """A datagram from the SFU. STUN answers and DTLS flights; SRTP goes to `srtp`."""
+    def receive_untrusted(
+        self, data: bytes, now: float, addr: tuple[str, int] | None = None
+    ) -> list[bytes]:
+        """A datagram from the SFU. STUN and DTLS flights; SRTP goes to `srtp`.
+
+        A full agent answers the peer's checks too (RFC 8445 7.3): some servers (libnice, even
+        in lite mode) send a triggered check and nominate only once it is answered.
+        """
         kind = mux.classify(data)
         if kind == mux.STUN:
+            if data[:2] == b"\x00\x01":  # a Binding request (RFC 5389 6)
+                request = stun.parse_binding_request_untrusted(data, self.pwd)
+                if request.local_ufrag != self.ufrag or addr is None:
+                    raise MalformedInput("check for another agent")
+                return [stun.binding_success(request, addr, self.pwd)]
             _, self.mapped_address = stun.parse_binding_response_untrusted(data, self.remote_pwd)
             return []
         if kind == mux.DTLS:
