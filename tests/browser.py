@@ -47,9 +47,7 @@ def chromium(extra_args: list[str] | None = None) -> Iterator[Any]:
             browser.close()
 
 
-def poll(
-    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
-) -> Any:
+def poll(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Call `check` until it returns something truthy; AssertionError naming `what` after
     `timeout` seconds (with the last value seen)."""
     deadline = time.monotonic() + timeout
