@@ -47,6 +47,11 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     if config.http.tls_cert:
         hc.certfile = config.http.tls_cert
         hc.keyfile = config.http.tls_key
+        # HTTP/1.1 only. Over TLS browsers negotiate HTTP/2, and hypercorn 0.18's h2 protocol
+        # can raise KeyError on DATA for a stream it already dropped; under trio that takes the
+        # whole HTTP listener down (seen in about 1 of 8 browser runs). The API and the web
+        # client are a handful of small requests and one WebSocket: h2 buys nothing here.
+        hc.alpn_protocols = ["http/1.1"]
     # hypercorn closes over-size frames with 1009 itself (DESIGN section 3).
     hc.websocket_max_message_size = config.limits.max_message_bytes
     hc.graceful_timeout = SHUTDOWN_GRACE / 2
