@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # RFC 6455 section 7.4.1: a peer that does not drain its queue
 CLOSE_TOO_BIG = 1009
+# Application close code (RFC 6455 7.4.2 reserves 4000-4999 for applications): the room's SFU
+# evicted this client because its media stopped (consent freshness expired, RFC 7675).
+CLOSE_MEDIA_LOST = 4001
 
 
 class Peer:
@@ -176,8 +179,11 @@ class Gateway:
         elif action == "handshake":
             self._handshake(peer, data)
         elif action == "disconnect":
-            self._leave(peer)
-            peer.request_close(CLOSE_NORMAL, "disconnect")
+            if peer.kind == "sfu" and "clientId" in data:
+                self._evict(peer, data["clientId"])
+            else:
+                self._leave(peer)
+                peer.request_close(CLOSE_NORMAL, "disconnect")
         elif action == "chat":
             self._chat(peer, data)
         elif action == "features":
@@ -337,6 +343,19 @@ class Gateway:
                 name=None,
                 now=None,
             )
+
+    def _evict(self, sfu: Peer, client_id: Any) -> None:
+        """An SFU's `disconnect {clientId}`: that client of *its* room lost its media.
+
+        The room is told `clientDisconnect` as for any leave, and the client's socket is closed
+        with 4001 so a browser that is still alive reconnects and joins again.
+        """
+        room = self._require_identified(sfu)
+        target = room.clients.get(client_id) if isinstance(client_id, str) else None
+        if target is None:
+            raise NotFound(p.RECEIVER_NOT_FOUND)
+        self._leave(target)
+        target.request_close(CLOSE_MEDIA_LOST, "media connection lost")
 
     # -- routing -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ..sfu.dtls import Certificate
 from . import sdp_client
@@ -100,6 +100,8 @@ class ArbiterParticipant(Participant):
         self.target = target
         self.room_id = room_id
         self.ws: WebSocketConnection | None = None
+        self.messages: list[dict[str, Any]] = []  # every frame received, in order
+        self.close_code: int | None = None  # set when the server closed the WebSocket
         self._answer: trio.MemorySendChannel[str] | None = None
         self._answers: trio.MemoryReceiveChannel[str] | None = None
 
@@ -147,8 +149,12 @@ class ArbiterParticipant(Participant):
         while True:
             try:
                 message = json.loads(await self.ws.get_message())
+            except ConnectionClosed as exc:
+                self.close_code = exc.reason.code
+                return
             except Exception:
                 return
+            self.messages.append(message)
             kind = message.get("type")
             description = message.get("description") or {}
             if kind == "producer" and description.get("type") == "answer":

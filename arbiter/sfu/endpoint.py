@@ -307,7 +307,7 @@ class MediaEndpoint:
                     # RFC 7675 section 5.1: no consent, no sending; the room hears of it.
                     log.info("%r: consent expired", transport)
                     self.counters["consent_expired"] += 1
-                    transport.close()
+                    transport.close("consent")
             for router in list(self.routers):
                 try:
                     router.send_reports(now)

@@ -44,20 +44,36 @@ class RoomSFU:
         self.media = media
         self.participants: dict[str, Participant] = {}
         self.identified = trio.Event()
+        # Frames the media half must send from synchronous code (transport hooks).
+        self._notices, self._pending = trio.open_memory_channel[dict[str, Any]](256)
 
     async def send(self, action: str, data: dict[str, Any]) -> None:
         await self.link.send({"action": action, "data": data})
+
+    def notify(self, action: str, data: dict[str, Any]) -> None:
+        """Send a frame from synchronous code; dropped (and logged) if 256 are pending."""
+        try:
+            self._notices.send_nowait({"action": action, "data": data})
+        except trio.WouldBlock:
+            log.warning("room %d: notice %s dropped: too many pending", self.room_id, action)
 
     async def run(self) -> None:
         await self.send(
             "identify", {"type": "sfu", "id": str(self.room_id), "roomId": self.room_id}
         )
-        while True:
-            try:
-                message = await self.link.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            await self.handle(message)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_notices)
+            while True:
+                try:
+                    message = await self.link.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                await self.handle(message)
+            nursery.cancel_scope.cancel()
+
+    async def _send_notices(self) -> None:
+        async for frame in self._pending:
+            await self.link.send(frame)
 
     async def handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -66,6 +66,7 @@ class WebRtcTransport:
         self.remote_addr: Address | None = None
         self.connected = False
         self.closed = False
+        self.close_reason = ""  # "consent", "dtls", "closed"
         # Our SSRC as an RTCP sender (RR, REMB, PLI) on this transport: random (RFC 3550 8.1).
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.remb_estimate = 1_000_000.0
@@ -134,7 +135,7 @@ class WebRtcTransport:
             self._dtls_connected()
         elif dtls.state == "failed":
             log.info("%r: DTLS failed: %s", self, dtls.failure_reason)
-            self.close()
+            self.close("dtls")
 
     def handle_timeout(self, now: float) -> None:
         """DTLS retransmissions (RFC 6347 4.2.4): call when `next_timeout()` has passed."""
@@ -181,11 +182,12 @@ class WebRtcTransport:
         if self.connected and not was and self.on_connected is not None:
             self.on_connected(self)
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed") -> None:
         """Idempotent. Closes this transport's producers (and so their consumers) and consumers."""
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         self.connected = False
         for producer in list(self.producers_list):
             producer.close()
