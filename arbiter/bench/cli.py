@@ -77,8 +77,11 @@ async def _run_target(
     async with trio.open_nursery() as nursery:
         await nursery.start(target.run)
         for scenario in args.scenario:
-            result = await runner.run_scenario(target, scenario, args.seconds, recording)
+            result = await runner.run_or_report(target, scenario, args.seconds, recording)
             out["runs"].append(result)
+            if "error" in result:
+                print(f"  {name} {scenario.name}: FAILED {result['error']}", flush=True)
+                continue
             print(f"  {name} {scenario.name}: {result['forwarded_pps']} pkt/s, "
                   f"{result['packets_per_cpu_s']} pkt/CPU-s, loss {result['loss']}, "
                   f"p99 {result['latency_ms_p99']} ms", flush=True)  # fmt: skip

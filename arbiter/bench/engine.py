@@ -129,12 +129,20 @@ class Leg:
         self.remote = remote.candidates[0]
 
     async def connect(self) -> None:
-        """ICE (a check with USE-CANDIDATE, retried) then the DTLS handshake. Callers bound it."""
+        """ICE (a check with USE-CANDIDATE, retried) then the DTLS handshake. Callers bound it.
+
+        Until the peer answers any DTLS, our first flight is resent every 100 ms, as browsers
+        do (OpenSSL's own first retransmission waits 1 s): a server whose ICE completes a
+        moment after ours (libnice nominates on its triggered check) would otherwise cost every
+        connection a second.
+        """
         client, remote, sock = self.client, self.remote, self.sock
         assert client is not None and remote is not None
         out = [client.binding_request()]
         next_check = trio.current_time() + 0.2
         started = False
+        first_flight: list[bytes] = []
+        heard_dtls = False
         while not client.connected:
             for datagram in out:
                 sock.sendto(datagram, remote)
@@ -150,19 +158,25 @@ class Leg:
                 if client.mapped_address is None and now >= next_check:
                     out = [client.binding_request()]
                     next_check = now + 0.2
+                elif started and not heard_dtls and first_flight and now >= next_check:
+                    out = list(first_flight)
+                    next_check = now + 0.1
                 elif started:
                     out = client.handle_timeout(now)
                 continue
             kind = mux.classify(data)
             if kind not in (mux.STUN, mux.DTLS):
                 continue  # early RTP/RTCP before our side completes: not ours yet
+            heard_dtls = heard_dtls or kind == mux.DTLS
             try:
                 out = client.receive_untrusted(data, trio.current_time(), source)
             except MalformedInput:
                 continue
             if client.mapped_address is not None and not started:
                 started = True
-                out += client.start_dtls(trio.current_time())
+                first_flight = client.start_dtls(trio.current_time())
+                out += first_flight
+                next_check = trio.current_time() + 0.1
         for datagram in out:  # as the DTLS server, our last flight completes the peer's side
             sock.sendto(datagram, remote)
         assert client.srtp is not None

@@ -34,6 +34,10 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     for r in results:
+        if "error" in r:
+            lines.append(f"| {r['scenario']} | {r['target']} | failed: {r['error'][:80]} |"
+                         + " |" * (len(COLUMNS) - 3))  # fmt: skip
+            continue
         cells = []
         for key, _ in COLUMNS:
             value = r.get(key)
@@ -52,8 +56,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 def ratios(report: dict[str, Any], base: str = "arbiter", other: str = "janus") -> list[str]:
     """Arbiter / Janus figure by figure, for the scenarios both ran."""
     out = []
-    mine = {r["scenario"]: r for r in report["runs"] if r["target"] == base}
-    theirs = {r["scenario"]: r for r in report["runs"] if r["target"] == other}
+    mine = {r["scenario"]: r for r in report["runs"] if r["target"] == base and "error" not in r}
+    theirs = {r["scenario"]: r for r in report["runs"]
+              if r["target"] == other and "error" not in r}  # fmt: skip
     for scenario in mine:
         if scenario not in theirs:
             continue
@@ -85,6 +90,7 @@ def plot(path: Path, report: dict[str, Any]) -> bool:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for target, runs in report["ramps"].items():
+        runs = [r for r in runs if "error" not in r]
         sizes = [r["participants"] for r in runs]
         ax1.plot(sizes, [r["forwarded_pps"] for r in runs], marker="o", label=target)
         ax2.plot(sizes, [r["latency_ms_p99"] or 0 for r in runs], marker="o", label=target)

@@ -26,6 +26,7 @@ from .engine import StreamStats
 from .participant import Participant, Target
 
 WARMUP = 1.0
+JOIN_TIMEOUT = 30.0  # one participant's join and subscriptions; a hang is an error
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ async def run_scenario(
 
         number = 0
         for _ in range(scenario.rooms):
-            room = await target.new_room()
+            with trio.fail_after(JOIN_TIMEOUT):
+                room = await target.new_room()
             members: list[Participant] = []
             for index in range(scenario.publishers + scenario.listeners):
                 number += 1
@@ -114,22 +116,24 @@ async def run_scenario(
                 p = target.participant(room, number, certificate)
                 p.nursery = nursery
                 present = {m.peer_id for m in members if m.publisher_leg is not None}
-                with trio.fail_after(20):
+                with trio.fail_after(JOIN_TIMEOUT):
                     await p.join(nursery, publishes)
                     if publishes:
                         nursery.start_soon(publish, p)
-                    for other in members:
-                        if other.publisher_leg is not None:
-                            await p.subscribe_to(other)
-                        if publishes:
-                            await other.subscribe_to(p)
+                    # Subscriptions in parallel, as a browser's consumer connections come up.
+                    async with trio.open_nursery() as subscribing:
+                        for other in members:
+                            if other.publisher_leg is not None:
+                                subscribing.start_soon(p.subscribe_to, other)
+                            if publishes:
+                                subscribing.start_soon(other.subscribe_to, p)
                     # Join time: identify to the first packet from everyone already publishing.
                     await p.wait_first_media(present)
                 if present:
                     join_times.append(p.first_media_after_join(present) or 0.0)
                 members.append(p)
                 participants.append(p)
-            with trio.fail_after(20):
+            with trio.fail_after(JOIN_TIMEOUT):
                 for p in members:
                     publishers = {m.peer_id for m in members if m.publisher_leg and m is not p}
                     await p.wait_subscribed(publishers)
@@ -147,8 +151,9 @@ async def run_scenario(
         for scope in publishing:
             scope.cancel()
         errors = [e for p in participants for e in p.errors]
-        for p in participants:
-            await p.leave()
+        with trio.move_on_after(JOIN_TIMEOUT):
+            for p in participants:
+                await p.leave()
         nursery.cancel_scope.cancel()
 
     packets = bytes_ = expected = 0
@@ -190,6 +195,18 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+async def run_or_report(
+    target: Target, scenario: Scenario, seconds: float, recording: payloads.Recording
+) -> dict[str, Any]:
+    """run_scenario, with a failure (a hang past JOIN_TIMEOUT, a refused join) reported as a
+    result row instead of ending the whole benchmark."""
+    try:
+        return await run_scenario(target, scenario, seconds, recording)
+    except Exception as exc:  # noqa: BLE001 - reported, never hidden
+        return {"target": target.name, "scenario": scenario.name,
+                "participants": scenario.participants, "loss": None, "error": repr(exc)[:300]}  # fmt: skip
+
+
 async def ramp(
     target: Target,
     recording: payloads.Recording,
@@ -204,7 +221,7 @@ async def ramp(
     results = []
     n = start
     while n <= limit:
-        result = await run_scenario(target, meeting(n), seconds, recording)
+        result = await run_or_report(target, meeting(n), seconds, recording)
         results.append(result)
         if result["loss"] is None or result["loss"] > max_loss:
             break
