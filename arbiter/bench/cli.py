@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -93,7 +94,8 @@ async def _run_target(
             out["ramps"][target.name] = ramp
             for r in ramp:
                 print(f"  {name} ramp {r['participants']}: loss {r['loss']}, "
-                      f"server CPU {r['server_cpu_utilisation']}", flush=True)  # fmt: skip
+                      f"server CPU {r.get('server_cpu_utilisation')}, "
+                      f"{r.get('error', '')}", flush=True)  # fmt: skip
         nursery.cancel_scope.cancel()
 
 
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             runner.meeting(6), runner.broadcast(24), runner.small_rooms(6, 3)
         ]
         args.ramp = True
+        args.seconds = max(args.seconds, 6.0)
         args.markdown = args.markdown or "BENCHMARKS.md"
     targets = args.target or ["arbiter", "janus", "relay"]
     if not args.scenario and not args.ramp:
@@ -144,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     out["seconds"] = round(time.time() - started, 1)
     directory = Path(args.out)
     directory.mkdir(parents=True, exist_ok=True)
+    forward = directory / "forward.json"
+    if forward.exists():  # scripts/bench runs scripts/bench_forward.py first
+        out["forward"] = json.loads(forward.read_text())
     report.write_json(directory / "bench.json", out)
     plotted = bool(out["ramps"]) and report.plot(directory / "bench.png", out)
     if args.markdown:

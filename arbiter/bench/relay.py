@@ -36,13 +36,15 @@ def serve(sock: socket.socket) -> None:
                 data, addr = recvfrom(2048)
             except BlockingIOError:
                 break
+            except OSError:
+                continue  # an ICMP error reported on the socket: nothing to read
             targets = publishers.get(addr)
             if targets is not None:
                 for target in targets:
                     try:
                         sendto(data, target)
-                    except BlockingIOError:
-                        pass
+                    except OSError:
+                        pass  # full buffer, or an ICMP error from a subscriber that left
                 continue
             if len(data) == 7 and data[:3] in (b"SUB", b"PUB"):
                 (number,) = _NUMBER.unpack_from(data, 3)
@@ -51,7 +53,10 @@ def serve(sock: socket.socket) -> None:
                     subscribers.append(addr)
                 else:
                     publishers[addr] = subscribers
-                sendto(b"OK", addr)
+                try:
+                    sendto(b"OK", addr)
+                except OSError:
+                    pass
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ class RelayTarget(Target):
         self.cpu = cpu
         self.port = 0
         self.process: trio.Process | None = None
+        self._rooms = 0
 
     @property
     def pids(self) -> list[int]:
@@ -55,10 +56,12 @@ class RelayTarget(Target):
                 await process.wait()
 
     async def new_room(self) -> Any:
-        return None
+        # Participant numbers restart in every scenario; the relay's keys must not.
+        self._rooms += 1
+        return self._rooms
 
     def participant(self, room: Any, number: int, certificate: Certificate) -> Participant:
-        return RelayParticipant(self, number, certificate)
+        return RelayParticipant(self, int(room) * 100_000 + number, certificate)
 
 
 class RelayParticipant(Participant):

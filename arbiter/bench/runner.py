@@ -77,6 +77,16 @@ def _snapshot(participants: list[Participant]) -> dict[tuple[int, int], tuple[in
     return out
 
 
+def _sent(participants: list[Participant]) -> int:
+    return sum(p.publisher_leg.sent_packets for p in participants if p.publisher_leg is not None)
+
+
+def _nominal_pps(recording: payloads.Recording) -> float:
+    """Packets per second one publisher sends in real time: Opus 50/s plus the video's rate."""
+    video = sum(len(frame) for frame in recording.video) * payloads.VIDEO_FPS / len(recording.video)
+    return 1000 / payloads.AUDIO_FRAME_MS + video
+
+
 def _streams(participants: list[Participant]) -> dict[tuple[int, int], StreamStats]:
     return {
         (p.number, ssrc): s
@@ -139,6 +149,7 @@ async def run_scenario(
                     await p.wait_subscribed(publishers)
         await trio.sleep(WARMUP)
         start_stats = _snapshot(participants)
+        sent0 = _sent(participants)
         cpu0 = sum(procstat.sample(pid).cpu_s for pid in pids)
         gen0 = procstat.self_cpu()
         t0 = trio.current_time()
@@ -147,6 +158,7 @@ async def run_scenario(
         cpu = sum(procstat.sample(pid).cpu_s for pid in pids) - cpu0
         gen_cpu = procstat.self_cpu() - gen0
         end_stats = _snapshot(participants)
+        sent_in_window = _sent(participants) - sent0
         rss = sum(procstat.sample(pid).rss_kib for pid in pids)
         for scope in publishing:
             scope.cancel()
@@ -165,6 +177,10 @@ async def run_scenario(
         bytes_ += end[1] - begin[1]
         expected += end[2] - begin[2]
         latencies += [ns / 1e6 for ns in streams[key].latencies_ns[begin[3] : end[3]]]
+    publishers = scenario.rooms * scenario.publishers
+    publish_rate = sent_in_window / window / publishers if publishers else 0.0
+    nominal = _nominal_pps(recording)
+    generator_cpu = gen_cpu / window
     return {
         "target": target.name,
         "scenario": scenario.name,
@@ -183,10 +199,13 @@ async def run_scenario(
         "join_s_median": _round(statistics.median(join_times) if join_times else None),
         "join_s_max": _round(max(join_times) if join_times else None),
         "rss_kib_per_participant": round((rss - baseline_rss) / scenario.participants),
-        "generator_cpu_utilisation": round(gen_cpu / window, 3),
-        "sent_packets": sum(
-            p.publisher_leg.sent_packets for p in participants if p.publisher_leg is not None
-        ),
+        "generator_cpu_utilisation": round(generator_cpu, 3),
+        "publisher_pps": round(publish_rate, 1),
+        "nominal_publisher_pps": round(nominal, 1),
+        # The generator, not the server, is the limit: publishers fell behind real time, or
+        # its core is full (its receive sockets then overflow: loss that is not the server's).
+        "generator_saturated": publish_rate < 0.97 * nominal or generator_cpu > 0.95,
+        "sent_packets": _sent(participants),
         "errors": errors[:5],
     }
 
@@ -225,5 +244,7 @@ async def ramp(
         results.append(result)
         if result["loss"] is None or result["loss"] > max_loss:
             break
+        if result.get("generator_saturated"):
+            break  # beyond this size the figures would measure the load generator
         n += step
     return results
