@@ -188,12 +188,13 @@ class Leg:
         """The raw-relay target: no ICE, DTLS or SRTP; register with one datagram."""
         self.remote = relay
         self.protect = self.unprotect = _identity
-        while True:
+        registered = False
+        while not registered:
             self.sock.sendto(hello, relay)
             with trio.move_on_after(0.2):
                 await trio.lowlevel.wait_readable(self.sock)
-                if self._recv_nowait() == b"OK":
-                    break
+            while (data := self._recv_nowait()) is not None:
+                registered = registered or data == b"OK"  # media may already follow it
         self.connected_at = trio.current_time()
 
     async def keep_consent(self, stop: trio.Event) -> None:

@@ -50,7 +50,8 @@ def serve(sock: socket.socket) -> None:
                 (number,) = _NUMBER.unpack_from(data, 3)
                 subscribers = by_number.setdefault(number, [])
                 if data[:3] == b"SUB":
-                    subscribers.append(addr)
+                    if addr not in subscribers:  # a retransmitted SUB must not double up
+                        subscribers.append(addr)
                 else:
                     publishers[addr] = subscribers
                 try:
