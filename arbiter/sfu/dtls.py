@@ -108,6 +108,7 @@ class Certificate:
         self.key = key
         self.cert = cert
         self._context: SSL.Context | None = None
+        self._fingerprints: dict[str, str] = {}  # every SDP we write carries one: compute once
 
     @classmethod
     def generate(cls) -> Certificate:
@@ -137,10 +138,14 @@ class Certificate:
 
     def fingerprint(self, algorithm: str = "sha-256") -> str:
         """RFC 8122 fingerprint, uppercase colon-separated hex as in `a=fingerprint:`."""
+        cached = self._fingerprints.get(algorithm)
+        if cached is not None:
+            return cached
         digest = _DIGESTS.get(algorithm.lower())
         if digest is None:
             raise ValueError(f"unsupported fingerprint algorithm {algorithm!r}")
-        return _format_fingerprint(self.cert.fingerprint(digest))
+        value = self._fingerprints[algorithm] = _format_fingerprint(self.cert.fingerprint(digest))
+        return value
 
     def ssl_context(self) -> SSL.Context:
         """The shared DTLS context for both roles (built on first use)."""

@@ -33,7 +33,9 @@ PWD_LENGTH = 32
 
 
 def _random_ice_chars(length: int) -> str:
-    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+    # One byte per character, masked to 6 bits: uniform over the 64 ice-chars. A single
+    # urandom read instead of one per character (every transport needs a ufrag and a pwd).
+    return "".join(_ICE_CHARS[b & 63] for b in secrets.token_bytes(length))
 
 
 def random_ufrag() -> str:
