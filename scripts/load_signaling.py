@@ -13,7 +13,8 @@ client also receives consumer offers. Measured, from the clients' side:
 - error frames and failed connections (must be zero);
 - the server's CPU seconds and RSS (from /proc).
 
-Usage: .venv/bin/python scripts/load_signaling.py [--clients 2000] [--rooms 200] [--json out]
+Usage: .venv/bin/python scripts/load_signaling.py [--clients 2000] [--rooms 200] [--spread S]
+       [--json out]
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ def _config(tmp: Path, clients_per_room: int) -> Path:
 
 
 async def run_client(
-    url: str, room: int, index: int, others: int, out: Client, go: trio.Event, done: trio.Event
+    url: str, room: int, index: int, others: int, out: Client, go: trio.Event, done: trio.Event,
+    delay: float,
 ) -> None:
     peer_id = f"c{index}"
     try:
         async with open_websocket_url(url, max_message_size=1 << 20) as ws:
             out.connected = True
             await go.wait()
+            await trio.sleep(delay)
             t0 = time.perf_counter()
             await ws.send_message(json.dumps(
                 {"action": "identify", "data": {"type": "client", "id": peer_id, "roomId": room}}
@@ -147,14 +150,16 @@ async def main(args: argparse.Namespace) -> dict:
             with trio.fail_after(args.timeout):
                 async with trio.open_nursery() as nursery:
                     for i, client in enumerate(clients):
+                        delay = args.spread * i / len(clients)
                         nursery.start_soon(run_client, ws_url, rooms[i % args.rooms], i,
-                                           per_room - 1, client, go, done)  # fmt: skip
+                                           per_room - 1, client, go, done, delay)  # fmt: skip
                         if i % 100 == 99:
                             await trio.sleep(0.05)  # don't SYN-flood our own listen backlog
                     while not all(c.connected or c.failed for c in clients):
                         await trio.sleep(0.05)
                     connected = time.perf_counter() - t0
-                    # Everyone identifies and offers at once: the worst moment for routing.
+                    # --spread 0: everyone identifies and offers at once, the worst moment for
+                    # routing; otherwise the joins are spread evenly over that many seconds.
                     go.set()
                     while not all(c.failed or (c.answer_ms and c.consumer_offers >= per_room - 1)
                                   for c in clients):  # fmt: skip
@@ -170,6 +175,7 @@ async def main(args: argparse.Namespace) -> dict:
     return {
         "clients": len(clients),
         "rooms": args.rooms,
+        "joins_spread_over_s": args.spread,
         "all_connected_s": round(connected, 2),
         "exchange_s": round(exchanged, 2),
         "failed_connections": len(clients) - len(ok),
@@ -193,6 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rooms", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="seconds over which the joins are spread (0: all at once)")  # fmt: skip
     parser.add_argument("--json")
     arguments = parser.parse_args()
     os.environ.pop("ARBITER_HTTP_PORT", None)
