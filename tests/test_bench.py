@@ -34,8 +34,8 @@ async def _exchange(target: Target, seconds: float) -> None:
                 await p.join(nursery, publish=True)
             await a.subscribe_to(b)
             await b.subscribe_to(a)
-            await a.wait_subscribed({"p2"})
-            await b.wait_subscribed({"p1"})
+            await a.wait_subscribed({b.peer_id})
+            await b.wait_subscribed({a.peer_id})
         until = trio.current_time() + seconds
         async with trio.open_nursery() as senders:
             for p in (a, b):

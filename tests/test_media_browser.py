@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import trio
 
+from .browser import no_leaked_threads
 from .conftest import Running, make_config, new_room, running_server
 from .media_peer import open_media_peer
 
@@ -51,24 +52,10 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """No thread started by the test (browser side, aiortc loop) is still alive after it.
-
-    trio's idle thread-cache workers ("Trio thread N") are allowed: they park between jobs.
-    """
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        leaked = [
-            t
-            for t in threading.enumerate()
-            if t not in before and t.is_alive() and not t.name.startswith("Trio thread")
-        ]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert leaked == [], f"threads outlived the test: {leaked}"
+def no_leaked_thread() -> Iterator[None]:
+    """No thread started by the test (browser side, aiortc loop) is still alive after it."""
+    with no_leaked_threads():
+        yield
 
 
 class Stopped(Exception):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ..sfu.dtls import Certificate
-from . import sdp_client
+from . import procstat, sdp_client
 from .engine import Leg
 from .participant import Participant, Target
 
@@ -51,35 +50,13 @@ class ArbiterTarget(Target):
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
             command = [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)]
-            if self.cpu is not None:
-                command = ["taskset", "-c", str(self.cpu), *command]
-            process = await trio.lowlevel.open_process(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            self.process = process
-            try:
-                assert process.stdout is not None
-                buffer = b""
-                with trio.fail_after(20):
-                    while b"listening on " not in buffer or not buffer.endswith(b"\n"):
-                        chunk = await process.stdout.receive_some(4096)
-                        if not chunk:
-                            raise RuntimeError("arbiter serve exited before listening")
-                        buffer += chunk
-                line = next(x for x in buffer.decode().splitlines() if "listening on " in x)
+            async with procstat.server_process(
+                command, ready=b"listening on ", cpu=self.cpu, env=env
+            ) as (process, line):
+                self.process = process
                 self.url = line.split("listening on ", 1)[1].strip()
                 task_status.started()
                 await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    process.terminate()
-                    with trio.move_on_after(5):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
 
     async def new_room(self) -> Any:
         self._rooms += 1

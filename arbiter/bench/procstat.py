@@ -8,10 +8,16 @@ the server's figure; the generator's CPU is reported next to it so saturation is
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
 _TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 20.0  # seconds a server under test may take to say it is ready
 
 
 @dataclass(frozen=True)
@@ -36,3 +42,45 @@ def sample(pid: int) -> Sample:
 
 def self_cpu() -> float:
     return sample(os.getpid()).cpu_s
+
+
+@asynccontextmanager
+async def server_process(
+    command: Sequence[str],
+    *,
+    ready: bytes,
+    cpu: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[trio.Process, str]]:
+    """Run a server under test: yields (process, the first stdout line containing `ready`).
+
+    `cpu` pins it to one core with taskset (which execs the command: the pid is the server's).
+    On exit it is terminated, then killed, shielded so cancellation cannot leave it running.
+    """
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    process = await trio.lowlevel.open_process(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(START_TIMEOUT):
+            while True:
+                lines = buffer.split(b"\n")
+                found = next((x for x in lines[:-1] if ready in x), None)
+                if found is not None:
+                    break
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"{command[0]} exited before printing {ready!r}")
+                buffer += chunk
+        yield process, found.decode().strip()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(5):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

@@ -7,13 +7,13 @@ security and signaling are absent, so this figure bounds what any Python SFU can
 from __future__ import annotations
 
 import struct
-import subprocess
 import sys
 from typing import Any
 
 import trio
 
 from ..sfu.dtls import Certificate
+from . import procstat
 from .engine import Leg
 from .participant import Participant, Target
 
@@ -35,25 +35,11 @@ class RelayTarget(Target):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         command = [sys.executable, "-m", "arbiter.bench.relay"]
-        if self.cpu is not None:
-            command = ["taskset", "-c", str(self.cpu), *command]
-        process = self.process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
-        try:
-            assert process.stdout is not None
-            with trio.fail_after(10):
-                line = b""
-                while not line.endswith(b"\n"):
-                    chunk = await process.stdout.receive_some(64)
-                    if not chunk:
-                        raise RuntimeError("relay exited before reporting its port")
-                    line += chunk
+        async with procstat.server_process(command, ready=b"", cpu=self.cpu) as (process, line):
+            self.process = process
             self.port = int(line)
             task_status.started()
             await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                process.kill()
-                await process.wait()
 
     async def new_room(self) -> Any:
         # Participant numbers restart in every scenario; the relay's keys must not.
