@@ -76,6 +76,28 @@ class LimitsConfig:
     max_message_bytes: int = 65536
     # Frames a slow WebSocket peer may have queued before it is closed with 1008.
     send_queue: int = 256
+    # Token bucket per WebSocket connection: `messages_per_second` sustained, `message_burst`
+    # at once. The web client sends a few dozen frames per join, so only a flood hits it. A
+    # frame over the limit is dropped and answered 429 "Too many messages".
+    messages_per_second: float = 50.0
+    message_burst: int = 200
+    # Frames refused with 429 over a connection's life before it is closed with 1008
+    # (0: never close for that; the bounded send queue still closes a peer that stops reading).
+    max_refused_messages: int = 100
+    # createRoom per client address: a token bucket of this many per minute (burst the same).
+    # Over it: 429 "Too many requests" with Retry-After. 0 disables the limit.
+    create_room_per_minute: int = 30
+    # Addresses of reverse proxies (e.g. ["127.0.0.1"] behind Caddy on this host) whose
+    # X-Forwarded-For is believed: the client address is then its last entry. Without this every
+    # visitor behind a proxy would share the proxy's createRoom budget.
+    trusted_proxies: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.messages_per_second <= 0 or self.message_burst < 1:
+            raise ConfigError("limits.messages_per_second and limits.message_burst must be > 0")
+        for key in ("max_refused_messages", "create_room_per_minute"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"limits.{key}: must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ All handling is synchronous: a frame is decoded, checked, routed and answered wi
 so the gateway's state can never be seen half-updated by another task. Sending never blocks:
 each peer has a bounded queue drained by its own writer task; a peer whose queue is full has
 stopped reading and is closed with 1008, so one slow peer never stalls a room.
+
+Frames from a WebSocket are rate limited per connection (`limits.messages_per_second`, burst
+`limits.message_burst`): a frame over the limit is dropped unread and answered 429 "Too many
+messages"; after `limits.max_refused_messages` refusals the connection is closed with 1008.
+In-process SFUs and identified remote SFUs are exempt (see `_admit`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ import trio
 
 from . import protocol as p
 from .config import Config
-from .errors import BadRequest, Conflict, Forbidden, NotFound, PeerError, Unavailable
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MalformedInput,
+    NotFound,
+    PeerError,
+    Unavailable,
+)
 from .metrics import Metrics
 from .store import Store
 
@@ -36,6 +49,7 @@ CLOSE_TOO_BIG = 1009
 # Application close code (RFC 6455 7.4.2 reserves 4000-4999 for applications): the room's SFU
 # evicted this client because its media stopped (consent freshness expired, RFC 7675).
 CLOSE_MEDIA_LOST = 4001
+QUEUE_FULL = "send queue full: peer is not reading"
 
 
 class Peer:
@@ -55,6 +69,9 @@ class Peer:
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_requested = trio.Event()
+        # Set by Gateway.connect from the limits; None (never limited) until then.
+        self.bucket: p.TokenBucket | None = None
+        self.refused = 0  # frames refused with 429 so far
 
     def send(self, message: dict[str, Any]) -> None:
         self.send_text(p.encode(message))
@@ -65,7 +82,7 @@ class Peer:
         try:
             self.outbox.send_nowait(text)
         except trio.WouldBlock:
-            self.request_close(CLOSE_POLICY, "send queue full: peer is not reading")
+            self.request_close(CLOSE_POLICY, QUEUE_FULL)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
@@ -109,12 +126,14 @@ class Gateway:
         hooks: RoomHooks,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.store = store
         self.hooks = hooks
         self.metrics = metrics
         self.clock = clock
+        self.monotonic = monotonic  # rate limits: immune to wall-clock steps
         self.peers: dict[str, Peer] = {}
         self.rooms: dict[int, RoomPeers] = {}
 
@@ -123,6 +142,11 @@ class Gateway:
     def connect(self, peer: Peer) -> None:
         """$connect: the peer exists; write its row."""
         self.peers[peer.connection_id] = peer
+        if not peer.trusted:
+            limits = self.config.limits
+            peer.bucket = p.TokenBucket(
+                limits.messages_per_second, limits.message_burst, self.monotonic()
+            )
         self.store.add_connection(peer.connection_id, peer.remote_addr, self.clock())
         self.metrics.ws_connections.set(len(self.peers))
 
@@ -155,6 +179,8 @@ class Gateway:
 
     def handle_text(self, peer: Peer, text: str | bytes) -> None:
         """Handle one frame from `peer`. Never raises: errors become error frames."""
+        if not self._admit(peer, text):
+            return
         try:
             action, data = p.decode_frame_untrusted(text)
         except PeerError as exc:
@@ -191,6 +217,28 @@ class Gateway:
         else:
             raise BadRequest(p.UNKNOWN_ACTION)
 
+    def _admit(self, peer: Peer, text: str | bytes) -> bool:
+        """The rate limit: take one token, or refuse the frame (429) without reading it.
+
+        Every frame counts, valid or not: garbage costs the server as much as a real frame.
+        An identified SFU is exempt: its identify proved the worker token (or it runs in this
+        process), and it speaks for a whole room (a 16-person join is ~240 consumer offers).
+        """
+        if peer.bucket is None or peer.kind == "sfu":
+            return True
+        if peer.bucket.take(self.monotonic()):
+            return True
+        peer.refused += 1
+        # Name the action when the frame is small enough to peek at cheaply; floods of big
+        # frames are answered with action null.
+        action = p.action_of_untrusted(text) if len(text) <= 4096 else None
+        self._error(peer, action, 429, p.TOO_MANY_MESSAGES)
+        limit = self.config.limits.max_refused_messages
+        if limit and peer.refused >= limit:
+            # It kept flooding after being told: stop reading it (1008 policy violation).
+            peer.request_close(CLOSE_POLICY, p.TOO_MANY_MESSAGES)
+        return False
+
     def _error(self, peer: Peer, action: str | None, status: int, message: str) -> None:
         self.metrics.ws_errors.labels(str(status)).inc()
         peer.send(p.error_frame(action, status, message))
@@ -213,7 +261,7 @@ class Gateway:
     def _live_room(self, value: Any) -> int:
         try:
             room_id = p.parse_room_id_untrusted(value)
-        except BadRequest as exc:
+        except MalformedInput as exc:
             raise NotFound(p.ROOM_NOT_FOUND) from exc
         if not self.hooks.room_is_live(room_id):
             raise NotFound(p.ROOM_NOT_FOUND)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
 import time
 from importlib import resources
 from typing import Any
@@ -21,8 +23,9 @@ from quart_trio import QuartTrio
 
 from .config import Config
 from .errors import ServerFault
-from .gateway import CLOSE_TOO_BIG, Gateway, Peer
+from .gateway import CLOSE_TOO_BIG, QUEUE_FULL, Gateway, Peer
 from .metrics import CONTENT_TYPE, Metrics
+from .protocol import TokenBucket
 from .rooms import RoomManager
 from .store import Store
 
@@ -31,7 +34,10 @@ log = logging.getLogger(__name__)
 MISSING_URL_PATH = "missing urlPath"
 ROOM_NOT_FOUND = "Room not found"
 SERVER_BROKE = "Something broke on the server"
+TOO_MANY_REQUESTS = "Too many requests"
 MAX_URL_PATH = 200
+# Per-address createRoom buckets kept at most before idle (full) ones are forgotten.
+MAX_TRACKED_ADDRESSES = 10_000
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -51,6 +57,52 @@ def normalise_url_path_untrusted(value: Any) -> str | None:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
         return None
     return path
+
+
+def client_key_untrusted(
+    remote_addr: str | None, forwarded_for: str | None, trusted_proxies: list[str]
+) -> str:
+    """The address a per-client limit is keyed by.
+
+    Behind a trusted proxy, the last X-Forwarded-For entry (the one the proxy itself appended;
+    earlier entries are whatever the client claimed). IPv6 addresses are keyed by their /64: one
+    host commonly owns a whole /64, so per-address keys would let it mint fresh budgets.
+    """
+    addr = (remote_addr or "").strip()
+    if forwarded_for and addr in trusted_proxies:
+        addr = forwarded_for.split(",")[-1].strip()
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr[:64]  # not an IP (a unix socket, a proxy's garbage): key it as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+class AddressLimiter:
+    """One TokenBucket per client key, with a bounded table (full buckets are forgotten)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = per_minute
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def retry_after(self, key: str, now: float) -> int:
+        """0 if the request may go ahead (a token is taken), else whole seconds to wait."""
+        if self.burst <= 0:
+            return 0
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= MAX_TRACKED_ADDRESSES:
+                # A full bucket is the same as no bucket: dropping those loses nothing.
+                self.buckets = {k: b for k, b in self.buckets.items() if not b.full(now)}
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        if bucket.take(now):
+            return 0
+        return max(1, math.ceil(bucket.wait_time(now)))
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
@@ -101,6 +153,7 @@ def create_app(
 ) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max(config.limits.max_message_bytes, 16384)
+    create_limiter = AddressLimiter(config.limits.create_room_per_minute)
 
     def answer(route: str, status: int, body: dict[str, Any]) -> Response:
         metrics.http_requests.labels(route, str(status)).inc()
@@ -157,6 +210,17 @@ def create_app(
 
     @app.route("/createRoom", methods=["PUT", "POST"])
     async def create_room() -> Response:
+        # Each room costs an SFU task and a row: one address may not start them in a loop.
+        key = client_key_untrusted(
+            request.remote_addr,
+            request.headers.get("X-Forwarded-For"),
+            config.limits.trusted_proxies,
+        )
+        wait = create_limiter.retry_after(key, time.monotonic())
+        if wait:
+            response = answer("createRoom", 429, {"message": TOO_MANY_REQUESTS})
+            response.headers["Retry-After"] = str(wait)
+            return response
         try:
             room_id = await rooms.create_room()
         except ServerFault as exc:
@@ -256,4 +320,18 @@ async def websocket_session(config: Config, gateway: Gateway, metrics: Metrics) 
     if peer.close_code is not None:
         metrics.ws_closed.labels(str(peer.close_code)).inc()
         with trio.move_on_after(1):
+            if peer.close_reason != QUEUE_FULL:
+                # Deliver what was queued before the close (the last 429 that explains a 1008,
+                # the clientDisconnect before an eviction); a peer whose queue overflowed is
+                # not reading, so for it this would only wait.
+                await _flush(peer)
             await websocket.close(peer.close_code, peer.close_reason)
+
+
+async def _flush(peer: Peer) -> None:
+    while True:
+        try:
+            text = peer.inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        await websocket.send(text)

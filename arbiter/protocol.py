@@ -1,8 +1,9 @@
 """The signaling wire format (DESIGN section 3): frame decoding, error frames and limits.
 
 Every frame is one JSON object `{"action": A, "data": {...}}` from peers, and one JSON object with
-a `type` from the server. Decoding is pure; it raises only `BadRequest`, whose message is the
-documented text of the error frame.
+a `type` from the server. Decoding is pure; it raises only `MalformedInput` (status 400), whose
+message is the documented text of the error frame. `TokenBucket` is the pure rate limiter the
+gateway (frames per connection) and the HTTP API (createRoom per address) share.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import BadRequest
+from .errors import MalformedInput
 
 ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features"})
 
@@ -27,6 +28,7 @@ FORBIDDEN = "Forbidden"
 SFU_NOT_CONNECTED = "SFU not connected, try again later"
 RECEIVER_NOT_FOUND = "Receiver not found"
 SERVER_BROKE = "Something broke on the server"
+TOO_MANY_MESSAGES = "Too many messages"
 
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 64
@@ -37,25 +39,25 @@ CHAT_HISTORY = 50
 def decode_frame_untrusted(text: str | bytes) -> tuple[str, dict[str, Any]]:
     """Parse one peer frame into (action, data). `data` defaults to `{}`.
 
-    Raises BadRequest with the documented message. Deeply nested JSON raises RecursionError
+    Raises MalformedInput with the documented message. Deeply nested JSON raises RecursionError
     inside the json module; it is invalid input, not our fault.
     """
     if isinstance(text, bytes | bytearray):
-        raise BadRequest("Binary frames are not supported")
+        raise MalformedInput("Binary frames are not supported")
     try:
         frame = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(INVALID_JSON) from exc
+        raise MalformedInput(INVALID_JSON) from exc
     if not isinstance(frame, dict):
-        raise BadRequest(INVALID_JSON)
+        raise MalformedInput(INVALID_JSON)
     action = frame.get("action")
     if not isinstance(action, str) or action not in ACTIONS:
-        raise BadRequest(UNKNOWN_ACTION)
+        raise MalformedInput(UNKNOWN_ACTION)
     data = frame.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise BadRequest("data must be an object")
+        raise MalformedInput("data must be an object")
     return action, data
 
 
@@ -71,6 +73,43 @@ def action_of_untrusted(text: str | bytes) -> str | None:
     return None
 
 
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; each admitted event takes one.
+
+    Pure: the caller passes a monotonic `now`, so tests drive it without a clock. Starts full,
+    so a client's first burst (identify, offers, answers) is never refused.
+    """
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until `take` would succeed (0 when it would now)."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+    def full(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= self.burst
+
+
 def error_frame(action: str | None, status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "action": action, "status": status, "message": message}
 
@@ -83,24 +122,24 @@ def encode(message: dict[str, Any]) -> str:
 def parse_room_id_untrusted(value: Any) -> int:
     """roomId may arrive as an int or a decimal string; room ids are positive integers."""
     if isinstance(value, bool):
-        raise BadRequest("Invalid roomId")
+        raise MalformedInput("Invalid roomId")
     if isinstance(value, int):
         room_id = value
     elif isinstance(value, str) and value.strip().isdigit() and len(value) < 19:
         room_id = int(value.strip())
     else:
-        raise BadRequest("Invalid roomId")
+        raise MalformedInput("Invalid roomId")
     if room_id <= 0:
-        raise BadRequest("Invalid roomId")
+        raise MalformedInput("Invalid roomId")
     return room_id
 
 
 def parse_peer_id_untrusted(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise BadRequest("Missing valid id property")
+        raise MalformedInput("Missing valid id property")
     peer_id = str(value)
     if not peer_id or len(peer_id) > MAX_ID_CHARS or not peer_id.isprintable():
-        raise BadRequest("Missing valid id property")
+        raise MalformedInput("Missing valid id property")
     return peer_id
 
 
@@ -108,8 +147,8 @@ def parse_name_untrusted(value: Any, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise BadRequest("Invalid name")
+        raise MalformedInput("Invalid name")
     name = " ".join(value.split())[:MAX_NAME_CHARS]
     if not name.isprintable():
-        raise BadRequest("Invalid name")
+        raise MalformedInput("Invalid name")
     return name or default

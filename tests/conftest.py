@@ -25,6 +25,9 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         media={"listen": "127.0.0.1", "port": 0, "announced_ip": ["127.0.0.1"]},
         store={"path": str(tmp_path / "arbiter.db")},
         rooms={"idle_pool": 0},
+        # Tests create many rooms from 127.0.0.1; the per-address createRoom limit is tested on
+        # its own (tests/test_rate_limits.py) with explicit limits.
+        limits={"create_room_per_minute": 0},
     )
     return base.replace(**sections) if sections else base
 
