@@ -31,7 +31,7 @@ from ..sfu import mux, rtp
 from ..sfu.client import PeerClient
 from ..sfu.dtls import Certificate
 from . import payloads
-from .sdp_client import RemoteMedia
+from .sdp_client import RemoteMedia, peer_client_for
 
 STAMP = struct.Struct("!QII")  # send time ns, publisher number, counter
 LATENCY_SAMPLE = 8
@@ -93,15 +93,8 @@ class Leg:
         return (addr[0], addr[1])
 
     def prepare(self, remote: RemoteMedia) -> PeerClient:
-        """Set up ICE/DTLS for the server's parameters; returns the client (for its SDP)."""
-        role = "server" if remote.setup == "active" else "client"
-        self.client = PeerClient(
-            self.certificate,
-            remote_ufrag=remote.ice_ufrag,
-            remote_pwd=remote.ice_pwd,
-            remote_fingerprint=remote.fingerprint,
-            dtls_role=role,
-        )
+        """Set up ICE/DTLS for the server's offer; returns the client (for our answer's SDP)."""
+        self.client = peer_client_for(self.certificate, remote)
         self.remote = remote.candidates[0]
         return self.client
 
@@ -115,17 +108,8 @@ class Leg:
 
     def attach_remote(self, remote: RemoteMedia) -> None:
         """Our offer went first: keep our credentials, learn the server's (publishers)."""
-        client = self.local_credentials()
-        role = "server" if remote.setup == "active" else "client"
-        fresh = PeerClient(
-            self.certificate,
-            remote_ufrag=remote.ice_ufrag,
-            remote_pwd=remote.ice_pwd,
-            remote_fingerprint=remote.fingerprint,
-            dtls_role=role,
-        )
-        fresh.ufrag, fresh.pwd = client.ufrag, client.pwd
-        self.client = fresh
+        mine = self.local_credentials()
+        self.client = peer_client_for(self.certificate, remote, ufrag=mine.ufrag, pwd=mine.pwd)
         self.remote = remote.candidates[0]
 
     async def connect(self) -> None:

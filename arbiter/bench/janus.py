@@ -15,7 +15,7 @@ What the bench must know about Janus (measured against 1.1.2 with libnice 0.1.21
   checks that come from 127.0.0.1 towards that candidate: participant sockets for Janus must be
   bound to `media_ip` too.
 - ICE: even with `ice_lite = true`, libnice answers our USE-CANDIDATE check, sends one triggered
-  check back and nominates the pair only when that is answered. `answer_check` answers it.
+  check back and nominates the pair only when that is answered (PeerClient answers it).
   No consent freshness and no keepalive checks afterwards (Janus's defaults).
 - DTLS roles: Janus answers a publisher's `a=setup:actpass` with `a=setup:active` (Janus is the
   DTLS client, the participant the DTLS server) and offers subscribers `a=setup:actpass` (we
@@ -49,10 +49,6 @@ from typing import Any, BinaryIO
 
 import trio
 import trio_websocket
-
-from ..errors import MalformedInput
-from ..sfu import stun
-from ..sfu.client import PeerClient
 
 JANUS_BINARY = "/usr/bin/janus"
 # Debian's janus package (multiarch path); the .so files carry the full version suffix.
@@ -96,23 +92,6 @@ def local_media_ip() -> str:
         if "inet" in fields:
             return fields[fields.index("inet") + 1].split("/")[0]
     raise JanusError("no non-loopback IPv4 address: Janus cannot gather a host candidate")
-
-
-def answer_check(client: PeerClient, data: bytes, addr: tuple[str, int]) -> bytes | None:
-    """Our answer to a connectivity check Janus sends us, or None if `data` is not one.
-
-    Janus's `ice_lite = true` does not make libnice 0.1.21 quiet: on our USE-CANDIDATE check it
-    schedules a triggered check back to us and nominates the pair only "on response receipt", so
-    a client that answers nothing never gets past ICE (Janus's component stays "connecting").
-    PeerClient only sends checks, so the bench answers Janus's with the responder-side helpers.
-    Checks with a bad USERNAME/MESSAGE-INTEGRITY raise MalformedInput (drop them).
-    """
-    if data[:2] != b"\x00\x01":  # Binding request (RFC 5389 6)
-        return None
-    request = stun.parse_binding_request_untrusted(data, client.pwd)
-    if request.local_ufrag != client.ufrag:
-        raise MalformedInput("check for another ufrag")
-    return stun.binding_success(request, addr, client.pwd)
 
 
 def _free_tcp_port(host: str) -> int:

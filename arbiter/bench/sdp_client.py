@@ -17,7 +17,7 @@ from typing import NamedTuple
 from aiortc.sdp import SessionDescription
 
 from ..sfu.client import HOST_PRIORITY, PeerClient
-from ..sfu.dtls import Certificate, DtlsSession
+from ..sfu.dtls import Certificate
 
 # aiortc maps a=setup values to its role names; map them back to what the SDP said.
 _ROLE_TO_SETUP = {"auto": "actpass", "client": "active", "server": "passive"}
@@ -232,11 +232,8 @@ def peer_client_for(
         remote_ufrag=remote.ice_ufrag,
         remote_pwd=remote.ice_pwd,
         remote_fingerprint=remote.fingerprint,
+        dtls_role="server" if remote.setup == "active" else "client",
     )
     if ufrag is not None and pwd is not None:
         client.ufrag, client.pwd = ufrag, pwd
-    if remote.setup == "active":
-        client.dtls = DtlsSession(
-            certificate, role="server", remote_fingerprints=[("sha-256", remote.fingerprint)]
-        )
     return client
