@@ -9,6 +9,7 @@ gateway (frames per connection) and the HTTP API (createRoom per address) share.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import MalformedInput
@@ -45,10 +46,12 @@ def decode_frame_untrusted(text: str | bytes) -> tuple[str, dict[str, Any]]:
     if isinstance(text, bytes | bytearray):
         raise MalformedInput("Binary frames are not supported")
     try:
-        frame = json.loads(text)
+        frame = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise MalformedInput(INVALID_JSON) from exc
     if not isinstance(frame, dict):
+        raise MalformedInput(INVALID_JSON)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(frame):
         raise MalformedInput(INVALID_JSON)
     action = frame.get("action")
     if not isinstance(action, str) or action not in ACTIONS:
@@ -59,6 +62,42 @@ def decode_frame_untrusted(text: str | bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise MalformedInput("data must be an object")
     return action, data
+
+
+# A text frame is valid UTF-8 (the WebSocket layer checks), so a lone surrogate can only come
+# from a \uD800-\uDFFF escape. Such a string cannot be encoded as UTF-8 again: relayed, it would
+# fail in every recipient's writer (and in SQLite), so it is refused at the door.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:  # iterative: the parser already bounded the depth, no recursion needed here
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259): Python accepts them, a browser's JSON.parse does
+    # not, so relaying them would break every client that receives the frame.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")  # 1e400 would be re-encoded as Infinity
+    return value
 
 
 def action_of_untrusted(text: str | bytes) -> str | None:
