@@ -65,6 +65,16 @@ def media_sfu_factory(config: Config, endpoint: MediaEndpoint) -> SfuFactory:
     return functools.partial(run_media_room, endpoint=endpoint, config=config)
 
 
+def _media_tables(endpoint: MediaEndpoint) -> dict[str, float]:
+    return {
+        "transports": endpoint.transport_count(),
+        "by_ufrag": len(endpoint.by_ufrag),
+        "by_addr": len(endpoint.by_addr),
+        "router_transports": sum(len(r.transports) for r in endpoint.routers),
+        "media_rooms": len(endpoint.rooms),
+    }
+
+
 class Server:
     def __init__(self, config: Config, sfu_factory: SfuFactory | None = None) -> None:
         self.config = config
@@ -97,6 +107,13 @@ class Server:
                 "arbiter_media_datagrams",
                 "Media datagrams by outcome (drop reasons and rtp_in/rtcp_in)",
                 lambda: dict(endpoint.counters),
+            )
+            # The media plane's tables, so a leak is visible from outside (the soak script and
+            # operators read these; once everyone has left, all but media_rooms are back to 0).
+            self.metrics.add_gauges(
+                "arbiter_media_transports",
+                "Media plane entries: live transports and their lookup tables",
+                functools.partial(_media_tables, endpoint),
             )
             app = create_app(self.config, store, rooms, gateway, self.metrics)
             async with trio.open_nursery() as nursery:
