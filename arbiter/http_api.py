@@ -38,6 +38,8 @@ TOO_MANY_REQUESTS = "Too many requests"
 MAX_URL_PATH = 200
 # Per-address createRoom buckets kept at most before idle (full) ones are forgotten.
 MAX_TRACKED_ADDRESSES = 10_000
+# Seconds a deliberately closed WebSocket gets to receive the frames already queued for it.
+FLUSH_TIMEOUT = 1.0
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -303,35 +305,32 @@ async def websocket_session(config: Config, gateway: Gateway, metrics: Metrics) 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            nursery.start_soon(closer, nursery.cancel_scope)
-            while True:
-                frame = await websocket.receive()
-                # hypercorn enforces the limit first (websocket_max_message_size); this
-                # check covers frames it counts differently (characters vs bytes).
-                if len(frame) > limit or (
-                    len(frame) * 4 > limit
-                    and len(frame.encode() if isinstance(frame, str) else frame) > limit
-                ):
-                    peer.request_close(CLOSE_TOO_BIG, "message too big")
-                    break
-                gateway.handle_text(peer, frame)
+            with trio.CancelScope() as reading:
+                nursery.start_soon(closer, reading)
+                while True:
+                    frame = await websocket.receive()
+                    # hypercorn enforces the limit first (websocket_max_message_size); this
+                    # check covers frames it counts differently (characters vs bytes).
+                    if len(frame) > limit or (
+                        len(frame) * 4 > limit
+                        and len(frame.encode() if isinstance(frame, str) else frame) > limit
+                    ):
+                        peer.request_close(CLOSE_TOO_BIG, "message too big")
+                        break
+                    gateway.handle_text(peer, frame)
+            # A deliberate close (only those end the loop without an exception). Closing the
+            # queue lets the writer deliver what is already in it and stop: the last 429 that
+            # explains a 1008, the clientDisconnect before a 4001. Not cancelling it mid-send
+            # is what keeps those frames whole. A peer whose queue overflowed is not reading:
+            # it gets nothing more.
+            metrics.ws_closed.labels(str(peer.close_code)).inc()
+            gateway.close(peer)
+            if peer.close_reason == QUEUE_FULL:
+                nursery.cancel_scope.cancel()
+            else:
+                nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
     finally:
         gateway.close(peer)
     if peer.close_code is not None:
-        metrics.ws_closed.labels(str(peer.close_code)).inc()
         with trio.move_on_after(1):
-            if peer.close_reason != QUEUE_FULL:
-                # Deliver what was queued before the close (the last 429 that explains a 1008,
-                # the clientDisconnect before an eviction); a peer whose queue overflowed is
-                # not reading, so for it this would only wait.
-                await _flush(peer)
             await websocket.close(peer.close_code, peer.close_reason)
-
-
-async def _flush(peer: Peer) -> None:
-    while True:
-        try:
-            text = peer.inbox.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            return
-        await websocket.send(text)
