@@ -39,6 +39,11 @@ Address = tuple[str, int]
 
 BATCH = 256  # datagrams per drain before a checkpoint
 MAX_DATAGRAM = 1500  # larger than any Ethernet-MTU SRTP packet; libsrtp refuses more
+# pylibsrtp's protect refuses RTP longer than its 1500-byte buffer minus the largest trailer
+# (144): 1356 bytes, both profiles. A publisher's libsrtp has no such limit, so a longer
+# authentic packet must be dropped here, before the router fails to re-protect it per
+# subscriber (found by scripts/fuzz_parsers.py: ValueError in Router.on_rtp, logged per packet).
+MAX_FORWARD_RTP = 1356
 RECV_SIZE = 2048
 SEND_BACKLOG = 4096  # datagrams queued while the kernel buffer is full; beyond: dropped
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -206,6 +211,9 @@ class MediaEndpoint:
                     plain = transport.unprotect_rtp_untrusted(data)
                     if len(plain) < 12:
                         counters["rtp_parse"] += 1
+                        return
+                    if len(plain) > MAX_FORWARD_RTP:
+                        counters["oversize"] += 1
                         return
                     counters["rtp_in"] += 1
                     if router is not None:

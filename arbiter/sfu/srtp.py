@@ -30,6 +30,15 @@ A burst is `REPLAY_RESET_THRESHOLD` "index too old" failures in a row on one SSR
 on that SSRC (RTP or RTCP) in between, so replaying a few old captured packets while the genuine
 stream flows never resets it. Duplicates ("bad index") never count: resetting on those would let a
 replayer through.
+
+Only *authentic* "index too old" packets count. libsrtp checks the replay window before the
+authentication tag, so without this anyone who can send from a participant's address (source
+spoofing) could forge 64 packets with an old sequence number and a random tag, force a reset, and
+after the stream's first rollover the fresh ROC-0 stream rejects every later genuine packet: the
+publisher's stream would be dead for good (found by scripts/udp_blast.py's spoofing category). So
+a packet that failed "index too old" is first authenticated on a probe session with the same keys
+and no replay history (its per-SSRC state is removed after each probe): a restarted sender's
+packets (ROC 0, the case the reset is for) authenticate there, forged ones do not.
 """
 
 from __future__ import annotations
@@ -86,6 +95,8 @@ class SrtpSession:
         tx_policy.allow_repeat_tx = True
         self.profile = keys.profile
         self._rx = Session(rx_policy)
+        # Same keys, never keeps a stream: authenticates "index too old" packets (see above).
+        self._probe = Session(rx_policy)
         self._tx = Session(tx_policy)
         # Bound methods, looked up once: the per-destination hot path is one C call.
         self.protect_rtp = self._tx.protect
@@ -122,6 +133,8 @@ class SrtpSession:
         if str(exc) != _INDEX_TOO_OLD or len(packet) < ssrc_offset + 4:
             raise _error(exc) from None
         ssrc = _SSRC.unpack_from(packet, ssrc_offset)[0]
+        if not self._authentic(packet, ssrc, ssrc_offset == 4):
+            raise _error(exc) from None  # forged: must not push the stream towards a reset
         count = self._old_failures.get(ssrc, 0) + 1
         if count < REPLAY_RESET_THRESHOLD:
             self._old_failures[ssrc] = count
@@ -139,3 +152,17 @@ class SrtpSession:
         except (pylibsrtp.Error, ValueError, TypeError) as exc2:
             raise _error(exc2) from None
         return plain
+
+    def _authentic(self, packet: bytes, ssrc: int, is_rtcp: bool) -> bool:
+        """Does `packet` carry a valid tag for our keys, replay history aside (ROC 0)?"""
+        probe = self._probe
+        try:
+            (probe.unprotect_rtcp if is_rtcp else probe.unprotect)(packet)
+            return True
+        except (pylibsrtp.Error, ValueError, TypeError):
+            return False
+        finally:
+            try:
+                probe.remove_stream(ssrc)
+            except pylibsrtp.Error:
+                pass  # the probe created no stream (authentication failed before)
