@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 
 from arbiter.bench import sdp_client
 
@@ -77,7 +77,8 @@ def verdict(message: Any) -> str | None:
         if not (
             isinstance(err, dict)
             and err.get("status") == 400
-            and str(err.get("message", "")).startswith("Invalid")
+            and isinstance(err.get("message"), str)
+            and err["message"]
         ):
             return f"unexpected SFU error {message!r}"
     return None
@@ -179,26 +180,28 @@ class HostileSession:
     an undocumented frame or a missing probe answer is recorded as a violation.
     """
 
-    def __init__(self, ws_url: str, tally: Tally) -> None:
+    def __init__(self, ws_url: str, tally: Tally, nursery: trio.Nursery) -> None:
         self.ws_url = ws_url
         self.tally = tally
+        # The connection's background reader lives here, not in whichever task calls exchange.
+        self.nursery = nursery
         self.ws: WebSocketConnection | None = None
         self.probes = 0
-        self._stack: Any = None
 
     async def _open(self) -> WebSocketConnection:
         if self.ws is None or self.ws.closed:
-            if self._stack is not None:
-                await self._stack.__aexit__(None, None, None)
-            self._stack = open_websocket_url(self.ws_url, max_message_size=1 << 20)
-            self.ws = await self._stack.__aenter__()
+            if self.ws is not None:
+                await self.ws.aclose()
+            self.ws = await connect_websocket_url(
+                self.nursery, self.ws_url, max_message_size=1 << 20
+            )
         return self.ws
 
     async def aclose(self) -> None:
-        if self._stack is not None:
+        if self.ws is not None:
             with trio.move_on_after(2):
-                await self._stack.__aexit__(None, None, None)
-            self._stack = None
+                await self.ws.aclose()
+            self.ws = None
 
     async def exchange(self, frame: str | bytes, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Send `frame` and a probe; return every frame received before the probe's answer."""
@@ -230,10 +233,10 @@ class HostileSession:
             if code not in ALLOWED_CLOSES:
                 self.tally.violations.append(f"{frame!r:.200} -> close {code}")
             self.tally.reconnects += 1
-            self.ws = None
+            await self.aclose()
         except trio.TooSlowError:
             self.tally.violations.append(f"{frame!r:.200} -> no answer to the probe")
-            self.ws = None
+            await self.aclose()
         for message in got:
             if message.get("type") == "error":
                 self.tally.count(f"{message['status']} {message['message']}")
