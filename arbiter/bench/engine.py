@@ -293,6 +293,8 @@ class Leg:
                         plain = unprotect(data)
                     except MalformedInput:
                         continue
+                    if len(plain) < rtp.FIXED_HEADER_LENGTH + STAMP.size:
+                        continue  # not one of ours (a padding probe, a foreign packet)
                     sent_ns, _, _ = STAMP.unpack_from(plain, len(plain) - STAMP.size)
                     stats.latencies_ns.append(now - sent_ns)
             with trio.move_on_after(0.25):
