@@ -251,3 +251,25 @@ def test_wrong_fingerprint_gets_no_keys() -> None:
     assert t.srtp is None and not t.connected and t.closed
     assert h.endpoint.counters["dtls_failed"] == 1
     assert h.connected == []
+
+
+def test_replayed_check_cannot_move_the_media() -> None:
+    """A captured check with USE-CANDIDATE, replayed from another address, is dropped: it
+    does not redirect the media there (the transaction ID is not fresh)."""
+    h = Harness()
+    t = h.transport(PRODUCER, "P")
+    client = h.connect(t, P_ADDR)
+    check = client.binding_request()
+    h.endpoint.dispatch(check, P_ADDR, h.now)
+    assert len(h.net.take(P_ADDR)) == 1  # answered
+    h.endpoint.dispatch(check, P_ADDR, h.now)  # a retransmission: answered again
+    assert len(h.net.take(P_ADDR)) == 1
+    attacker = ("127.0.0.1", 6666)
+    h.endpoint.dispatch(check, attacker, h.now)
+    assert h.net.take(attacker) == []
+    assert t.remote_addr == P_ADDR and t.ice.selected == P_ADDR
+    assert attacker not in h.endpoint.by_addr
+    assert h.endpoint.counters["stun_bad"] == 1
+    # A fresh check (only the real browser can sign one) still moves it: a network change.
+    h.endpoint.dispatch(client.binding_request(), attacker, h.now)
+    assert t.remote_addr == attacker

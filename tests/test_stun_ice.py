@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 import struct
 from pathlib import Path
 from typing import Any, cast
@@ -72,6 +73,11 @@ def make_request(**overrides: Any) -> bytes:
     pwd = kwargs.pop("pwd", PWD)
     local = kwargs.pop("local_ufrag", UFRAG)
     return build_binding_request(local, remote, pwd, **kwargs)[1]
+
+
+def fresh_request(**overrides: Any) -> bytes:
+    """A check with a new transaction ID, as a browser sends every few seconds."""
+    return make_request(transaction_id=secrets.token_bytes(12), **overrides)
 
 
 def refingerprint(data: bytes) -> bytes:
@@ -360,24 +366,39 @@ def test_check_without_use_candidate_answers_but_does_not_select() -> None:
 
 def test_nomination_and_renomination() -> None:
     ice = responder()
-    _, changed = ice.handle_request_untrusted(make_request(), ADDR, 101.0)
+    _, changed = ice.handle_request_untrusted(fresh_request(), ADDR, 101.0)
     assert changed is True and ice.selected == ADDR and ice.last_consent == 101.0
     # Same address again: consent refresh, no change.
-    _, changed = ice.handle_request_untrusted(make_request(), ADDR, 103.0)
+    _, changed = ice.handle_request_untrusted(fresh_request(), ADDR, 103.0)
     assert changed is False and ice.last_consent == 103.0
     # A plain check from another address neither moves the selection nor refreshes consent.
     other = ("198.51.100.9", 5555)
     response, changed = ice.handle_request_untrusted(
-        make_request(use_candidate=False), other, 104.0
+        fresh_request(use_candidate=False), other, 104.0
     )
     assert changed is False and ice.selected == ADDR and ice.last_consent == 103.0
     assert parse_binding_response_untrusted(response, PWD)[1] == other
     # USE-CANDIDATE from it (network change / renomination) moves the selection.
-    _, changed = ice.handle_request_untrusted(make_request(), other, 105.0)
+    _, changed = ice.handle_request_untrusted(fresh_request(), other, 105.0)
     assert changed is True and ice.selected == other and ice.last_consent == 105.0
     # Now the old address is just another address.
-    _, changed = ice.handle_request_untrusted(make_request(use_candidate=False), ADDR, 106.0)
+    _, changed = ice.handle_request_untrusted(fresh_request(use_candidate=False), ADDR, 106.0)
     assert changed is False and ice.selected == other and ice.last_consent == 105.0
+
+
+def test_retransmission_is_answered_but_a_replay_elsewhere_is_dropped() -> None:
+    ice = responder()
+    check = fresh_request()
+    first, changed = ice.handle_request_untrusted(check, ADDR, 101.0)
+    assert changed is True and ice.last_consent == 101.0
+    # Same transaction from the same address: a retransmission, answered identically, but it
+    # is not new consent (RFC 7675 wants fresh transactions).
+    again, changed = ice.handle_request_untrusted(check, ADDR, 110.0)
+    assert (again, changed, ice.last_consent) == (first, False, 101.0)
+    # Same transaction from elsewhere: a captured check replayed to steer the media.
+    with pytest.raises(MalformedInput, match="replayed"):
+        ice.handle_request_untrusted(check, ("203.0.113.66", 4444), 111.0)
+    assert ice.selected == ADDR
 
 
 def test_ipv6_source_address_with_flowinfo_and_scope() -> None:
@@ -412,15 +433,15 @@ def test_consent_expiry() -> None:
     ice = responder()  # created_at=100, timeout 30
     assert not ice.consent_expired(130.0)
     assert ice.consent_expired(130.5)  # never nominated
-    ice.handle_request_untrusted(make_request(), ADDR, 120.0)
+    ice.handle_request_untrusted(fresh_request(), ADDR, 120.0)
     assert not ice.consent_expired(150.0)
     assert ice.consent_expired(150.01)
-    ice.handle_request_untrusted(make_request(use_candidate=False), ADDR, 145.0)  # refresh
+    ice.handle_request_untrusted(fresh_request(use_candidate=False), ADDR, 145.0)  # refresh
     assert not ice.consent_expired(175.0)
     assert ice.consent_expired(175.5)
     # Requests failing authentication never refresh consent.
     with pytest.raises(MalformedInput):
-        ice.handle_request_untrusted(make_request(pwd="WrongPasswordWrongPassw"), ADDR, 170.0)
+        ice.handle_request_untrusted(fresh_request(pwd="WrongPasswordWrongPassw"), ADDR, 170.0)
     assert ice.last_consent == 145.0
 
 

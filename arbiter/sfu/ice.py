@@ -30,6 +30,9 @@ _ICE_CHARS = string.ascii_letters + string.digits + "+/"
 # concurrent transports negligible (96 bits); the pwd is the HMAC key (192 bits).
 UFRAG_LENGTH = 16
 PWD_LENGTH = 32
+# Transaction IDs remembered per transport: browsers check every few seconds and retransmit
+# within half a second, so 64 covers every retransmission and minutes of history.
+SEEN_TRANSACTIONS = 64
 
 
 def _random_ice_chars(length: int) -> str:
@@ -61,6 +64,7 @@ class IceLiteResponder:
         "consent_timeout",
         "created_at",
         "closed",
+        "_seen",
     )
 
     def __init__(
@@ -83,6 +87,11 @@ class IceLiteResponder:
         self.consent_timeout = consent_timeout
         self.created_at = created_at
         self.closed = False
+        # Recent transaction IDs and where they came from. A request is authenticated but not
+        # fresh: anyone who captured one could replay it from their own address and, with
+        # USE-CANDIDATE, steer the media there. A repeat from the same address is a
+        # retransmission (RFC 5389 7.2.1: answer it again); from another address, a replay.
+        self._seen: dict[bytes, tuple[str, int]] = {}
 
     def set_remote(self, ufrag: str, pwd: str) -> None:
         """The remote ice-ufrag/ice-pwd from its SDP (RFC 8839 section 5.4)."""
@@ -109,6 +118,15 @@ class IceLiteResponder:
             raise MalformedInput("USERNAME remote ufrag does not match the remote SDP")
         host, port = addr[0], addr[1]
         source = (host, port)
+        first_from = self._seen.get(request.transaction_id)
+        if first_from is not None:
+            if first_from != source:
+                raise MalformedInput("replayed STUN transaction from another address")
+            # A retransmission: same answer, no second nomination or consent refresh.
+            return binding_success(request, source, self.pwd), False
+        if len(self._seen) >= SEEN_TRANSACTIONS:
+            del self._seen[next(iter(self._seen))]  # oldest first (dicts keep order)
+        self._seen[request.transaction_id] = source
         if request.controlling is False:
             # The peer claims the controlled role too. A lite agent cannot switch to
             # controlling (RFC 8445 section 6.1.1), so it answers 487 Role Conflict
