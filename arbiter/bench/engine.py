@@ -276,6 +276,8 @@ class Leg:
                     data = recv(2048)
                 except BlockingIOError:
                     break
+                except OSError:
+                    return  # the leg was closed under us
                 if len(data) < 12 or not 128 <= data[0] < 192 or 192 <= data[1] <= 223:
                     continue  # RTCP (SR, PLI), STUN or DTLS: not media
                 ssrc = ssrc_of(data)
@@ -298,11 +300,17 @@ class Leg:
                     sent_ns, _, _ = STAMP.unpack_from(plain, len(plain) - STAMP.size)
                     stats.latencies_ns.append(now - sent_ns)
             with trio.move_on_after(0.25):
-                await trio.lowlevel.wait_readable(sock)
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    return  # close() woke us: the leg is gone
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            # Wake any task waiting on this socket before the fd number can be reused by a new
+            # socket (trio would otherwise see two waiters on one fd: BusyResourceError).
+            trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
 
