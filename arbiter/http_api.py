@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import time
 from importlib import resources
 from typing import Any
@@ -139,6 +140,8 @@ def _web_file(name: str) -> bytes | None:
         return None
 
 
+_ASSET_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
+
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -212,6 +215,8 @@ def create_app(
 
     @app.route("/createRoom", methods=["PUT", "POST"])
     async def create_room() -> Response:
+        # createRoom takes no body, but reading it is what enforces the size limit (413).
+        await request.get_data(as_text=False)
         # Each room costs an SFU task and a row: one address may not start them in a loop.
         key = client_key_untrusted(
             request.remote_addr,
@@ -265,7 +270,9 @@ def create_app(
 
     @app.route("/_app/<path:name>", methods=["GET"])
     async def web_asset(name: str) -> Response:
-        if ".." in name.split("/"):
+        # Only plain relative names of the bundled files: no "..", no NUL (pathlib raises
+        # ValueError on it), no control characters, no absolute or empty segments.
+        if not _ASSET_NAME.fullmatch(name) or any(s in ("", ".", "..") for s in name.split("/")):
             return json_response(404, {"message": "Not found"})
         data = _web_file(name)
         if data is None:
