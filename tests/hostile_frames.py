@@ -223,6 +223,16 @@ class HostileSession:
                         "message": "Unknown action",
                     }:
                         break
+                    if message == {
+                        "type": "error",
+                        "action": probe,
+                        "status": 429,
+                        "message": "Too many messages",
+                    }:
+                        # This socket outran its rate limit (documented): let the bucket refill.
+                        self.tally.count("probe refused 429")
+                        await trio.sleep(0.5)
+                        break
                     problem = verdict(message)
                     if problem:
                         self.tally.violations.append(f"{frame!r:.200} -> {problem:.300}")
