@@ -46,6 +46,8 @@ class ArbiterTarget(Target):
                 f"[media]\nlisten = \"127.0.0.1\"\nport = {self.media_port}\n"
                 "announced_ip = [\"127.0.0.1\"]\n"
                 "[rooms]\nidle_pool = 0\nmax_rooms = 1000\nmax_participants = 64\n"
+                # Every room of a benchmark is created from this one address.
+                "[limits]\ncreate_room_per_minute = 0\n"
                 f"[store]\npath = \"{tmp}/arbiter.db\"\n"
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
