@@ -67,6 +67,9 @@ class RoomsConfig:
     max_rooms: int = 100
     max_participants: int = 16
     empty_timeout: float = 3600.0
+    # A claimed room nobody has joined yet is closed after this instead (a visitor joins within
+    # seconds of claiming; rooms claimed and never used must not exhaust max_rooms for an hour).
+    unjoined_timeout: float = 120.0
     # How long createRoom waits for a new room's SFU to identify before it reports failure.
     start_timeout: float = 10.0
 

@@ -69,6 +69,7 @@ class Room:
     ready: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     empty_since: float | None = None
+    joined: bool = False  # has any client ever identified in it (since this process started)
     starts: int = 0
 
 
@@ -105,6 +106,7 @@ class RoomManager:
         room = self.rooms.get(room_id)
         if room is not None:
             room.empty_since = trio.current_time() if clients == 0 else None
+            room.joined = room.joined or clients > 0
 
     # -- running -------------------------------------------------------------------------------
 
@@ -229,15 +231,19 @@ class RoomManager:
 
     async def _reap_empty_rooms(self) -> None:
         timeout = self.config.rooms.empty_timeout
-        interval = min(max(timeout / 4, 0.05), 30.0)
+        # A room claimed but never joined is someone holding a URL (or exhausting max_rooms
+        # with createRoom + claimRoom on random paths): it gets the shorter timeout.
+        unjoined = min(self.config.rooms.unjoined_timeout, timeout)
+        interval = min(max(unjoined / 4, 0.05), 30.0)
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
             for room in list(self.rooms.values()):
+                limit = timeout if room.joined else unjoined
                 if (
                     room.status == st.CLAIMED
                     and room.empty_since is not None
-                    and now - room.empty_since >= timeout
+                    and now - room.empty_since >= limit
                 ):
-                    log.info("room %d: empty for %.0f s, closing", room.id, timeout)
+                    log.info("room %d: empty for %.0f s, closing", room.id, limit)
                     self.close_room(room.id)

@@ -90,3 +90,24 @@ async def test_empty_claimed_room_is_closed_and_url_freed(tmp_path: Path) -> Non
             "roomId": second
         }
         assert second != first
+
+
+async def test_claimed_room_nobody_joins_is_closed_sooner(tmp_path: Path) -> None:
+    """createRoom + claimRoom on random URLs cannot hold max_rooms for empty_timeout."""
+    config = make_config(
+        tmp_path, rooms={"idle_pool": 0, "empty_timeout": 3600.0, "unjoined_timeout": 0.3}
+    )
+    async with running_server(config) as srv:
+        squatted = (await srv.http.put("/createRoom")).json()["roomId"]
+        await srv.http.patch("/claimRoom", json={"urlPath": "squat"})
+        used = (await srv.http.put("/createRoom")).json()["roomId"]
+        await srv.http.patch("/claimRoom", json={"urlPath": "used"})
+        async with ws_client(srv.ws_url) as c:
+            await c.identify_client(used, "visitor")
+        with trio.fail_after(5):
+            while (await srv.http.get("/getRoomId", params={"urlPath": "squat"})).status_code != 404:
+                await trio.sleep(0.05)
+        await trio.sleep(0.6)  # twice the unjoined timeout: the joined room keeps its hour
+        r = await srv.http.get("/getRoomId", params={"urlPath": "used"})
+        assert r.status_code == 200 and r.json()["roomId"] == used
+        assert srv.server.store.get_room(squatted).status == "closed"  # type: ignore[union-attr]
