@@ -83,6 +83,9 @@ def largest_meeting(ramp: Sequence[dict[str, Any]], max_loss: float = 0.01) -> s
         return "none"
     best = max(held, key=lambda r: r["participants"])
     last = ramp[-1]
+    if "error" in last:
+        return (f"≥ {best['participants']} (the {last['participants']}-person step did not "
+                "complete: its joins timed out with the load generator at its limit)")  # fmt: skip
     bound = last.get("generator_saturated") and last.get("loss", 1) is not None \
         and last["loss"] <= max_loss
     return f"≥ {best['participants']}" if bound else str(best["participants"])
