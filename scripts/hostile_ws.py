@@ -37,7 +37,8 @@ from trio_websocket import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from arbiter.bench import payloads  # noqa: E402
-from arbiter.bench.arbiter_target import ArbiterParticipant, ArbiterTarget  # noqa: E402
+from arbiter.bench.arbiter_target import ArbiterTarget  # noqa: E402
+from arbiter.bench.participant import join_call  # noqa: E402
 from arbiter.sfu.dtls import Certificate  # noqa: E402
 from tests.hostile_frames import HostileSession, Tally, random_frame, valid_frames  # noqa: E402
 
@@ -92,14 +93,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ws_url = target.url.replace("http://", "ws://") + "/ws"
         room_x = await target.new_room()
         room_y = await target.new_room()
-        a = ArbiterParticipant(target, room_y, 1, certificate)
-        b = ArbiterParticipant(target, room_y, 2, certificate)
         with trio.fail_after(20):
-            for p in (a, b):
-                p.nursery = nursery
-                await p.join(nursery, publish=True)
-            await a.wait_subscribed({"p2"})
-            await b.wait_subscribed({"p1"})
+            a, b = await join_call(target, room_y, [1, 2], certificate, nursery)
         stop = trio.Event()
         started = time.monotonic()
         async with trio.open_nursery() as call:

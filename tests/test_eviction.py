@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from arbiter.bench import engine
-from arbiter.bench.arbiter_target import ArbiterParticipant, ArbiterTarget
+from arbiter.bench.arbiter_target import ArbiterTarget
+from arbiter.bench.participant import join_call
 from arbiter.gateway import CLOSE_MEDIA_LOST
 from arbiter.sfu.dtls import Certificate
 
@@ -32,14 +33,8 @@ async def test_silent_participant_is_evicted_after_consent_timeout(
         room = await new_room(srv, "silent")
         target = ArbiterTarget()
         target.url = srv.url  # the in-process server under test
-        a = ArbiterParticipant(target, room, 1, certificate)
-        b = ArbiterParticipant(target, room, 2, certificate)
         with trio.fail_after(15):
-            for p in (a, b):
-                p.nursery = nursery
-                await p.join(nursery, publish=True)
-            await a.wait_subscribed({"p2"})
-            await b.wait_subscribed({"p1"})
+            a, b = await join_call(target, room, [1, 2], certificate, nursery)
             endpoint = srv.server.endpoint
             assert endpoint is not None
             assert endpoint.rooms[room].transport_count() == 4

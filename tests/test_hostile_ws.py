@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 
 from arbiter.bench import engine, payloads
-from arbiter.bench.arbiter_target import ArbiterParticipant, ArbiterTarget
+from arbiter.bench.arbiter_target import ArbiterTarget
+from arbiter.bench.participant import join_call
 from arbiter.sfu.dtls import Certificate
 
 from .conftest import (
@@ -497,14 +498,8 @@ async def test_barrage_on_one_room_costs_another_rooms_call_nothing(
         room_y = await new_room(srv, "y")
         target = ArbiterTarget()
         target.url = srv.url
-        a = ArbiterParticipant(target, room_y, 1, certificate)
-        b = ArbiterParticipant(target, room_y, 2, certificate)
         with trio.fail_after(15):
-            for p in (a, b):
-                p.nursery = nursery
-                await p.join(nursery, publish=True)
-            await a.wait_subscribed({"p2"})
-            await b.wait_subscribed({"p1"})
+            a, b = await join_call(target, room_y, [1, 2], certificate, nursery)
         tally = Tally()
         until = trio.current_time() + seconds
 

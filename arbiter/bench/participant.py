@@ -101,3 +101,26 @@ class Target:
 
     def participant(self, room: Any, number: int, certificate: Certificate) -> Participant:
         raise NotImplementedError
+
+
+async def join_call(
+    target: Target,
+    room: Any,
+    numbers: list[int],
+    certificate: Certificate,
+    nursery: trio.Nursery,
+) -> list[Participant]:
+    """Participants `numbers` join `room`, publish, and subscribe to one another (all see all).
+
+    Their legs run in `nursery`; the caller bounds the wait (a `trio.fail_after`)."""
+    people = [target.participant(room, n, certificate) for n in numbers]
+    for p in people:
+        p.nursery = nursery
+        await p.join(nursery, publish=True)
+    for p in people:
+        for other in people:
+            if other is not p:
+                await p.subscribe_to(other)
+    for p in people:
+        await p.wait_subscribed({o.peer_id for o in people if o is not p})
+    return people
