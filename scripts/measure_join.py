@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import sync_playwright
+
+from arbiter.bench.procstat import spawn_serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
@@ -40,19 +40,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str]:
         '[media]\nlisten = "127.0.0.1"\nport = 0\nannounced_ip = ["127.0.0.1"]\n'
         f'[store]\npath = "{tmp / "join.db"}"\n[rooms]\nidle_pool = 1\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Arbiter listening on "):
-            return proc, line.split()[-1].strip()
-    proc.kill()
-    raise SystemExit("arbiter serve did not start")
+    return spawn_serve(config)
 
 
 def wait_for(page: Any, expression: str, timeout: float, what: str) -> Any:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import httpx
 import trio
 from trio_websocket import open_websocket_url
+
+from arbiter.bench.procstat import spawn_serve
 
 
 def rss_kib(pid: int) -> int:
@@ -48,18 +49,7 @@ def start_server(tmp: Path, max_participants: int) -> tuple[subprocess.Popen[str
         f'[store]\npath = "{tmp / "bench.db"}"\n[rooms]\nidle_pool = 1\n'
         f"max_participants = {max_participants}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Arbiter listening on "):
-            return proc, line.split()[-1]
-    raise SystemExit("server did not start")
+    return spawn_serve(config)
 
 
 def percentile(values: list[float], q: float) -> float:

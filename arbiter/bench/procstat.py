@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,3 +85,21 @@ async def server_process(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+def spawn_serve(config: Path) -> tuple[subprocess.Popen[str], str]:
+    """`arbiter serve --config config` as a child process (for synchronous measurement
+    scripts): returns the process and the URL it printed. Kills it if it never says so."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Arbiter listening on "):
+            return proc, line.split()[-1].strip()
+    proc.kill()
+    raise RuntimeError("arbiter serve exited before printing its URL")
