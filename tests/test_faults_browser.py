@@ -3,8 +3,10 @@
 - The server process is SIGKILLed mid-call and started again on the same database and ports:
   the room keeps its id, and both pages rejoin by themselves and decode each other again.
 - A page's media stops without a goodbye on its WebSocket (its peer connections are closed from
-  inside the page; the signaling socket stays open): the SFU's consent check evicts it and the
-  other page is told (`clientDisconnect`, tile gone) within `media.consent_timeout` + 2 s.
+  inside the page; the signaling socket stays open): Chrome's DTLS close_notify reaches the SFU,
+  which evicts it at once (consent expiry is the fallback when nothing arrives, see
+  tests/test_eviction.py) and the other page is told (`clientDisconnect`, tile gone) within
+  `media.consent_timeout` + 2 s.
 
 Playwright's sync API runs in a worker thread; every wait there is bounded (`poll`).
 """
@@ -207,7 +209,6 @@ async def test_page_whose_media_stops_is_evicted(tmp_path: Path) -> None:
                 report["A's producer transport 0.5 s after pc.close()"] = trio.from_thread.run_sync(
                     producer_dtls_state, a["roomId"], a["id"], trio_token=token
                 )
-                assert pages["A"].state()["id"] == a["id"]  # A's page noticed nothing
                 poll(
                     lambda: a["id"] not in pages["B"].remote_tile_ids(),
                     timeout=CONSENT_TIMEOUT + 2 - (time.monotonic() - closed),
@@ -234,5 +235,6 @@ async def test_page_whose_media_stops_is_evicted(tmp_path: Path) -> None:
 
         with trio.fail_after(120):
             await trio.to_thread.run_sync(run_pages, body)
-    assert endpoint.counters["consent_expired"] >= 1
+    # The path taken: Chrome's close_notify closed A's transports, then the eviction followed.
+    assert endpoint.counters["dtls_peer_closed"] >= 1
     print(report)

@@ -273,3 +273,17 @@ def test_replayed_check_cannot_move_the_media() -> None:
     # A fresh check (only the real browser can sign one) still moves it: a network change.
     h.endpoint.dispatch(client.binding_request(), attacker, h.now)
     assert t.remote_addr == attacker
+
+
+def test_peer_close_notify_closes_the_transport_at_once(room) -> None:  # type: ignore[no-untyped-def]
+    """A browser closing its peer connection sends close_notify: the SFU stops sending to it
+    then, not when consent runs out (30 s later)."""
+    h, clients, transports = room
+    for datagram in clients["S1"].dtls.close():
+        h.endpoint.dispatch(datagram, S1_ADDR, h.now)
+    s1 = transports["S1"]
+    assert s1.closed and s1.close_reason == "peer_closed"
+    assert h.endpoint.counters["dtls_peer_closed"] == 1
+    assert S1_ADDR not in h.endpoint.by_addr
+    h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 1, 0, VIDEO, b"v" * 100))
+    assert h.net.take(S1_ADDR) == [] and len(h.net.take(S2_ADDR)) == 1

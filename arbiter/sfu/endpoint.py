@@ -226,10 +226,12 @@ class MediaEndpoint:
                     counters["unknown_address"] += 1
                     return
                 transport.receive_dtls_untrusted(data, now)
-                if transport.closed and transport.dtls is not None:
-                    # Handshake error or a certificate that does not match the SDP
-                    # fingerprint (RFC 8122 5): the transport was closed without keys.
-                    counters["dtls_failed"] += 1
+                if transport.closed:
+                    # "dtls": a handshake error or a certificate that does not match the SDP
+                    # fingerprint (RFC 8122 5), closed without keys; "peer_closed": the
+                    # browser's close_notify.
+                    counters["dtls_peer_closed" if transport.close_reason == "peer_closed"
+                             else "dtls_failed"] += 1  # fmt: skip
             else:
                 counters["unknown_protocol"] += 1
         except MalformedInput as exc:

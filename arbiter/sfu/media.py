@@ -257,9 +257,10 @@ class MediaRoom:
             publisher = self.publishers.get(transport.owner)
             if publisher is not None and publisher.transport is transport:
                 del self.publishers[transport.owner]
-                if transport.close_reason == "consent" and not self.closed:
-                    # Its media stopped without a goodbye (lid closed, network gone): evict it
-                    # so the room is told and a browser still alive rejoins (README).
+                if transport.close_reason in ("consent", "peer_closed") and not self.closed:
+                    # Its media stopped (lid closed, network gone) or its browser closed the
+                    # connection without leaving: evict it so the room is told and a browser
+                    # still alive rejoins (README). A replaced producer is closed by us first.
                     self.sfu.notify("disconnect", {"clientId": transport.owner})
             # Its subscribers' consumer transports carry nothing any more.
             for key, sub in list(self.subscriptions.items()):

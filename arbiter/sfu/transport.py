@@ -66,7 +66,7 @@ class WebRtcTransport:
         self.remote_addr: Address | None = None
         self.connected = False
         self.closed = False
-        self.close_reason = ""  # "consent", "dtls", "closed"
+        self.close_reason = ""  # "consent", "dtls", "peer_closed", "closed"
         # Our SSRC as an RTCP sender (RR, REMB, PLI) on this transport: random (RFC 3550 8.1).
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.remb_estimate = 1_000_000.0
@@ -136,6 +136,10 @@ class WebRtcTransport:
         elif dtls.state == "failed":
             log.info("%r: DTLS failed: %s", self, dtls.failure_reason)
             self.close("dtls")
+        elif dtls.state == "closed":
+            # The browser closed this peer connection: its close_notify (RFC 5246 7.2.1) is a
+            # goodbye, so stop sending at once instead of until consent runs out.
+            self.close("peer_closed")
 
     def handle_timeout(self, now: float) -> None:
         """DTLS retransmissions (RFC 6347 4.2.4): call when `next_timeout()` has passed."""
