@@ -17,7 +17,6 @@ Usage: .venv/bin/python scripts/hostile_ws.py [--frames 20000] [--sockets 8] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import sys
@@ -29,8 +28,6 @@ import httpx
 import trio
 from trio_websocket import (
     ConnectionClosed,
-    WebSocketConnection,
-    connect_websocket_url,
     open_websocket_url,
 )
 
@@ -40,7 +37,13 @@ from arbiter.bench import payloads  # noqa: E402
 from arbiter.bench.arbiter_target import ArbiterTarget  # noqa: E402
 from arbiter.bench.participant import join_call  # noqa: E402
 from arbiter.sfu.dtls import Certificate  # noqa: E402
-from tests.hostile_frames import HostileSession, Tally, random_frame, valid_frames  # noqa: E402
+from tests.hostile_frames import (  # noqa: E402
+    HostileSession,
+    Tally,
+    flood_once,
+    random_frame,
+    valid_frames,
+)
 
 
 async def flood(ws_url: str, stop: trio.Event, tally: Tally) -> None:
@@ -48,23 +51,7 @@ async def flood(ws_url: str, stop: trio.Event, tally: Tally) -> None:
     rounds = 0
     while not stop.is_set() and rounds < 1000:
         rounds += 1
-        async with trio.open_nursery() as conn:
-            ws = await connect_websocket_url(conn, ws_url)
-
-            async def read(ws: WebSocketConnection = ws) -> None:
-                with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
-                    while True:
-                        await ws.get_message()
-
-            conn.start_soon(read)
-            with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
-                for _ in range(2000):
-                    await ws.send_message('{"action":"chat","data":{"content":"flood"}}')
-            with trio.move_on_after(10):
-                while not ws.closed:
-                    await trio.sleep(0.01)
-            tally.count(f"flood close {ws.closed.code if ws.closed else 'none'}")
-            conn.cancel_scope.cancel()
+        await flood_once(ws_url, 2000, tally)
 
 
 async def oversize(ws_url: str, stop: trio.Event, tally: Tally) -> None:

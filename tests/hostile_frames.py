@@ -8,6 +8,7 @@ carries a documented (status, message) pair, and nothing is ever a 500.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -171,6 +172,32 @@ class Tally:
 
     def count(self, key: str) -> None:
         self.by_outcome[key] = self.by_outcome.get(key, 0) + 1
+
+
+async def flood_once(ws_url: str, frames: int, tally: Tally) -> None:
+    """One connection that sends `frames` chats as fast as it can, reading its answers as a
+    browser would, until the server closes it (past the burst, the refusals end in 1008).
+
+    Its own nursery, cancelled at the end: trio-websocket's close handshake can wait a minute on
+    a connection the server closed while frames were still in flight. Every wait is bounded.
+    """
+    async with trio.open_nursery() as conn:
+        ws = await connect_websocket_url(conn, ws_url)
+
+        async def read() -> None:
+            with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
+                while True:
+                    await ws.get_message()
+
+        conn.start_soon(read)
+        with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
+            for _ in range(frames):
+                await ws.send_message('{"action":"chat","data":{"content":"flood"}}')
+        with trio.move_on_after(10):
+            while not ws.closed:
+                await trio.sleep(0.01)
+        tally.count(f"flood close {ws.closed.code if ws.closed else 'none'}")
+        conn.cancel_scope.cancel()
 
 
 class HostileSession:

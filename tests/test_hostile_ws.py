@@ -7,7 +7,6 @@ in another room that must not lose a packet while all of that goes on.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
 import random
@@ -21,7 +20,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
+from trio_websocket import ConnectionClosed
 
 from arbiter.bench import engine, payloads
 from arbiter.bench.arbiter_target import ArbiterTarget
@@ -36,7 +35,14 @@ from .conftest import (
     running_server,
     ws_client,
 )
-from .hostile_frames import HostileSession, Tally, random_frame, valid_frames, verdict
+from .hostile_frames import (
+    HostileSession,
+    Tally,
+    flood_once,
+    random_frame,
+    valid_frames,
+    verdict,
+)
 
 ERR = "error"
 
@@ -517,23 +523,7 @@ async def test_barrage_on_one_room_costs_another_rooms_call_nothing(
             # (Its own nursery, cancelled at the end: trio-websocket's close handshake can wait
             # a minute on a connection the server closed while frames were still in flight.)
             while trio.current_time() < until:
-                async with trio.open_nursery() as conn:
-                    ws = await connect_websocket_url(conn, srv.ws_url)
-
-                    async def read(ws: WebSocketConnection = ws) -> None:
-                        with contextlib.suppress(ConnectionClosed), trio.fail_after(10):
-                            while True:
-                                await ws.get_message()
-
-                    conn.start_soon(read)
-                    with contextlib.suppress(ConnectionClosed), trio.fail_after(10):
-                        for _ in range(1000):
-                            await ws.send_message('{"action":"chat","data":{"content":"flood"}}')
-                    with trio.fail_after(10):
-                        while not ws.closed:
-                            await trio.sleep(0.01)
-                    tally.count(f"flood close {ws.closed.code}")
-                    conn.cancel_scope.cancel()
+                await flood_once(srv.ws_url, 1000, tally)
 
         async def oversize() -> None:
             while trio.current_time() < until:
