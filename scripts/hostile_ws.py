@@ -37,7 +37,7 @@ from arbiter.bench import payloads  # noqa: E402
 from arbiter.bench.arbiter_target import ArbiterTarget  # noqa: E402
 from arbiter.bench.participant import join_call  # noqa: E402
 from arbiter.sfu.dtls import Certificate  # noqa: E402
-from tests.hostile_frames import (  # noqa: E402
+from arbiter.testing.hostile import (  # noqa: E402
     HostileSession,
     Tally,
     flood_once,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from arbiter.bench import procstat  # noqa: E402
 from arbiter.sfu.dtls import Certificate  # noqa: E402
-from tests.soak import Resident, Tables, cycle  # noqa: E402
+from arbiter.testing.soak import Resident, Tables, cycle  # noqa: E402
 
 RSS_TARGET = 0.05
 

@@ -59,7 +59,7 @@ from arbiter.bench.arbiter_target import ArbiterParticipant, ArbiterTarget  # no
 from arbiter.sfu import rtcp, rtp, stun  # noqa: E402
 from arbiter.sfu.dtls import Certificate  # noqa: E402
 from arbiter.sfu.srtp import SrtpSession  # noqa: E402
-from tests.conftest import make_config, new_room, running_server  # noqa: E402
+from arbiter.testing import make_config, new_room, running_server  # noqa: E402
 
 CATEGORIES = ("random", "stun_badmi", "stun_unknown", "stun_wrongpwd", "dtls", "srtp_forged",
               "replay", "oversize", "empty", "spoofed")  # fmt: skip

@@ -18,8 +18,7 @@ from arbiter.bench.arbiter_target import ArbiterTarget
 from arbiter.bench.participant import join_call
 from arbiter.gateway import CLOSE_MEDIA_LOST
 from arbiter.sfu.dtls import Certificate
-
-from .conftest import make_config, new_room, running_server
+from arbiter.testing import make_config, new_room, running_server
 
 
 async def test_silent_participant_is_evicted_after_consent_timeout(

@@ -23,9 +23,8 @@ from arbiter.rooms import SignalingLink
 from arbiter.server import Server
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.media import run_media_room
-
-from .conftest import Running, make_config, new_room, running_server
-from .soak import Resident, Tables, cycle
+from arbiter.testing import Running, make_config, new_room, running_server
+from arbiter.testing.soak import Resident, Tables, cycle
 
 CYCLES = 100
 

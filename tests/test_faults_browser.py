@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import trio
 
-from .browser import poll, require_chromium
-from .conftest import make_config, running_server
-from .test_web_client import MEDIA_TIMEOUT, Page, run_pages, wait_settled
+from arbiter.testing import make_config, running_server
+from arbiter.testing.browser import poll, require_chromium
+from tests.test_web_client import MEDIA_TIMEOUT, Page, run_pages, wait_settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

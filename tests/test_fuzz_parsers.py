@@ -99,7 +99,9 @@ async def test_authentic_rtp_too_long_to_reprotect_is_dropped_as_oversize(tmp_pa
                                    trio.current_time())  # fmt: skip
             forwarded = size <= MAX_FORWARD_RTP
             assert (counters["rtp_in"], counters["oversize"]) == (
-                before[0] + forwarded, before[1] + (not forwarded))
+                before[0] + forwarded,
+                before[1] + (not forwarded),
+            )
         assert counters["internal_error"] == 0
         with trio.fail_after(5):
             while not leg.streams:

@@ -10,8 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from arbiter.gateway import Peer
-
-from .conftest import SfuRegistry, WsClient, make_config, running_server, ws_client
+from arbiter.testing import SfuRegistry, WsClient, make_config, running_server, ws_client
 
 
 async def _rooms(srv, n: int) -> list[int]:  # type: ignore[no-untyped-def]

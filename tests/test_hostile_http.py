@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from .conftest import SfuRegistry, make_config, new_room, running_server, ws_client
+from arbiter.testing import SfuRegistry, make_config, new_room, running_server, ws_client
 
 NOT_ALLOWED = {"message": "Method not allowed"}
 NOT_FOUND = {"message": "Not found"}

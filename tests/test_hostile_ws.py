@@ -26,8 +26,7 @@ from arbiter.bench import engine, payloads
 from arbiter.bench.arbiter_target import ArbiterTarget
 from arbiter.bench.participant import join_call
 from arbiter.sfu.dtls import Certificate
-
-from .conftest import (
+from arbiter.testing import (
     SfuRegistry,
     WsClient,
     make_config,
@@ -35,7 +34,7 @@ from .conftest import (
     running_server,
     ws_client,
 )
-from .hostile_frames import (
+from arbiter.testing.hostile import (
     HostileSession,
     Tally,
     flood_once,

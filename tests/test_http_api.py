@@ -9,8 +9,7 @@ import trio
 
 from arbiter.config import Config
 from arbiter.store import Store
-
-from .conftest import SfuRegistry, make_config, running_server
+from arbiter.testing import SfuRegistry, make_config, running_server
 
 
 async def test_get_room_id_missing_and_not_found(config: Config) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from .conftest import Running, make_config, new_room, running_server
-from .media_peer import MediaPeer, open_media_peer
+from arbiter.testing import Running, make_config, new_room, running_server
+from arbiter.testing.media_peer import MediaPeer, open_media_peer
 
 pytestmark = pytest.mark.media
 

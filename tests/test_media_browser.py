@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import trio
 
-from .browser import no_leaked_threads
-from .conftest import Running, make_config, new_room, running_server
-from .media_peer import open_media_peer
+from arbiter.testing import Running, make_config, new_room, running_server
+from arbiter.testing.browser import no_leaked_threads
+from arbiter.testing.media_peer import open_media_peer
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

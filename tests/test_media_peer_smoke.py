@@ -18,9 +18,8 @@ import pytest
 import trio
 
 from arbiter.rooms import SignalingLink
-
-from .conftest import make_config, running_server
-from .media_peer import MediaPeer, open_media_peer
+from arbiter.testing import make_config, running_server
+from arbiter.testing.media_peer import MediaPeer, open_media_peer
 
 pytestmark = pytest.mark.media
 

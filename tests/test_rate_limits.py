@@ -15,8 +15,7 @@ from trio_websocket import ConnectionClosed
 
 from arbiter.http_api import AddressLimiter, client_key_untrusted
 from arbiter.protocol import TokenBucket
-
-from .conftest import SfuRegistry, make_config, new_room, running_server, ws_client
+from arbiter.testing import SfuRegistry, make_config, new_room, running_server, ws_client
 
 TOO_MANY = {"type": "error", "action": "chat", "status": 429, "message": "Too many messages"}
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import trio
 
 from arbiter.rooms import SignalingLink
-
-from .conftest import SfuRegistry, make_config, running_server, ws_client
+from arbiter.testing import SfuRegistry, make_config, running_server, ws_client
 
 
 async def test_idle_pool_is_kept_topped_up(tmp_path: Path) -> None:
@@ -105,7 +104,9 @@ async def test_claimed_room_nobody_joins_is_closed_sooner(tmp_path: Path) -> Non
         async with ws_client(srv.ws_url) as c:
             await c.identify_client(used, "visitor")
         with trio.fail_after(5):
-            while (await srv.http.get("/getRoomId", params={"urlPath": "squat"})).status_code != 404:
+            while (
+                await srv.http.get("/getRoomId", params={"urlPath": "squat"})
+            ).status_code != 404:
                 await trio.sleep(0.05)
         await trio.sleep(0.6)  # twice the unjoined timeout: the joined room keeps its hour
         r = await srv.http.get("/getRoomId", params={"urlPath": "used"})

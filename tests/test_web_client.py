@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import trio
 
-from .browser import ARTIFACTS, chromium, no_leaked_threads, poll, require_chromium
-from .conftest import make_config, running_server
+from arbiter.testing import make_config, running_server
+from arbiter.testing.browser import ARTIFACTS, chromium, no_leaked_threads, poll, require_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

@@ -20,7 +20,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Fake camera/microphone, and permission prompts (camera, microphone, screen) auto-accepted:
 # with both flags getDisplayMedia returns a fake 1280x720 "screen".
 CHROMIUM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def require_chromium() -> None:
