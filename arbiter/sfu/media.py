@@ -239,6 +239,9 @@ class MediaRoom:
         )
 
     def _connected(self, transport: WebRtcTransport) -> None:
+        # The gateway counts a room as joined once someone's media connected: a room claimed
+        # and never joined closes after rooms.unjoined_timeout instead of the hour.
+        self.sfu.notify("room", {"type": "mediaUp", "id": transport.owner})
         if transport.role != CONSUMER:
             return
         now = trio.current_time()
