@@ -1,5 +1,5 @@
-"""The parser fuzz harness (scripts/fuzz_parsers.py) with a small budget, plus the regressions
-it and the UDP blast found.
+"""The parser fuzz harness (arbiter.testing.fuzz, which scripts/fuzz_parsers.py runs) with a
+small budget, plus the regressions it and the UDP blast found.
 
 Each `*_untrusted` parser of arbiter/sfu gets 300 structure-aware mutations of recorded inputs
 and 100 hypothesis examples and may only return or raise MalformedInput; `dispatch` of a live
@@ -9,24 +9,19 @@ endpoint gets 1,500 inputs and may neither raise nor reach its internal_error ne
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import fuzz_dispatch  # noqa: E402
-import fuzz_parsers  # noqa: E402
-import udp_blast  # noqa: E402
+from arbiter.errors import MalformedInput
+from arbiter.sfu import rtp
+from arbiter.sfu.dtls import SRTP_PROFILES, SrtpKeys
+from arbiter.sfu.endpoint import MAX_FORWARD_RTP
+from arbiter.sfu.srtp import REPLAY_RESET_THRESHOLD, SrtpSession
+from arbiter.testing import fuzz, fuzz_dispatch, udp_blast
 
-from arbiter.errors import MalformedInput  # noqa: E402
-from arbiter.sfu import rtp  # noqa: E402
-from arbiter.sfu.dtls import SRTP_PROFILES, SrtpKeys  # noqa: E402
-from arbiter.sfu.endpoint import MAX_FORWARD_RTP  # noqa: E402
-from arbiter.sfu.srtp import REPLAY_RESET_THRESHOLD, SrtpSession  # noqa: E402
-
-TARGETS = {t.name: t for t in fuzz_parsers.build_targets()}
+TARGETS = {t.name: t for t in fuzz.build_targets()}
 # Targets whose valid seeds survive often enough that 400 inputs always accept some: proof
 # the mutators reach past the first check instead of feeding only garbage.
 _RARE = {"rtcp.parse_sdes"}
@@ -47,7 +42,7 @@ def test_every_untrusted_parser_has_a_target() -> None:
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_parser_raises_only_malformed_input(name: str) -> None:
-    result = fuzz_parsers.run_target(TARGETS[name], 300, 100, seed=1)
+    result = fuzz.run_target(TARGETS[name], 300, 100, seed=1)
     assert result.inputs == 400
     assert result.first_input == {}
     assert set(result.exceptions) <= {"MalformedInput"}
@@ -65,9 +60,8 @@ def test_harness_reports_a_foreign_exception() -> None:
             raise KeyError("bug")
         raise MalformedInput("no")
 
-    target = fuzz_parsers.Target("buggy", buggy, lambda rng: bytes([0x80 | rng.randrange(2)]),
-                                 fuzz_parsers._BYTES)  # fmt: skip
-    result = fuzz_parsers.run_target(target, 50, 0, seed=1)
+    target = fuzz.Target("buggy", buggy, lambda rng: bytes([0x80 | rng.randrange(2)]), fuzz.BYTES)
+    result = fuzz.run_target(target, 50, 0, seed=1)
     assert not result.ok
     assert result.exceptions["KeyError"] + result.exceptions["MalformedInput"] == 50
     assert result.first_input["KeyError"] == "80  (KeyError('bug'))"

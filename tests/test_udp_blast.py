@@ -2,18 +2,17 @@
 
 The call's streams lose nothing, no transport closes, and the endpoint's drop counters equal,
 reason by reason, what RFC 7983 and the endpoint's rules predict for every datagram sent
-(scripts/udp_blast.py runs the same with 100,000 and prints the figures).
+(arbiter.testing.udp_blast; scripts/udp_blast.py runs the same with 100,000 and prints the
+figures).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import udp_blast  # noqa: E402
+from arbiter.testing import udp_blast
 
 pytestmark = pytest.mark.media
 

@@ -1,4 +1,5 @@
-"""Seeds, mutators and stateful receivers for scripts/fuzz_parsers.py and scripts/udp_blast.py.
+"""Seeds, mutators and stateful receivers for the parser fuzzer (`arbiter.testing.fuzz`), the
+dispatch fuzzer (`arbiter.testing.fuzz_dispatch`) and the UDP blast (`arbiter.testing.udp_blast`).
 
 Seeds are recorded or real: Chrome's STUN checks (tests/data/stun_chrome.json), the recorded
 Chrome and aiortc offers, an answer produced by the bench's subscriber from a real consumer
@@ -14,19 +15,16 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from random import Random
-from typing import Any
 
 from aioice import stun as aioice_stun
 
 from arbiter.bench import payloads, sdp_client
-from arbiter.errors import MalformedInput
 from arbiter.sfu import rtcp, rtp, sdp, stun
 from arbiter.sfu.dtls import SRTP_PROFILES, Certificate, DtlsSession, SrtpKeys
 from arbiter.sfu.srtp import SrtpSession
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = payloads.DATA_FILE.parent  # tests/data
 INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
 INTERESTING16 = (0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x0100, 0x00FF)
 
@@ -383,14 +381,3 @@ def _rtcp_seeds() -> list[bytes]:
         rtcp.build_remb(0x9999, 1_500_000, [0x2222, 0x1111]),
         twcc,
     ]
-
-
-def call_untrusted(call: Callable[[Any], object], value: Any) -> str:
-    """'ok', 'MalformedInput', or the unexpected exception's type name (shared with tests)."""
-    try:
-        call(value)
-    except MalformedInput:
-        return "MalformedInput"
-    except Exception as exc:  # noqa: BLE001
-        return type(exc).__name__
-    return "ok"

@@ -8,13 +8,14 @@ the participants' real SRTP keys* (an authenticated but hostile peer: the router
 sends), from the participants' addresses and from foreign ones. The contract: `dispatch` never
 raises, and its `internal_error` safety net (a bug of ours caught at the last moment) never
 fires; the exception it logged is reported by type with the input that caused it.
+
+Run by scripts/fuzz_parsers.py (`--dispatch N`) and tests/test_fuzz_parsers.py.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,16 +23,15 @@ from random import Random
 from typing import Any
 
 import trio
+import trio.lowlevel
 from pylibsrtp._binding import ffi
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzz_corpus as corpus  # noqa: E402
-import fuzz_parsers  # noqa: E402
-import trio.lowlevel
-import udp_blast  # noqa: E402
+from arbiter.sfu import stun
+from arbiter.sfu.srtp import SrtpSession
 
-from arbiter.sfu import stun  # noqa: E402
-from arbiter.sfu.srtp import SrtpSession  # noqa: E402
+from . import fuzz_corpus as corpus
+from . import udp_blast
+from .fuzz import Result
 
 
 class _Collect(logging.Handler):
@@ -116,8 +116,8 @@ def _inputs(call: udp_blast.Call, c: corpus.Corpus) -> Any:
     return make
 
 
-async def fuzz(n: int, seed: int, tmp: Path) -> fuzz_parsers.Result:
-    result = fuzz_parsers.Result("endpoint.dispatch")
+async def fuzz(n: int, seed: int, tmp: Path) -> Result:
+    result = Result("endpoint.dispatch")
     handler = _Collect()
     logger = logging.getLogger("arbiter.sfu.endpoint")
     logger.addHandler(handler)
@@ -158,7 +158,7 @@ async def fuzz(n: int, seed: int, tmp: Path) -> fuzz_parsers.Result:
     return result
 
 
-def run(n: int, seed: int) -> fuzz_parsers.Result:
+def run(n: int, seed: int) -> Result:
     logging.getLogger("arbiter.sfu.endpoint").propagate = False  # one line per crash, not a log
     with tempfile.TemporaryDirectory(prefix="arbiter-fuzz-") as tmp:
         return trio.run(fuzz, n, seed, Path(tmp))
