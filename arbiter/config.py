@@ -9,6 +9,7 @@ the field's type, so containers and systemd units need no edited file.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -25,12 +26,47 @@ class ConfigError(ArbiterError):
     """The configuration file or an environment override is invalid (not a peer's fault)."""
 
 
+LOOPBACK = ["127.0.0.1/8", "::1"]
+
+
+def _check_networks(key: str, values: list[str]) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: not an address or network: {value!r}") from exc
+
+
+def _check_origin(key: str, value: str) -> None:
+    if value == "*":
+        return
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+        raise ConfigError(
+            f'{key}: expected "*" or an origin like https://host[:port], got {value!r}'
+        )
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     tls_cert: str = ""
     tls_key: str = ""
+    # Origins (scheme://host[:port]) whose pages may call the API and open /ws from a browser.
+    # Empty: this server's own origin only. ["*"]: any (the original deployment's CORS).
+    allowed_origins: list[str] = field(default_factory=list)
+    # Client addresses or networks answered on /metrics; everyone else gets 404.
+    metrics_allow: list[str] = field(default_factory=lambda: list(LOOPBACK))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"http.port: expected 0-65535, got {self.port}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("http.tls_cert and http.tls_key: set both or neither")
+        for origin in self.allowed_origins:
+            _check_origin("http.allowed_origins", origin)
+        _check_networks("http.metrics_allow", self.metrics_allow)
 
 
 @dataclass(frozen=True)
@@ -58,7 +94,17 @@ class IceConfig:
     # coturn `static-auth-secret`: when set, TURN URLs get time-limited credentials
     # (username "<expiry>:arbiter", password base64(HMAC-SHA1(secret, username))).
     turn_secret: str = ""
-    turn_ttl: int = 86400
+    # Lifetime of the credentials handed to an identified client (seconds).
+    turn_ttl: int = 3600
+
+    def __post_init__(self) -> None:
+        for url in self.servers:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")) or len(url) < 6:
+                raise ConfigError(
+                    f"ice.servers: expected a stun:, stuns:, turn: or turns: URL, got {url!r}"
+                )
+        if not 60 <= self.turn_ttl <= 86400:
+            raise ConfigError(f"ice.turn_ttl: expected 60-86400 seconds, got {self.turn_ttl}")
 
 
 @dataclass(frozen=True)
@@ -94,13 +140,45 @@ class LimitsConfig:
     # X-Forwarded-For is believed: the client address is then its last entry. Without this every
     # visitor behind a proxy would share the proxy's createRoom budget.
     trusted_proxies: list[str] = field(default_factory=list)
+    # Live rooms one address may hold (created or claimed by it). 0: no limit.
+    rooms_per_address: int = 10
+    # getRoomId misses (404) per address per minute before 429: room names are not scannable.
+    lookups_per_minute: int = 60
+    # Refused identifies (404/401/403) per address per minute; past it 429 and close 1008.
+    failed_identifies_per_minute: int = 20
+    # Seconds a WebSocket may stay open without identifying (then closed 1008).
+    identify_timeout: float = 10.0
+    # Seconds a request body may take to arrive before 408.
+    body_timeout: float = 10.0
+    # Chat history a room keeps at most (oldest messages are deleted first).
+    chat_rows_per_room: int = 500
+    chat_bytes_per_room: int = 262144
 
     def __post_init__(self) -> None:
         if self.messages_per_second <= 0 or self.message_burst < 1:
             raise ConfigError("limits.messages_per_second and limits.message_burst must be > 0")
-        for key in ("max_refused_messages", "create_room_per_minute"):
+        for key in (
+            "max_refused_messages",
+            "create_room_per_minute",
+            "rooms_per_address",
+            "lookups_per_minute",
+            "failed_identifies_per_minute",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"limits.{key}: must be >= 0")
+        for key in ("identify_timeout", "body_timeout"):
+            if not 0 < getattr(self, key) <= 3600:
+                raise ConfigError(
+                    f"limits.{key}: expected 0-3600 seconds, got {getattr(self, key)}"
+                )
+        if self.max_message_bytes < 256:
+            raise ConfigError(
+                f"limits.max_message_bytes: expected >= 256, got {self.max_message_bytes}"
+            )
+        for key in ("chat_rows_per_room", "chat_bytes_per_room"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"limits.{key}: must be >= 1")
+        _check_networks("limits.trusted_proxies", self.trusted_proxies)
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,13 @@ from .errors import (
     MalformedInput,
     NotFound,
     PeerError,
+    TooManyRequests,
     Unavailable,
 )
+from .limits import AddressLimiter
 from .metrics import Metrics
 from .store import Store
+from .turn import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +53,32 @@ CLOSE_TOO_BIG = 1009
 # evicted this client because its media stopped (consent freshness expired, RFC 7675).
 CLOSE_MEDIA_LOST = 4001
 QUEUE_FULL = "send queue full: peer is not reading"
+# A producer offer the SFU has not answered within this long no longer blocks the next one
+# (the SFU restarted, or lost it): the client must not be stuck with 429 forever.
+OFFER_IN_FLIGHT_TIMEOUT = 10.0
+
+
+def sfu_queue_size(send_queue: int) -> int:
+    """A room SFU's inbox: roomier than a client's, because a whole room feeds it."""
+    return max(4 * send_queue, 1024)
 
 
 class Peer:
     """One signaling connection as the gateway sees it."""
 
-    def __init__(self, remote_addr: str, queue_size: int, *, trusted: bool = False) -> None:
+    def __init__(
+        self,
+        remote_addr: str,
+        queue_size: int,
+        *,
+        trusted: bool = False,
+        client_key: str | None = None,
+    ) -> None:
         # Fresh and random: never taken from the peer (DESIGN section 3, $connect).
         self.connection_id = secrets.token_urlsafe(12)
         self.remote_addr = remote_addr
+        # The address per-address budgets are keyed by (the proxy-aware client address).
+        self.client_key = client_key if client_key is not None else remote_addr
         self.trusted = trusted
         self.kind: str | None = None
         self.peer_id: str | None = None
@@ -72,6 +92,9 @@ class Peer:
         # Set by Gateway.connect from the limits; None (never limited) until then.
         self.bucket: p.TokenBucket | None = None
         self.refused = 0  # frames refused with 429 so far
+        # When this client's last producer offer went to the SFU, until the SFU answers it.
+        self.offer_sent_at: float | None = None
+        self.identified = trio.Event()
 
     def send(self, message: dict[str, Any]) -> None:
         self.send_text(p.encode(message))
@@ -105,6 +128,10 @@ class RoomHooks(Protocol):
 
     def occupancy_changed(self, room_id: int, clients: int) -> None: ...
 
+    def room_accepts_clients(self, room_id: int) -> bool: ...
+
+    def media_up(self, room_id: int) -> None: ...
+
 
 @dataclass
 class RoomPeers:
@@ -136,6 +163,9 @@ class Gateway:
         self.monotonic = monotonic  # rate limits: immune to wall-clock steps
         self.peers: dict[str, Peer] = {}
         self.rooms: dict[int, RoomPeers] = {}
+        # Refused identifies per client address (guessing room ids, passwords).
+        self.failed_identifies = AddressLimiter(config.limits.failed_identifies_per_minute)
+        self.active_speaker: dict[int, str] = {}
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -214,6 +244,8 @@ class Gateway:
             self._chat(peer, data)
         elif action == "features":
             self._features(peer, data)
+        elif action == "room":
+            self._room_event(peer, data)
         else:
             raise BadRequest(p.UNKNOWN_ACTION)
 
@@ -253,22 +285,49 @@ class Gateway:
             # One identity per connection: switching rooms means a new connection (or a
             # `disconnect` first), which keeps every notice about a peer unambiguous.
             raise Conflict("Already identified")
-        if kind == "client":
-            self._identify_client(peer, data)
-        else:
+        if peer.trusted:
             self._identify_sfu(peer, data)
+            peer.identified.set()
+            return
+        # Refused identifies are budgeted per address: room ids and (later) passwords must
+        # not be guessable by trying. An address out of budget is not even evaluated.
+        key = peer.client_key
+        now = self.monotonic()
+        if self.failed_identifies.exhausted(key, now):
+            self._refuse_identify(peer)
+            return
+        try:
+            if kind == "client":
+                self._identify_client(peer, data)
+            else:
+                self._identify_sfu(peer, data)
+        except (NotFound, Forbidden) as exc:
+            if self.failed_identifies.retry_after(key, now):
+                self._refuse_identify(peer)
+                return
+            raise exc
+        peer.identified.set()
 
-    def _live_room(self, value: Any) -> int:
+    def _refuse_identify(self, peer: Peer) -> None:
+        self.metrics.identify_refused.inc()
+        self._error(peer, "identify", 429, p.TOO_MANY_REQUESTS)
+        peer.request_close(CLOSE_POLICY, p.TOO_MANY_REQUESTS)
+
+    def _live_room(self, value: Any, *, client: bool) -> int:
         try:
             room_id = p.parse_room_id_untrusted(value)
         except MalformedInput as exc:
             raise NotFound(p.ROOM_NOT_FOUND) from exc
         if not self.hooks.room_is_live(room_id):
             raise NotFound(p.ROOM_NOT_FOUND)
+        if client and not self.hooks.room_accepts_clients(room_id):
+            # An unclaimed idle-pool room is nobody's call yet: waiting in one would put a
+            # stranger into whichever call claims it next.
+            raise NotFound(p.ROOM_NOT_FOUND)
         return room_id
 
     def _identify_client(self, peer: Peer, data: dict[str, Any]) -> None:
-        room_id = self._live_room(data.get("roomId"))
+        room_id = self._live_room(data.get("roomId"), client=True)
         peer_id = p.parse_peer_id_untrusted(data.get("id"))
         name = p.parse_name_untrusted(data.get("name"), default=peer_id)
         room = self.rooms.setdefault(room_id, RoomPeers())
@@ -307,6 +366,8 @@ class Gateway:
                 ],
             }
         )
+        if room_id in self.active_speaker:
+            peer.send({"type": "activeSpeaker", "id": self.active_speaker[room_id]})
         self._broadcast(others, {"type": "clientJoin", "clientId": peer_id, "name": name})
         self.hooks.occupancy_changed(room_id, len(room.clients))
 
@@ -321,7 +382,7 @@ class Gateway:
             ):
                 raise Forbidden(p.FORBIDDEN)
         # An SFU's id is the room id it serves (DESIGN section 3).
-        room_id = self._live_room(data.get("id", data.get("roomId")))
+        room_id = self._live_room(data.get("id", data.get("roomId")), client=False)
         room = self.rooms.setdefault(room_id, RoomPeers())
         if room.sfu is not None:
             raise Conflict(p.DUPLICATE_ID)
@@ -339,13 +400,20 @@ class Gateway:
         self.hooks.sfu_identified(room_id)
 
     def _identified(self, peer: Peer) -> dict[str, Any]:
-        return {
+        frame: dict[str, Any] = {
             "type": "identified",
             "status": 200,
             "connectionId": peer.connection_id,
             "id": peer.peer_id,
             "roomId": peer.room_id,
         }
+        if peer.kind == "client":
+            frame["moderator"] = False
+            frame["locked"] = False
+            # TURN credentials only for identified clients, named after the connection so
+            # coturn's logs tie relayed traffic to it (DESIGN section 3).
+            frame["iceServers"] = ice_servers(self.config.ice, self.clock(), who=peer.connection_id)
+        return frame
 
     def _store_identity(self, peer: Peer) -> None:
         assert peer.kind and peer.peer_id and peer.room_id
@@ -377,11 +445,14 @@ class Gateway:
             self.hooks.occupancy_changed(room_id, len(room.clients))
         elif kind == "sfu" and room.sfu is peer:
             room.sfu = None
+            for client in room.clients.values():
+                client.offer_sent_at = None  # that SFU will never answer
             self._broadcast(
                 list(room.clients.values()), {"type": "sfuDisconnect", "roomId": room_id}
             )
         if not room.clients and room.sfu is None:
             del self.rooms[room_id]
+            self.active_speaker.pop(room_id, None)
         if peer.connection_id in self.peers:
             self.store.identify_connection(
                 peer.connection_id,
@@ -423,13 +494,39 @@ class Gateway:
         if peer.kind == "client":
             if room.sfu is None:
                 raise Unavailable(p.SFU_NOT_CONNECTED)
-            room.sfu.send(message)
+            offer = data.get("type") == "producer" and _is_offer(data.get("description"))
+            now = self.monotonic()
+            if (
+                offer
+                and peer.offer_sent_at is not None
+                and now - peer.offer_sent_at < OFFER_IN_FLIGHT_TIMEOUT
+            ):
+                # One producer offer in flight per client (DESIGN section 4, Overload).
+                raise TooManyRequests(p.OFFER_IN_FLIGHT)
+            self._to_sfu(room.sfu, message)
+            if offer:
+                peer.offer_sent_at = now
         else:
             receiver = data.get("receiver")
             target = room.clients.get(receiver) if isinstance(receiver, str) else None
             if target is None:
                 raise NotFound(p.RECEIVER_NOT_FOUND)
+            if data.get("type") == "producer":
+                target.offer_sent_at = None  # answered (or refused): the next may go
             target.send(message)
+
+    def _to_sfu(self, sfu: Peer, message: dict[str, Any]) -> None:
+        """A client's frame for its room SFU, refused past the SFU inbox's high-water mark.
+
+        The inbox itself is bounded and an SFU that stops draining it is restarted; clients
+        must never be able to cause that, so their frames stop at half its size and the rest
+        stays for the gateway's own notices (joins, departures) (DESIGN section 4, Overload).
+        """
+        stats = sfu.outbox.statistics()
+        if stats.current_buffer_used * 2 >= stats.max_buffer_size:
+            self.metrics.sfu_busy.inc()
+            raise Unavailable(p.SFU_BUSY)
+        sfu.send(message)
 
     def _chat(self, peer: Peer, data: dict[str, Any]) -> None:
         room = self._require_identified(peer)
@@ -439,7 +536,21 @@ class Gateway:
         if not isinstance(content, str) or not content.strip() or len(content) > p.MAX_CHAT_CHARS:
             raise BadRequest("Invalid chat content")
         assert peer.room_id is not None and peer.peer_id is not None
-        row = self.store.add_chat(peer.room_id, peer.peer_id, peer.name, content, self.clock())
+        self._store_chat(room, peer.room_id, peer.peer_id, peer.name, content)
+
+    def _store_chat(
+        self, room: RoomPeers, room_id: int, sender: str, name: str, content: str
+    ) -> None:
+        limits = self.config.limits
+        row = self.store.add_chat(
+            room_id,
+            sender,
+            name,
+            content,
+            self.clock(),
+            max_rows=limits.chat_rows_per_room,
+            max_bytes=limits.chat_bytes_per_room,
+        )
         self._broadcast(
             list(room.clients.values()),
             {
@@ -464,7 +575,36 @@ class Gateway:
             {"type": "features", "id": peer.peer_id, "features": peer.features},
         )
 
+    def _room_event(self, peer: Peer, data: dict[str, Any]) -> None:
+        """What a room SFU tells the gateway about its room (DESIGN section 3)."""
+        room = self._require_identified(peer)
+        if peer.kind != "sfu":
+            raise Forbidden(p.FORBIDDEN)
+        assert peer.room_id is not None
+        kind = data.get("type")
+        if kind == "mediaUp":
+            self.hooks.media_up(peer.room_id)
+        elif kind == "chat":
+            sender = data.get("sender")
+            content = data.get("content")
+            client = room.clients.get(sender) if isinstance(sender, str) else None
+            if client is None or not isinstance(content, str) or not content.strip():
+                raise BadRequest("Invalid chat content")
+            self._store_chat(room, peer.room_id, sender, client.name, content[: p.MAX_CHAT_CHARS])
+        elif kind == "activeSpeaker":
+            speaker = data.get("id")
+            if not isinstance(speaker, str) or speaker not in room.clients:
+                raise NotFound(p.RECEIVER_NOT_FOUND)
+            self.active_speaker[peer.room_id] = speaker
+            self._broadcast(list(room.clients.values()), {"type": "activeSpeaker", "id": speaker})
+        else:
+            raise BadRequest("Invalid room event")
+
     def _broadcast(self, peers: list[Peer], message: dict[str, Any]) -> None:
         text = p.encode(message)  # encode once for the whole room
         for target in peers:
             target.send_text(text)
+
+
+def _is_offer(description: Any) -> bool:
+    return isinstance(description, dict) and description.get("type") == "offer"

@@ -1,34 +1,38 @@
 """HTTP routes and the WebSocket endpoint (DESIGN sections 2 and 3) on quart-trio.
 
-Every JSON answer's status and message are the documented ones, byte for byte. CORS is
-permissive (any origin), as the original API Gateway deployment was.
+Every JSON answer's status and message are the documented ones, byte for byte.
+
+Origins: a browser page may use the API and `/ws` only from this server's own origin or one
+listed in `http.allowed_origins` (`["*"]`: any, the original deployment's CORS). A request whose
+`Origin` is neither gets 403 (an upgrade: 403 before the WebSocket is accepted), so a page on the
+internet cannot drive a visitor's browser against an intranet Arbiter. Requests without `Origin`
+(curl, the CLI, workers) are not browsers acting for someone else and are served.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
-import math
 import re
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestTimeout
 
+from . import protocol as p
 from .config import Config
 from .errors import ServerFault
-from .gateway import CLOSE_TOO_BIG, QUEUE_FULL, Gateway, Peer
+from .gateway import CLOSE_POLICY, CLOSE_TOO_BIG, QUEUE_FULL, Gateway, Peer
+from .limits import AddressLimiter, client_key_untrusted, in_networks
 from .metrics import CONTENT_TYPE, Metrics
-from .protocol import TokenBucket
 from .rooms import RoomManager
 from .store import Store
+from .turn import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +40,32 @@ MISSING_URL_PATH = "missing urlPath"
 ROOM_NOT_FOUND = "Room not found"
 SERVER_BROKE = "Something broke on the server"
 TOO_MANY_REQUESTS = "Too many requests"
+ORIGIN_NOT_ALLOWED = "Origin not allowed"
 MAX_URL_PATH = 200
-# Per-address createRoom buckets kept at most before idle (full) ones are forgotten.
-MAX_TRACKED_ADDRESSES = 10_000
 # Seconds a deliberately closed WebSocket gets to receive the frames already queued for it.
 FLUSH_TIMEOUT = 1.0
 
 CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, PUT, POST, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type",
     "Access-Control-Max-Age": "86400",
+}
+
+
+def content_security_policy(host: str) -> str:
+    """The web client's CSP: its own scripts and styles only, media and sockets to this host."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob: mediastream:; "
+        f"connect-src 'self' ws://{host} wss://{host}; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    )
+
+
+HTML_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -62,75 +81,44 @@ def normalise_url_path_untrusted(value: Any) -> str | None:
     return path
 
 
-def client_key_untrusted(
-    remote_addr: str | None, forwarded_for: str | None, trusted_proxies: list[str]
-) -> str:
-    """The address a per-client limit is keyed by.
+_HOST_CHARS = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,300}")
 
-    Behind a trusted proxy, the last X-Forwarded-For entry (the one the proxy itself appended;
-    earlier entries are whatever the client claimed). IPv6 addresses are keyed by their /64: one
-    host commonly owns a whole /64, so per-address keys would let it mint fresh budgets.
+
+def origin_verdict_untrusted(origin: str | None, host: str | None, allowed: list[str]) -> str:
+    """ "none" (no Origin: not a browser page), "same", "allowed" or "refused".
+
+    Same origin compares the Origin's host[:port] with the Host header the browser sent (a TLS
+    proxy in front changes the scheme the server sees, not the host).
     """
-    addr = (remote_addr or "").strip()
-    if forwarded_for and addr in trusted_proxies:
-        addr = forwarded_for.split(",")[-1].strip()
+    if origin is None:
+        return "none"
+    if "*" in allowed or origin in allowed:
+        return "allowed"
     try:
-        ip = ipaddress.ip_address(addr)
+        netloc = urlsplit(origin).netloc.lower()
     except ValueError:
-        return addr[:64]  # not an IP (a unix socket, a proxy's garbage): key it as given
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
+        return "refused"
+    if (
+        netloc
+        and host
+        and _HOST_CHARS.fullmatch(host)
+        and _strip_default_port(netloc) == _strip_default_port(host.lower())
+    ):
+        return "same"
+    return "refused"
 
 
-class AddressLimiter:
-    """One TokenBucket per client key, with a bounded table (full buckets are forgotten)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = per_minute
-        self.buckets: dict[str, TokenBucket] = {}
-
-    def retry_after(self, key: str, now: float) -> int:
-        """0 if the request may go ahead (a token is taken), else whole seconds to wait."""
-        if self.burst <= 0:
-            return 0
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            if len(self.buckets) >= MAX_TRACKED_ADDRESSES:
-                # A full bucket is the same as no bucket: dropping those loses nothing.
-                self.buckets = {k: b for k, b in self.buckets.items() if not b.full(now)}
-            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
-        if bucket.take(now):
-            return 0
-        return max(1, math.ceil(bucket.wait_time(now)))
+def _strip_default_port(netloc: str) -> str:
+    for port in (":80", ":443"):
+        if netloc.endswith(port):
+            return netloc[: -len(port)]
+    return netloc
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
     )
-
-
-def turn_credentials(secret: str, ttl: int, now: float) -> tuple[str, str]:
-    """coturn's TURN REST API (use-auth-secret): username '<expiry>:arbiter', HMAC-SHA1 key."""
-    username = f"{int(now) + ttl}:arbiter"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
-
-
-def ice_servers(config: Config, now: float) -> list[dict[str, Any]]:
-    servers: list[dict[str, Any]] = []
-    for url in config.ice.servers:
-        entry: dict[str, Any] = {"urls": url}
-        if url.startswith(("turn:", "turns:")) and config.ice.turn_secret:
-            entry["username"], entry["credential"] = turn_credentials(
-                config.ice.turn_secret, config.ice.turn_ttl, now
-            )
-        servers.append(entry)
-    return servers
 
 
 def _web_file(name: str) -> bytes | None:
@@ -158,15 +146,60 @@ def create_app(
 ) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max(config.limits.max_message_bytes, 16384)
-    create_limiter = AddressLimiter(config.limits.create_room_per_minute)
+    # A body that does not arrive in time is 408, not a handler held for a minute.
+    app.config["BODY_TIMEOUT"] = config.limits.body_timeout
+    limits = config.limits
+    create_limiter = AddressLimiter(limits.create_room_per_minute)
+    lookup_limiter = AddressLimiter(limits.lookups_per_minute)
+    allowed = config.http.allowed_origins
 
     def answer(route: str, status: int, body: dict[str, Any]) -> Response:
         metrics.http_requests.labels(route, str(status)).inc()
         return json_response(status, body)
 
+    def client_key() -> str:
+        return client_key_untrusted(
+            request.remote_addr, request.headers.get("X-Forwarded-For"), limits.trusted_proxies
+        )
+
+    def too_many(route: str, wait: int) -> Response:
+        response = answer(route, 429, {"message": TOO_MANY_REQUESTS})
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    def origin_of_request() -> str:
+        return origin_verdict_untrusted(
+            request.headers.get("Origin"), request.headers.get("Host"), allowed
+        )
+
+    @app.before_request
+    async def check_origin() -> Response | None:
+        # The API and every state-changing method; pages and assets are anyone's to load.
+        if request.path not in API_ROUTES and request.method not in CHECKED_METHODS:
+            return None
+        if origin_of_request() == "refused":
+            metrics.origin_refused.inc()
+            return json_response(403, {"message": ORIGIN_NOT_ALLOWED})
+        if request.method == "OPTIONS":
+            return Response("", status=204)  # preflight: after_request adds the CORS headers
+        return None
+
     @app.after_request
-    async def cors(response: Response) -> Response:
-        response.headers.update(CORS_HEADERS)
+    async def headers(response: Response) -> Response:
+        if origin_of_request() == "allowed":
+            origin = request.headers.get("Origin", "")
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            response.headers.update(CORS_HEADERS)
+            if "*" not in allowed:
+                response.headers["Vary"] = "Origin"
+        if (response.content_type or "").startswith("text/html"):
+            host = request.headers.get("Host", "")
+            if not _HOST_CHARS.fullmatch(host):
+                host = ""
+            response.headers["Content-Security-Policy"] = content_security_policy(host)
+            response.headers.update(HTML_HEADERS)
+        else:
+            response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     @app.errorhandler(404)
@@ -177,12 +210,18 @@ def create_app(
     async def not_allowed(_: Exception) -> Response:
         return json_response(405, {"message": "Method not allowed"})
 
+    @app.errorhandler(408)
+    async def body_timeout(_: Exception) -> Response:
+        return json_response(408, {"message": "Request body timeout"})
+
     @app.errorhandler(413)
     async def too_large(_: Exception) -> Response:
         return json_response(413, {"message": "Request body too large"})
 
     @app.errorhandler(Exception)
     async def broke(exc: Exception) -> Response:
+        if isinstance(exc, RequestTimeout):
+            return json_response(408, {"message": "Request body timeout"})
         log.exception("HTTP handler failed", exc_info=exc)
         return json_response(500, {"message": SERVER_BROKE})
 
@@ -191,10 +230,20 @@ def create_app(
         url_path = normalise_url_path_untrusted(request.args.get("urlPath"))
         if url_path is None:
             return answer("getRoomId", 400, {"message": MISSING_URL_PATH})
+        key = client_key()
+        now = time.monotonic()
+        if lookup_limiter.exhausted(key, now):
+            # Out of budget: refused without looking, so a scan learns nothing more.
+            return too_many("getRoomId", lookup_limiter.wait(key, now))
         row = store.room_by_path(url_path)
         if row is None:
+            lookup_limiter.retry_after(key, now)  # only misses cost: a scan is all misses
             return answer("getRoomId", 404, {"message": ROOM_NOT_FOUND})
-        return answer("getRoomId", 200, {"roomId": row.id, "id": row.id, "urlPath": url_path})
+        return answer(
+            "getRoomId",
+            200,
+            {"roomId": row.id, "id": row.id, "urlPath": url_path, "passwordRequired": False},
+        )
 
     @app.route("/claimRoom", methods=["PATCH"])
     async def claim_room() -> Response:
@@ -208,7 +257,18 @@ def create_app(
         )
         if url_path is None:
             return answer("claimRoom", 400, {"message": MISSING_URL_PATH})
-        room_id = rooms.claim(url_path)
+        existing = store.room_by_path(url_path)
+        if existing is not None:
+            return answer("claimRoom", 200, {"roomId": existing.id})  # idempotent, free
+        # Binding a new name takes a room out of everyone's pool: it costs the same budget
+        # as creating one, and one address holds a bounded number of rooms.
+        key = client_key()
+        if limits.rooms_per_address and rooms.rooms_held(key) >= limits.rooms_per_address:
+            return too_many("claimRoom", 60)
+        wait = create_limiter.retry_after(key, time.monotonic())
+        if wait:
+            return too_many("claimRoom", wait)
+        room_id = rooms.claim(url_path, owner=key)
         if room_id is None:
             return answer("claimRoom", 404, {"message": ROOM_NOT_FOUND})
         return answer("claimRoom", 200, {"roomId": room_id})
@@ -218,18 +278,14 @@ def create_app(
         # createRoom takes no body, but reading it is what enforces the size limit (413).
         await request.get_data(as_text=False)
         # Each room costs an SFU task and a row: one address may not start them in a loop.
-        key = client_key_untrusted(
-            request.remote_addr,
-            request.headers.get("X-Forwarded-For"),
-            config.limits.trusted_proxies,
-        )
+        key = client_key()
+        if limits.rooms_per_address and rooms.rooms_held(key) >= limits.rooms_per_address:
+            return too_many("createRoom", 60)
         wait = create_limiter.retry_after(key, time.monotonic())
         if wait:
-            response = answer("createRoom", 429, {"message": TOO_MANY_REQUESTS})
-            response.headers["Retry-After"] = str(wait)
-            return response
+            return too_many("createRoom", wait)
         try:
-            room_id = await rooms.create_room()
+            room_id = await rooms.create_room(owner=key)
         except ServerFault as exc:
             return answer(
                 "createRoom", 500, {"message": "Failed to start task.", "reason": exc.message}
@@ -256,7 +312,8 @@ def create_app(
             200,
             {
                 "wsUrl": f"{scheme}://{request.host}/ws",
-                "iceServers": ice_servers(config, time.time()),
+                # URLs only: TURN credentials go to identified clients (identified frame).
+                "iceServers": ice_servers(config.ice, time.time()),
                 "limits": {
                     "maxParticipants": config.rooms.max_participants,
                     "maxMessageBytes": config.limits.max_message_bytes,
@@ -266,6 +323,9 @@ def create_app(
 
     @app.route("/metrics", methods=["GET"])
     async def metrics_page() -> Response:
+        # Operators only (DESIGN section 2): everyone else sees no such page.
+        if not in_networks(request.remote_addr, config.http.metrics_allow):
+            return json_response(404, {"message": "Not found"})
         return Response(metrics.render(), status=200, content_type=CONTENT_TYPE)
 
     @app.route("/_app/<path:name>", methods=["GET"])
@@ -288,18 +348,42 @@ def create_app(
         return Response(data, status=200, content_type="text/html; charset=utf-8")
 
     @app.websocket("/ws")
-    async def ws() -> None:
-        await websocket_session(config, gateway, metrics)
+    async def ws() -> Response | None:
+        verdict = origin_verdict_untrusted(
+            websocket.headers.get("Origin"), websocket.headers.get("Host"), allowed
+        )
+        if verdict == "refused":
+            # Refused before accept: the page's browser sees a failed handshake (403).
+            metrics.origin_refused.inc()
+            return json_response(403, {"message": ORIGIN_NOT_ALLOWED})
+        key = client_key_untrusted(
+            websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), limits.trusted_proxies
+        )
+        await websocket_session(config, gateway, metrics, key)
+        return None
 
     return app
 
 
-async def websocket_session(config: Config, gateway: Gateway, metrics: Metrics) -> None:
+API_ROUTES = frozenset({"/getRoomId", "/claimRoom", "/createRoom", "/config"})
+CHECKED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+async def websocket_session(
+    config: Config, gateway: Gateway, metrics: Metrics, client_key: str
+) -> None:
     """One WebSocket: a reader (this task) and a writer draining the bounded queue."""
     await websocket.accept()
-    peer = Peer(websocket.remote_addr or "", config.limits.send_queue)
+    peer = Peer(websocket.remote_addr or "", config.limits.send_queue, client_key=client_key)
     gateway.connect(peer)
     limit = config.limits.max_message_bytes
+
+    async def identify_deadline() -> None:
+        # A socket that never identifies holds a connection and a row for nothing.
+        with trio.move_on_after(config.limits.identify_timeout):
+            await peer.identified.wait()
+        if not peer.identified.is_set():
+            peer.request_close(CLOSE_POLICY, p.IDENTIFY_TIMEOUT)
 
     async def writer() -> None:
         async for text in peer.inbox:
@@ -312,6 +396,7 @@ async def websocket_session(config: Config, gateway: Gateway, metrics: Metrics) 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
+            nursery.start_soon(identify_deadline)
             with trio.CancelScope() as reading:
                 nursery.start_soon(closer, reading)
                 while True:

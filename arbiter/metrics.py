@@ -43,6 +43,21 @@ class Metrics:
         self.room_crashes = Counter(
             "arbiter_room_sfu_crashes", "Room SFU tasks that raised and were restarted", registry=r
         )
+        self.identify_refused = Counter(
+            "arbiter_identify_refused_budget",
+            "Identifies refused 429 because the address ran out of failed-identify budget",
+            registry=r,
+        )
+        self.sfu_busy = Counter(
+            "arbiter_sfu_busy",
+            "Client frames refused 503 at a room SFU's high-water mark",
+            registry=r,
+        )
+        self.origin_refused = Counter(
+            "arbiter_origin_refused",
+            "HTTP requests and WebSocket upgrades refused for Origin",
+            registry=r,
+        )
         self.ws_connections = Gauge(
             "arbiter_ws_connections", "Open WebSocket connections", registry=r
         )

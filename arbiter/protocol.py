@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import MalformedInput
 
-ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features"})
+ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features", "room"})
 
 # Documented messages, byte for byte (DESIGN section 3).
 INVALID_JSON = "Invalid JSON"
@@ -30,6 +30,10 @@ SFU_NOT_CONNECTED = "SFU not connected, try again later"
 RECEIVER_NOT_FOUND = "Receiver not found"
 SERVER_BROKE = "Something broke on the server"
 TOO_MANY_MESSAGES = "Too many messages"
+TOO_MANY_REQUESTS = "Too many requests"
+OFFER_IN_FLIGHT = "Offer in flight"
+SFU_BUSY = "SFU busy, try again later"
+IDENTIFY_TIMEOUT = "Identify timeout"
 
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 64

@@ -21,7 +21,7 @@ import trio
 from . import store as st
 from .config import Config
 from .errors import ServerFault
-from .gateway import Gateway, Peer
+from .gateway import Gateway, Peer, sfu_queue_size
 from .metrics import Metrics
 from .store import Store
 
@@ -69,8 +69,12 @@ class Room:
     ready: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     empty_since: float | None = None
-    joined: bool = False  # has any client ever identified in it (since this process started)
+    # Has any participant's media ever connected (the SFU's mediaUp) since this process started.
+    # Identifying alone does not count: claiming names and idling in them must not buy an hour.
+    joined: bool = False
     starts: int = 0
+    # The client address (limits key) that created or claimed it: limits.rooms_per_address.
+    owner: str | None = None
 
 
 class RoomManager:
@@ -93,6 +97,16 @@ class RoomManager:
     def room_is_live(self, room_id: int) -> bool:
         return room_id in self.rooms
 
+    def room_accepts_clients(self, room_id: int) -> bool:
+        """Clients identify only into claimed rooms: an idle-pool room is nobody's call yet."""
+        room = self.rooms.get(room_id)
+        return room is not None and room.status == st.CLAIMED
+
+    def media_up(self, room_id: int) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.joined = True
+
     def sfu_identified(self, room_id: int) -> None:
         room = self.rooms.get(room_id)
         if room is None:
@@ -106,7 +120,6 @@ class RoomManager:
         room = self.rooms.get(room_id)
         if room is not None:
             room.empty_since = trio.current_time() if clients == 0 else None
-            room.joined = room.joined or clients > 0
 
     # -- running -------------------------------------------------------------------------------
 
@@ -137,7 +150,9 @@ class RoomManager:
         with room.cancel_scope:
             while True:
                 room.starts += 1
-                peer = Peer("in-process", self.config.limits.send_queue, trusted=True)
+                peer = Peer(
+                    "in-process", sfu_queue_size(self.config.limits.send_queue), trusted=True
+                )
                 self.gateway.connect(peer)
                 started = trio.current_time()
                 try:
@@ -166,7 +181,7 @@ class RoomManager:
 
     # -- operations used by the HTTP API -------------------------------------------------------
 
-    async def create_room(self) -> int:
+    async def create_room(self, owner: str | None = None) -> int:
         """Insert a room, start its SFU and wait until it has identified (so it is claimable)."""
         if len(self.rooms) >= self.config.rooms.max_rooms:
             raise ServerFault("room limit reached")
@@ -174,6 +189,7 @@ class RoomManager:
             raise ServerFault("room supervisor is not running")
         room_id = self.store.create_room(time.time())
         room = self._start(room_id, st.STARTING)
+        room.owner = owner
         with trio.move_on_after(self.config.rooms.start_timeout):
             await room.ready.wait()
         if not room.ready.is_set():
@@ -181,12 +197,17 @@ class RoomManager:
             raise ServerFault("the room's SFU did not start in time")
         return room_id
 
-    def claim(self, url_path: str) -> int | None:
+    def rooms_held(self, owner: str) -> int:
+        """Live rooms created or claimed by `owner` (idle-pool rooms belong to nobody)."""
+        return sum(1 for r in self.rooms.values() if r.owner == owner)
+
+    def claim(self, url_path: str, owner: str | None = None) -> int | None:
         room_id = self.store.claim(url_path, time.time())
         if room_id is not None:
             room = self.rooms.get(room_id)
             if room is not None and room.status != st.CLAIMED:
                 room.status = st.CLAIMED
+                room.owner = owner
                 if self.gateway is None or self.gateway.client_count(room_id) == 0:
                     room.empty_since = trio.current_time()
             self._pool_wakeup.set()

@@ -8,6 +8,7 @@ to their thread. The store is never called on the media path.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,15 @@ STARTING = "starting"
 UNCLAIMED = "unclaimed"
 CLAIMED = "claimed"
 CLOSED = "closed"
+
+# Room ids are random in [2^32, 2^53): JSON- and JavaScript-safe integers that are as hard to
+# guess as a URL is to find (knowing a room id admits to its call). Never sequential.
+ROOM_ID_MIN = 2**32
+ROOM_ID_MAX = 2**53
+
+
+def random_room_id() -> int:
+    return ROOM_ID_MIN + secrets.randbelow(ROOM_ID_MAX - ROOM_ID_MIN)
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,11 @@ class Store:
             if_not_exists=True,
         )
         db["chat"].create_index(["room_id", "id"], if_not_exists=True)
+        # Chat belongs to a room's life: history of rooms closed before this version is purged.
+        db.execute(
+            "DELETE FROM chat WHERE room_id NOT IN (SELECT id FROM rooms WHERE status != ?)",
+            [CLOSED],
+        )
 
     def close(self) -> None:
         if not self._closed:
@@ -125,11 +140,17 @@ class Store:
     # -- rooms ---------------------------------------------------------------------------------
 
     def create_room(self, now: float, worker_id: str | None = None) -> int:
-        cur = self.db.execute(
-            "INSERT INTO rooms (status, worker_id, created_at) VALUES (?, ?, ?)",
-            [STARTING, worker_id, now],
-        )
-        return int(cur.lastrowid)
+        for _ in range(8):
+            room_id = random_room_id()
+            try:
+                self.db.execute(
+                    "INSERT INTO rooms (id, status, worker_id, created_at) VALUES (?, ?, ?, ?)",
+                    [room_id, STARTING, worker_id, now],
+                )
+            except sqlite3.IntegrityError:
+                continue  # a collision in 2^53 ids: practically never, but never reuse one
+            return room_id
+        raise sqlite3.IntegrityError("no free room id after 8 draws")  # pragma: no cover
 
     def get_room(self, room_id: int) -> RoomRow | None:
         row = self.db.execute(
@@ -167,7 +188,7 @@ class Store:
                 row = conn.execute(
                     "UPDATE rooms SET url_path = ?, status = ?, claimed_at = ? WHERE id = ("
                     " SELECT id FROM rooms WHERE status = ? AND url_path IS NULL"
-                    " ORDER BY id LIMIT 1) RETURNING id",
+                    " ORDER BY created_at, id LIMIT 1) RETURNING id",
                     [url_path, CLAIMED, now, UNCLAIMED],
                 ).fetchone()
             conn.execute("COMMIT")
@@ -177,10 +198,18 @@ class Store:
         return int(row[0]) if row else None
 
     def close_room(self, room_id: int) -> None:
-        """Closed rooms free their urlPath, so the next visitor claims a fresh room."""
-        self.db.execute(
-            "UPDATE rooms SET status = ?, url_path = NULL WHERE id = ?", [CLOSED, room_id]
-        )
+        """Closed rooms free their urlPath and forget their chat (names and messages)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE rooms SET status = ?, url_path = NULL WHERE id = ?", [CLOSED, room_id]
+            )
+            conn.execute("DELETE FROM chat WHERE room_id = ?", [room_id])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def live_rooms(self) -> list[RoomRow]:
         rows = self.db.execute(
@@ -235,12 +264,53 @@ class Store:
 
     # -- chat ----------------------------------------------------------------------------------
 
-    def add_chat(self, room_id: int, sender: str, name: str, content: str, ts: float) -> ChatRow:
-        cur = self.db.execute(
-            "INSERT INTO chat (room_id, sender, name, content, ts) VALUES (?, ?, ?, ?, ?)",
-            [room_id, sender, name, content, ts],
-        )
-        return ChatRow(int(cur.lastrowid), room_id, sender, name, content, ts)
+    def add_chat(
+        self,
+        room_id: int,
+        sender: str,
+        name: str,
+        content: str,
+        ts: float,
+        *,
+        max_rows: int = 500,
+        max_bytes: int = 262144,
+    ) -> ChatRow:
+        """Append a message; the room's oldest messages go once it is over its quota."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "INSERT INTO chat (room_id, sender, name, content, ts) VALUES (?, ?, ?, ?, ?)",
+                [room_id, sender, name, content, ts],
+            )
+            row_id = int(cur.lastrowid or 0)
+            # Keep the newest messages whose running size fits both quotas (window function:
+            # one statement, bounded by the quota's row count).
+            conn.execute(
+                "DELETE FROM chat WHERE room_id = ? AND id < ("
+                " SELECT coalesce(min(id), 0) FROM ("
+                "  SELECT id, sum(length(CAST(content AS BLOB)) + length(CAST(name AS BLOB))"
+                "   + length(CAST(sender AS BLOB))) OVER (ORDER BY id DESC) AS total,"
+                "   row_number() OVER (ORDER BY id DESC) AS n"
+                "  FROM chat WHERE room_id = ? ORDER BY id DESC LIMIT ?"
+                " ) WHERE total <= ? AND n <= ?)",
+                [room_id, room_id, max_rows + 1, max_bytes, max_rows],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return ChatRow(row_id, room_id, sender, name, content, ts)
+
+    def chat_usage(self, room_id: int) -> tuple[int, int]:
+        """(rows, bytes) of a room's stored chat."""
+        rows, size = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(content AS BLOB))"
+            " + length(CAST(name AS BLOB)) + length(CAST(sender AS BLOB))), 0)"
+            " FROM chat WHERE room_id = ?",
+            [room_id],
+        ).fetchone()
+        return int(rows), int(size)
 
     def recent_chat(self, room_id: int, limit: int = 50) -> list[ChatRow]:
         rows = self.db.execute(

@@ -7,10 +7,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed
 
 from arbiter.gateway import Peer
-from arbiter.testing import SfuRegistry, WsClient, make_config, running_server, ws_client
+from arbiter.testing import SfuRegistry, make_config, running_server, ws_client
 
 
 async def _rooms(srv, n: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -236,8 +236,7 @@ async def test_routing_isolation_between_two_rooms(tmp_path: Path) -> None:
 
 
 async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
-    registry = SfuRegistry()
-    registry.remote = {1}
+    registry = SfuRegistry(remote=1)
     config = make_config(tmp_path, workers={"token": "worker-secret"})
     async with running_server(config, registry) as srv:
         async with trio.open_nursery() as nursery:
@@ -247,9 +246,10 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                 created.append((await srv.http.put("/createRoom")).json())
 
             nursery.start_soon(create)
+            room = await registry.next_remote()
             async with ws_client(srv.ws_url) as sfu:
                 for token in [None, "", "wrong", 5]:
-                    data = {"type": "sfu", "id": "1"}
+                    data = {"type": "sfu", "id": str(room)}
                     if token is not None:
                         data["token"] = token
                     await sfu.send("identify", data)
@@ -259,19 +259,23 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                         "status": 403,
                         "message": "Forbidden",
                     }
-                await sfu.send("identify", {"type": "sfu", "id": "1", "token": "worker-secret"})
+                await sfu.send(
+                    "identify", {"type": "sfu", "id": str(room), "token": "worker-secret"}
+                )
                 identified = await sfu.recv()
-                assert identified["type"] == "identified" and identified["roomId"] == 1
-                assert identified["id"] == "1"
+                assert identified["type"] == "identified" and identified["roomId"] == room
+                assert identified["id"] == str(room)
                 assert await sfu.recv() == {"type": "roster", "clients": []}
                 with trio.fail_after(5):
                     while not created:
                         await trio.sleep(0.01)
-                assert created == [{"message": "Task started successfully!", "roomId": 1}]
+                assert created == [{"message": "Task started successfully!", "roomId": room}]
+                r = await srv.http.patch("/claimRoom", json={"urlPath": "remote"})
+                assert r.json() == {"roomId": room}
                 # A second SFU for the same room is refused.
                 async with ws_client(srv.ws_url) as sfu2:
                     await sfu2.send(
-                        "identify", {"type": "sfu", "id": "1", "token": "worker-secret"}
+                        "identify", {"type": "sfu", "id": str(room), "token": "worker-secret"}
                     )
                     assert await sfu2.recv() == {
                         "type": "error",
@@ -280,7 +284,7 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                         "message": "Duplicate id",
                     }
                 async with ws_client(srv.ws_url) as client:
-                    await client.identify_client(1, "dave", "Dave")
+                    await client.identify_client(room, "dave", "Dave")
                     assert await sfu.recv() == {
                         "type": "clientJoin",
                         "clientId": "dave",
@@ -292,7 +296,7 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                     assert await sfu.recv() == {
                         "type": "producer",
                         "sender": "dave",
-                        "roomId": 1,
+                        "roomId": room,
                         "description": {"type": "offer"},
                     }
                     await sfu.send(
@@ -302,8 +306,8 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                     assert await client.recv() == {
                         "type": "producer",
                         "receiver": "dave",
-                        "sender": "1",
-                        "roomId": 1,
+                        "sender": str(room),
+                        "roomId": room,
                         "description": {"type": "answer"},
                     }
                 # The client went away: the SFU is told.
@@ -312,18 +316,20 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
 
 
 async def test_sfu_not_connected(tmp_path: Path) -> None:
-    registry = SfuRegistry()
-    registry.remote = {1}
+    registry = SfuRegistry(remote=1)
     config = make_config(tmp_path, workers={"token": "t"})
     async with running_server(config, registry) as srv:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(srv.http.put, "/createRoom")
+            room = await registry.next_remote()
             async with ws_client(srv.ws_url) as sfu, ws_client(srv.ws_url) as client:
-                await sfu.send("identify", {"type": "sfu", "id": "1", "token": "t"})
+                await sfu.send("identify", {"type": "sfu", "id": str(room), "token": "t"})
                 await sfu.recv_type("identified")
-                await client.identify_client(1, "erin")
+                r = await srv.http.patch("/claimRoom", json={"urlPath": "erin"})
+                assert r.json() == {"roomId": room}
+                await client.identify_client(room, "erin")
                 await sfu.ws.aclose()
-                assert await client.recv() == {"type": "sfuDisconnect", "roomId": 1}
+                assert await client.recv() == {"type": "sfuDisconnect", "roomId": room}
                 await client.send("handshake", {"type": "producer"})
                 assert await client.recv() == {
                     "type": "error",
@@ -421,11 +427,10 @@ async def test_peer_that_stops_reading_is_closed_1008(tmp_path: Path) -> None:
     async with running_server(config, SfuRegistry()) as srv:
         (room,) = await _rooms(srv, 1)
         async with (
-            open_websocket_url(srv.ws_url, message_queue_size=0) as lazy_ws,
+            ws_client(srv.ws_url, message_queue_size=0) as lazy,
             ws_client(srv.ws_url) as talker,
         ):
-            lazy = WsClient(lazy_ws)
-            await lazy.send("identify", {"type": "client", "id": "lazy", "roomId": room})
+            await lazy.send_identify(room, "lazy")
             await talker.identify_client(room, "talker")
             # The lazy peer never reads; the talker keeps broadcasting. Once the kernel buffers
             # are full, lazy's queue fills and the gateway closes it with 1008.

@@ -28,7 +28,6 @@ from arbiter.bench.participant import join_call
 from arbiter.sfu.dtls import Certificate
 from arbiter.testing import (
     SfuRegistry,
-    WsClient,
     make_config,
     new_room,
     running_server,
@@ -315,14 +314,15 @@ async def test_sfu_identify_refused_when_no_token_is_configured(tmp_path: Path) 
 
 async def test_only_an_sfu_of_the_room_can_evict(tmp_path: Path) -> None:
     registry = SfuRegistry()
-    registry.remote = {2}
     config = make_config(tmp_path, workers={"token": "t"})
     async with running_server(config, registry) as srv, trio.open_nursery() as nursery:
         room1 = await new_room(srv, "one")  # in-process SFU
+        registry.remote = 1
         nursery.start_soon(srv.http.put, "/createRoom")
+        room2 = await registry.next_remote()
         async with AsyncExitStack() as stack:
             sfu2 = await stack.enter_async_context(ws_client(srv.ws_url))
-            await sfu2.send("identify", {"type": "sfu", "id": "2", "token": "t"})
+            await sfu2.send("identify", {"type": "sfu", "id": str(room2), "token": "t"})
             await sfu2.recv_type("roster")
             a = await stack.enter_async_context(ws_client(srv.ws_url))
             b = await stack.enter_async_context(ws_client(srv.ws_url))
@@ -390,9 +390,7 @@ class ServerThread:
                 await self.session.aclose()
                 self.final["health"] = (await srv.http.get("/health")).status_code
                 async with ws_client(srv.ws_url) as fresh:
-                    self.final["identified"] = await WsClient.identify_client(
-                        fresh, self.room, "fresh"
-                    )
+                    self.final["identified"] = await fresh.identify_client(self.room, "fresh")
                     await fresh.send("handshake", valid_frames(self.room)[2]["data"])
                     self.final["answer"] = await fresh.recv_type("producer")
                 self.final["errors_500"] = srv.server.metrics.ws_errors.labels("500")._value.get()

@@ -47,12 +47,14 @@ async def test_create_claim_get_round_trip(config: Config) -> None:
             r = await srv.http.get("/getRoomId", params={"urlPath": path})
             assert (r.status_code, r.json()) == (
                 200,
-                {"roomId": room_id, "id": room_id, "urlPath": "myRoom"},
+                {"roomId": room_id, "id": room_id, "urlPath": "myRoom", "passwordRequired": False},
             )
 
         r = await srv.http.post("/createRoom")  # the deployed client used POST
         assert r.status_code == 200
-        assert r.json()["roomId"] == room_id + 1
+        other = r.json()["roomId"]
+        # Random, never sequential (DESIGN section 2), JavaScript-safe.
+        assert other != room_id and 2**32 <= min(room_id, other) < max(room_id, other) < 2**53
 
 
 async def test_claim_room_errors(config: Config) -> None:
@@ -89,18 +91,18 @@ async def test_create_room_limit(tmp_path: Path) -> None:
 
 
 async def test_create_room_sfu_never_ready(tmp_path: Path) -> None:
-    registry = SfuRegistry()
-    registry.remote = {1}  # no SFU ever identifies for room 1
+    registry = SfuRegistry(remote=1)  # no SFU ever identifies for the first room
     config = make_config(tmp_path, rooms={"idle_pool": 0, "start_timeout": 0.3})
     async with running_server(config, registry) as srv:
         r = await srv.http.put("/createRoom")
+        room = await registry.next_remote()
         assert (r.status_code, r.json()) == (
             500,
             {"message": "Failed to start task.", "reason": "the room's SFU did not start in time"},
         )
         # The failed room is closed, not left half-started.
         assert srv.server.store is not None
-        assert srv.server.store.get_room(1).status == "closed"  # type: ignore[union-attr]
+        assert srv.server.store.get_room(room).status == "closed"  # type: ignore[union-attr]
 
 
 async def test_500_when_the_store_breaks(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +120,8 @@ async def test_500_when_the_store_breaks(config: Config, monkeypatch: pytest.Mon
         assert (r.status_code, r.json()) == (500, {"message": "Something broke on the server"})
 
 
-async def test_cors_preflight_and_headers(config: Config) -> None:
+async def test_cors_preflight_and_headers_when_any_origin_is_allowed(tmp_path: Path) -> None:
+    config = make_config(tmp_path, http={"allowed_origins": ["*"]})
     async with running_server(config) as srv:
         r = await srv.http.options(
             "/claimRoom",
@@ -131,7 +134,9 @@ async def test_cors_preflight_and_headers(config: Config) -> None:
         assert r.headers["access-control-allow-origin"] == "*"
         assert "PATCH" in r.headers["access-control-allow-methods"]
         assert "Content-Type" in r.headers["access-control-allow-headers"]
-        r = await srv.http.get("/getRoomId", params={"urlPath": "x"})
+        r = await srv.http.get(
+            "/getRoomId", params={"urlPath": "x"}, headers={"Origin": "https://a.example"}
+        )
         assert r.headers["access-control-allow-origin"] == "*"
 
 
@@ -156,9 +161,8 @@ async def test_health_config_metrics_and_client(tmp_path: Path) -> None:
         body = r.json()
         assert body["wsUrl"] == srv.ws_url
         assert body["iceServers"][0] == {"urls": "stun:stun.example.org:3478"}
-        turn = body["iceServers"][1]
-        assert turn["urls"] == "turn:turn.example.org:3478"
-        assert turn["username"].endswith(":arbiter") and turn["credential"]
+        # URLs only: TURN credentials go to identified clients (tests/test_attacks_http.py).
+        assert body["iceServers"][1] == {"urls": "turn:turn.example.org:3478"}
         assert body["limits"] == {"maxParticipants": 16, "maxMessageBytes": 65536}
         r = await srv.http.get("/metrics")
         assert r.status_code == 200
@@ -206,7 +210,12 @@ async def test_restart_keeps_urls_and_empties_connections(tmp_path: Path) -> Non
     store.close()
     async with running_server(config) as srv:
         r = await srv.http.get("/getRoomId", params={"urlPath": "keep"})
-        assert r.json() == {"roomId": room_id, "id": room_id, "urlPath": "keep"}
+        assert r.json() == {
+            "roomId": room_id,
+            "id": room_id,
+            "urlPath": "keep",
+            "passwordRequired": False,
+        }
         assert srv.server.store is not None
         assert srv.server.store.count_connections() == 1 + 1  # the room's SFU and pool SFU
         rows = srv.server.store.connections()

@@ -13,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from arbiter.http_api import AddressLimiter, client_key_untrusted
+from arbiter.limits import AddressLimiter, client_key_untrusted
 from arbiter.protocol import TokenBucket
 from arbiter.testing import SfuRegistry, make_config, new_room, running_server, ws_client
 
@@ -48,7 +48,7 @@ def test_client_key() -> None:
 def test_address_limiter_forgets_full_buckets_when_the_table_is_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("arbiter.http_api.MAX_TRACKED_ADDRESSES", 3)
+    monkeypatch.setattr("arbiter.limits.MAX_TRACKED_ADDRESSES", 3)
     limiter = AddressLimiter(per_minute=60)
     for key in ("a", "b", "c"):
         assert limiter.retry_after(key, 0.0) == 0
@@ -129,8 +129,7 @@ async def test_max_refused_zero_never_closes(tmp_path: Path) -> None:
 
 
 async def test_identified_remote_sfu_is_exempt_but_not_before_identify(tmp_path: Path) -> None:
-    registry = SfuRegistry()
-    registry.remote = {1}
+    registry = SfuRegistry(remote=1)
     config = make_config(
         tmp_path,
         workers={"token": "secret"},
@@ -138,13 +137,15 @@ async def test_identified_remote_sfu_is_exempt_but_not_before_identify(tmp_path:
     )
     async with running_server(config, registry) as srv, trio.open_nursery() as nursery:
         nursery.start_soon(srv.http.put, "/createRoom")
+        room = await registry.next_remote()
+        sid = str(room)
         async with ws_client(srv.ws_url) as guesser:
             # Unidentified, a would-be SFU is limited like anyone: 3 guesses, then a 429 even
             # for the right token.
             for _ in range(3):
-                await guesser.send("identify", {"type": "sfu", "id": "1", "token": "guess"})
+                await guesser.send("identify", {"type": "sfu", "id": sid, "token": "guess"})
                 assert (await guesser.recv())["message"] == "Forbidden"
-            await guesser.send("identify", {"type": "sfu", "id": "1", "token": "secret"})
+            await guesser.send("identify", {"type": "sfu", "id": sid, "token": "secret"})
             assert await guesser.recv() == {
                 "type": "error",
                 "action": "identify",
@@ -152,10 +153,12 @@ async def test_identified_remote_sfu_is_exempt_but_not_before_identify(tmp_path:
                 "message": "Too many messages",
             }
         async with ws_client(srv.ws_url) as sfu, ws_client(srv.ws_url) as client:
-            await sfu.send("identify", {"type": "sfu", "id": "1", "token": "secret"})
+            await sfu.send("identify", {"type": "sfu", "id": sid, "token": "secret"})
             assert (await sfu.recv())["type"] == "identified"
             await sfu.recv_type("roster")
-            await client.identify_client(1, "c")
+            r = await srv.http.patch("/claimRoom", json={"urlPath": "exempt"})
+            assert r.json() == {"roomId": room}
+            await client.identify_client(room, "c")
             # Identified, it sends 100 offers (a big room's join) with no token left: all relayed.
             for n in range(100):
                 await sfu.send(
@@ -181,7 +184,6 @@ async def test_create_room_per_address(tmp_path: Path) -> None:
         assert r.status_code == 429
         assert r.json() == {"message": "Too many requests"}
         assert r.headers["Retry-After"] == "20"  # one token per 20 s at 3 per minute
-        assert r.headers["Access-Control-Allow-Origin"] == "*"
         assert r.headers["Content-Type"] == "application/json"
         # Behind the trusted proxy (127.0.0.1 here) each forwarded client has its own budget;
         # only the last X-Forwarded-For entry counts (the proxy appended it).

@@ -33,10 +33,13 @@ async def test_idle_pool_is_kept_topped_up(tmp_path: Path) -> None:
 async def test_crashing_sfu_is_restarted_and_siblings_untouched(tmp_path: Path) -> None:
     registry = SfuRegistry()
     crashes = {"left": 1}
+    first: list[int] = []
 
     async def factory(room_id: int, link: SignalingLink) -> None:
-        if room_id == 1 and crashes["left"]:
-            await link.send({"action": "identify", "data": {"type": "sfu", "id": "1"}})
+        if not first:
+            first.append(room_id)
+        if room_id == first[0] and crashes["left"]:
+            await link.send({"action": "identify", "data": {"type": "sfu", "id": str(room_id)}})
             await link.receive()  # identified
             await link.receive()  # roster
             message = await link.receive()  # the first client's arrival
@@ -47,22 +50,25 @@ async def test_crashing_sfu_is_restarted_and_siblings_untouched(tmp_path: Path) 
 
     async with running_server(make_config(tmp_path), factory) as srv:
         ids = [(await srv.http.put("/createRoom")).json()["roomId"] for _ in range(2)]
-        assert ids == [1, 2]
+        assert ids[0] == first[0]
+        for name, room_id in zip(("victim", "bystander"), ids, strict=True):
+            r = await srv.http.patch("/claimRoom", json={"urlPath": name})
+            assert r.json() == {"roomId": room_id}
         async with ws_client(srv.ws_url) as victim, ws_client(srv.ws_url) as bystander:
-            await bystander.identify_client(2, "bystander")
-            await victim.identify_client(1, "victim")
-            assert await victim.recv() == {"type": "sfuDisconnect", "roomId": 1}
+            await bystander.identify_client(ids[1], "bystander")
+            await victim.identify_client(ids[0], "victim")
+            assert await victim.recv() == {"type": "sfuDisconnect", "roomId": ids[0]}
             # The SFU comes back and routes again.
             with trio.fail_after(5):
-                while 1 not in registry.sfus:
+                while ids[0] not in registry.sfus:
                     await trio.sleep(0.02)
             await victim.send("handshake", {"type": "producer", "description": {"sdp": "x"}})
-            got = await registry.sfus[1].wait_for(lambda m: m.get("type") == "producer")
+            got = await registry.sfus[ids[0]].wait_for(lambda m: m.get("type") == "producer")
             assert got["sender"] == "victim"
             # The other room never noticed.
             await bystander.expect_silence()
             await bystander.send("handshake", {"type": "producer"})
-            got = await registry.sfus[2].wait_for(lambda m: m.get("type") == "producer")
+            got = await registry.sfus[ids[1]].wait_for(lambda m: m.get("type") == "producer")
             assert got["sender"] == "bystander"
         assert srv.server.metrics.room_crashes._value.get() == 1
 
@@ -96,13 +102,22 @@ async def test_claimed_room_nobody_joins_is_closed_sooner(tmp_path: Path) -> Non
     config = make_config(
         tmp_path, rooms={"idle_pool": 0, "empty_timeout": 3600.0, "unjoined_timeout": 0.3}
     )
-    async with running_server(config) as srv:
+    registry = SfuRegistry()
+    async with running_server(config, registry) as srv:
         squatted = (await srv.http.put("/createRoom")).json()["roomId"]
         await srv.http.patch("/claimRoom", json={"urlPath": "squat"})
+        # Identifying without ever connecting media does not count as joining.
+        async with ws_client(srv.ws_url) as c:
+            await c.identify_client(squatted, "idler")
         used = (await srv.http.put("/createRoom")).json()["roomId"]
         await srv.http.patch("/claimRoom", json={"urlPath": "used"})
         async with ws_client(srv.ws_url) as c:
             await c.identify_client(used, "visitor")
+            # The room's SFU reports the visitor's media up (DESIGN section 3, mediaUp).
+            await registry.sfus[used].link.send(
+                {"action": "room", "data": {"type": "mediaUp", "id": "visitor"}}
+            )
+            await c.expect_silence(0.1)
         with trio.fail_after(5):
             while (
                 await srv.http.get("/getRoomId", params={"urlPath": "squat"})

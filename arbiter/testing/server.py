@@ -25,9 +25,14 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         media={"listen": "127.0.0.1", "port": 0, "announced_ip": ["127.0.0.1"]},
         store={"path": str(tmp_path / "arbiter.db")},
         rooms={"idle_pool": 0},
-        # Tests create many rooms from 127.0.0.1; the per-address createRoom limit is tested on
-        # its own (tests/test_rate_limits.py) with explicit limits.
-        limits={"create_room_per_minute": 0},
+        # Tests create many rooms from 127.0.0.1; the per-address budgets are tested on their
+        # own (tests/test_rate_limits.py, tests/test_attacks*.py) with explicit limits.
+        limits={
+            "create_room_per_minute": 0,
+            "rooms_per_address": 0,
+            "lookups_per_minute": 0,
+            "failed_identifies_per_minute": 0,
+        },
     )
     return base.replace(**sections) if sections else base
 
@@ -96,14 +101,26 @@ class RecordingSFU:
 
 
 class SfuRegistry:
-    """Factory handing out RecordingSFUs; rooms in `remote` get no in-process SFU at all."""
+    """Factory handing out RecordingSFUs.
 
-    def __init__(self) -> None:
+    The next `remote` rooms started get no in-process SFU at all (a test plays their remote
+    SFU); their ids (random, DESIGN section 2) arrive through `next_remote()`.
+    """
+
+    def __init__(self, remote: int = 0) -> None:
         self.sfus: dict[int, RecordingSFU] = {}
-        self.remote: set[int] = set()
+        self.remote = remote
+        self._remote_send, self._remote_ids = trio.open_memory_channel[int](100)
+
+    async def next_remote(self) -> int:
+        """The id of the next room started without an in-process SFU."""
+        with trio.fail_after(5):
+            return await self._remote_ids.receive()
 
     async def __call__(self, room_id: int, link: SignalingLink) -> None:
-        if room_id in self.remote:
+        if self.remote > 0:
+            self.remote -= 1
+            self._remote_send.send_nowait(room_id)
             await trio.sleep_forever()
         sfu = self.sfus[room_id] = RecordingSFU(room_id, link)
         await sfu.run()
