@@ -6,7 +6,7 @@ participants with real ICE, DTLS and SRTP publishing recorded audio and video). 
 call runs, sends `--frames` generated frames (mutated valid frames of every action, random
 JSON-ish values, truncated and byte-flipped JSON, binary frames, deep nesting; seeded) from
 `--sockets` WebSockets to room X, each followed by a probe so every answer is judged against
-the contract (tests/hostile_frames.py), plus a flooder (refused with 429, then closed 1008) and
+the contract (arbiter/testing/hostile.py), plus a flooder (refused with 429, then closed 1008) and
 over-size frames (closed 1009). At the end: the server's health, a fresh client identifying,
 and the call's per-SSRC accounting (received == sent, no sequence gap), forwarding latency and
 error frames.
@@ -26,24 +26,14 @@ from typing import Any
 
 import httpx
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    open_websocket_url,
-)
+from trio_websocket import ConnectionClosed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from arbiter.bench import payloads  # noqa: E402
-from arbiter.bench.arbiter_target import ArbiterTarget  # noqa: E402
-from arbiter.bench.participant import join_call  # noqa: E402
-from arbiter.sfu.dtls import Certificate  # noqa: E402
-from arbiter.testing.hostile import (  # noqa: E402
-    HostileSession,
-    Tally,
-    flood_once,
-    random_frame,
-    valid_frames,
-)
+from arbiter.bench import payloads
+from arbiter.bench.arbiter_target import ArbiterTarget
+from arbiter.bench.participant import join_call
+from arbiter.sfu.dtls import Certificate
+from arbiter.testing.hostile import HostileSession, Tally, flood_once, random_frame, valid_frames
+from arbiter.testing.signaling import ws_client
 
 
 async def flood(ws_url: str, stop: trio.Event, tally: Tally) -> None:
@@ -58,11 +48,11 @@ async def oversize(ws_url: str, stop: trio.Event, tally: Tally) -> None:
     rounds = 0
     while not stop.is_set() and rounds < 1000:
         rounds += 1
-        async with open_websocket_url(ws_url) as ws:
-            await ws.send_message("x" * 70_000)  # over limits.max_message_bytes (65536)
+        async with ws_client(ws_url) as ws:
+            await ws.send_raw("x" * 70_000)  # over limits.max_message_bytes (65536)
             try:
                 with trio.fail_after(5):
-                    await ws.get_message()
+                    await ws.ws.get_message()
                 tally.count("oversize answered")
             except ConnectionClosed as exc:
                 tally.count(f"oversize close {exc.reason.code}")
@@ -126,9 +116,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         latencies.sort()
         async with httpx.AsyncClient(base_url=target.url, timeout=10) as http:
             health = (await http.get("/health")).status_code
-        async with open_websocket_url(ws_url) as fresh:
-            await fresh.send_message(json.dumps({"action": "identify", "data": {"type": "client", "id": "fresh", "roomId": room_x}}))  # fmt: skip
-            identified = json.loads(await fresh.get_message())["type"]
+        async with ws_client(ws_url) as fresh:
+            await fresh.send_identify(room_x, "fresh")
+            identified = (await fresh.recv(timeout=None))["type"]
         result = {
             "frames": tally.frames,
             "sockets": args.sockets,

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import httpx
 import trio
-from trio_websocket import open_websocket_url
 
 from arbiter.bench import procstat, sdp_client
 from arbiter.config import LimitsConfig
 from arbiter.sfu.ice import random_pwd, random_ufrag
+from arbiter.testing.signaling import consumer_offer, is_error, producer_answer, ws_client
 
 FINGERPRINT = ":".join(["AB"] * 32)  # never checked: these clients never start DTLS
 
@@ -57,6 +57,8 @@ def _config(tmp: Path, clients_per_room: int) -> Path:
     # address on purpose, so lift the ones this version of Arbiter has.
     if "create_room_per_minute" in limits:
         extra += "create_room_per_minute = 100000\n"
+    if "rooms_per_address" in limits:
+        extra += "rooms_per_address = 0\n"
     if "messages_per_second" in limits:
         extra += "messages_per_second = 1000\n"
     if "message_burst" in limits:
@@ -80,33 +82,28 @@ async def run_client(
 ) -> None:
     peer_id = f"c{index}"
     try:
-        async with open_websocket_url(url, max_message_size=1 << 20) as ws:
+        async with ws_client(url, max_message_size=1 << 20) as ws:
             out.connected = True
             await go.wait()
             await trio.sleep(delay)
             t0 = time.perf_counter()
-            await ws.send_message(json.dumps(
-                {"action": "identify", "data": {"type": "client", "id": peer_id, "roomId": room}}
-            ))  # fmt: skip
+            await ws.send_identify(room, peer_id)
             offer = sdp_client.build_publisher_offer(
                 random_ufrag(), random_pwd(), FINGERPRINT, 2 * index + 1, 2 * index + 2,
                 candidate=("127.0.0.1", 9),
             )  # fmt: skip
             sent_offer = 0.0
             while True:
-                message = json.loads(await ws.get_message())
-                kind = message.get("type")
-                if kind == "identified":
+                message = await ws.recv(timeout=None)
+                if message.get("type") == "identified":
                     out.identify_ms = (time.perf_counter() - t0) * 1000
                     sent_offer = time.perf_counter()
-                    await ws.send_message(json.dumps({"action": "handshake", "data": {
-                        "type": "producer", "roomId": room,
-                        "description": {"type": "offer", "sdp": offer}}}))  # fmt: skip
-                elif kind == "producer" and "description" in message:
+                    await ws.send_offer(offer, room_id=room)
+                elif producer_answer(message) is not None:
                     out.answer_ms = (time.perf_counter() - sent_offer) * 1000
-                elif kind == "consumer" and "description" in message:
+                elif consumer_offer(message) is not None:
                     out.consumer_offers += 1
-                elif kind == "error" or "error" in message:
+                elif is_error(message):
                     out.errors.append(message)
                 if out.answer_ms and out.consumer_offers >= others:
                     break

@@ -5,7 +5,8 @@ puts a *resident* participant in it (publishing), then runs `--cycles` cycles of
 that identifies, offers its producer and completes ICE + DTLS + SRTP on it, answers the SFU's
 consumer offer for the resident and connects it, waits until the resident has connected its
 consumer of the newcomer, and leaves: even cycles with an explicit `disconnect` (the server
-closes with 1000), odd cycles with a TCP reset and no WebSocket close at all (tests/soak.py).
+closes with 1000), odd cycles with a TCP reset and no WebSocket close at all
+(arbiter/testing/soak.py).
 
 At cycles 0 (the resident alone), 100, 1000 (and every `--every`) it samples, from outside the
 server: connection rows in SQLite (read-only), the media plane's tables and open WebSockets from
@@ -34,12 +35,9 @@ from typing import Any
 import httpx
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from arbiter.bench import procstat  # noqa: E402
-from arbiter.sfu.dtls import Certificate  # noqa: E402
-from arbiter.testing.soak import Resident, Tables, cycle  # noqa: E402
+from arbiter.bench import procstat
+from arbiter.sfu.dtls import Certificate
+from arbiter.testing.soak import Resident, Tables, cycle
 
 RSS_TARGET = 0.05
 

@@ -7,7 +7,6 @@ media legs do real ICE, DTLS and SRTP (`engine.Leg`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -16,9 +15,10 @@ from typing import Any
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed
 
 from ..sfu.dtls import Certificate
+from ..testing.signaling import WsClient, consumer_offer, is_error, producer_answer, ws_client
 from . import procstat, sdp_client
 from .engine import Leg
 from .participant import Participant, Target
@@ -47,7 +47,7 @@ class ArbiterTarget(Target):
                 "announced_ip = [\"127.0.0.1\"]\n"
                 "[rooms]\nidle_pool = 0\nmax_rooms = 1000\nmax_participants = 64\n"
                 # Every room of a benchmark is created from this one address.
-                "[limits]\ncreate_room_per_minute = 0\n"
+                "[limits]\ncreate_room_per_minute = 0\nrooms_per_address = 0\n"
                 f"[store]\npath = \"{tmp}/arbiter.db\"\n"
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
@@ -78,7 +78,7 @@ class ArbiterParticipant(Participant):
         super().__init__(number, certificate)
         self.target = target
         self.room_id = room_id
-        self.ws: WebSocketConnection | None = None
+        self.ws: WsClient | None = None
         self.messages: list[dict[str, Any]] = []  # every frame received, in order
         self.close_code: int | None = None  # set when the server closed the WebSocket
         self._answer: trio.MemorySendChannel[str] | None = None
@@ -89,7 +89,7 @@ class ArbiterParticipant(Participant):
         self.ws = await nursery.start(_open_ws, ws_url)
         self._answer, self._answers = trio.open_memory_channel[str](1)
         self.joined_at = trio.current_time()
-        await self._send("identify", {"type": "client", "id": self.peer_id, "roomId": self.room_id})
+        await self.ws.send_identify(self.room_id, self.peer_id)
         nursery.start_soon(self._read, nursery)
         if publish:
             leg = self.publisher_leg = Leg(self.certificate)
@@ -98,11 +98,7 @@ class ArbiterParticipant(Participant):
                 me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, self.video_ssrc,
                 candidate=leg.address,
             )  # fmt: skip
-            await self._send(
-                "handshake",
-                {"type": "producer", "roomId": self.room_id,
-                 "description": {"type": "offer", "sdp": offer}},
-            )  # fmt: skip
+            await self.ws.send_offer(offer, room_id=self.room_id)
             with trio.fail_after(10):
                 answer = await self._answers.receive()
             leg.attach_remote(sdp_client.remote_media_params(answer))
@@ -115,32 +111,26 @@ class ArbiterParticipant(Participant):
     async def leave(self) -> None:
         if self.ws is not None:
             with trio.move_on_after(2):
-                await self._send("disconnect", {})
+                await self.ws.send("disconnect", {})
                 await self.ws.aclose()
         self.close_legs()
-
-    async def _send(self, action: str, data: dict[str, Any]) -> None:
-        assert self.ws is not None
-        await self.ws.send_message(json.dumps({"action": action, "data": data}))
 
     async def _read(self, nursery: trio.Nursery) -> None:
         assert self.ws is not None and self._answer is not None
         while True:
             try:
-                message = json.loads(await self.ws.get_message())
+                message = await self.ws.recv(timeout=None)
             except ConnectionClosed as exc:
                 self.close_code = exc.reason.code
                 return
             except Exception:
                 return
             self.messages.append(message)
-            kind = message.get("type")
-            description = message.get("description") or {}
-            if kind == "producer" and description.get("type") == "answer":
-                await self._answer.send(description["sdp"])
-            elif kind == "consumer" and description.get("type") == "offer":
-                nursery.start_soon(self._consume, message["remotePeerId"], description["sdp"])
-            elif kind == "error" or message.get("error"):
+            if (answer := producer_answer(message)) is not None:
+                await self._answer.send(answer)
+            elif (offer := consumer_offer(message)) is not None:
+                nursery.start_soon(self._consume, *offer)
+            elif is_error(message):
                 self.errors.append(message)
 
     async def _consume(self, publisher_id: str, offer: str) -> None:
@@ -149,19 +139,16 @@ class ArbiterParticipant(Participant):
         answer = sdp_client.build_subscriber_answer(
             offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address
         )
-        await self._send(
-            "handshake",
-            {"type": "consumer", "remotePeerId": publisher_id, "roomId": self.room_id,
-             "description": {"type": "answer", "sdp": answer}},
-        )  # fmt: skip
+        assert self.ws is not None
+        await self.ws.send_answer(publisher_id, answer, room_id=self.room_id)
         with trio.fail_after(10):
             await leg.connect()
         self.add_subscription(publisher_id, leg)
 
 
 async def _open_ws(
-    url: str, *, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED
+    url: str, *, task_status: trio.TaskStatus[WsClient] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    async with open_websocket_url(url, max_message_size=1 << 20) as ws:
+    async with ws_client(url, max_message_size=1 << 20) as ws:
         task_status.started(ws)
         await trio.sleep_forever()

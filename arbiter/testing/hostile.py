@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
+from trio_websocket import ConnectionClosed
 
 from arbiter.bench import sdp_client
+
+from .signaling import WsClient
 
 # Every error the gateway may answer a peer's frame with (status, message), byte for byte.
 DOCUMENTED_ERRORS = {
@@ -182,17 +184,17 @@ async def flood_once(ws_url: str, frames: int, tally: Tally) -> None:
     a connection the server closed while frames were still in flight. Every wait is bounded.
     """
     async with trio.open_nursery() as conn:
-        ws = await connect_websocket_url(conn, ws_url)
+        ws = await WsClient.connect(conn, ws_url)
 
         async def read() -> None:
             with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
                 while True:
-                    await ws.get_message()
+                    await ws.ws.get_message()
 
         conn.start_soon(read)
         with contextlib.suppress(ConnectionClosed), trio.move_on_after(10):
             for _ in range(frames):
-                await ws.send_message('{"action":"chat","data":{"content":"flood"}}')
+                await ws.send_raw('{"action":"chat","data":{"content":"flood"}}')
         with trio.move_on_after(10):
             while not ws.closed:
                 await trio.sleep(0.01)
@@ -212,16 +214,14 @@ class HostileSession:
         self.tally = tally
         # The connection's background reader lives here, not in whichever task calls exchange.
         self.nursery = nursery
-        self.ws: WebSocketConnection | None = None
+        self.ws: WsClient | None = None
         self.probes = 0
 
-    async def _open(self) -> WebSocketConnection:
+    async def _open(self) -> WsClient:
         if self.ws is None or self.ws.closed:
             if self.ws is not None:
                 await self.ws.aclose()
-            self.ws = await connect_websocket_url(
-                self.nursery, self.ws_url, max_message_size=1 << 20
-            )
+            self.ws = await WsClient.connect(self.nursery, self.ws_url, max_message_size=1 << 20)
         return self.ws
 
     async def aclose(self) -> None:
@@ -238,11 +238,11 @@ class HostileSession:
         probe = f"{PROBE}-{self.probes}"
         got: list[dict[str, Any]] = []
         try:
-            await ws.send_message(frame)
-            await ws.send_message(json.dumps({"action": probe}))
+            await ws.send_raw(frame)
+            await ws.send(probe)
             with trio.fail_after(timeout):
                 while True:
-                    message = json.loads(await ws.get_message())
+                    message = await ws.recv_json(timeout=None)
                     if message == {
                         "type": "error",
                         "action": probe,

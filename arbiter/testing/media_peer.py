@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -40,7 +39,9 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
-from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
+from trio_websocket import ConnectionClosed
+
+from .signaling import WsClient
 
 T = TypeVar("T")
 
@@ -200,7 +201,7 @@ class MediaPeer:
 
         self._nursery: trio.Nursery | None = None
         self._reader_scope: trio.CancelScope | None = None
-        self._ws: WebSocketConnection | None = None
+        self._ws: WsClient | None = None
         self._arrived = trio.Event()
         self._entered = False
 
@@ -264,10 +265,8 @@ class MediaPeer:
             raise RuntimeError("use `async with MediaPeer()` (or open_media_peer()) first")
         self.peer_id, self.room_id, self.name = peer_id, room_id, name
         with trio.fail_after(10):
-            self._ws = await connect_websocket_url(self._nursery, ws_url)
-            await self._send(
-                "identify", {"type": "client", "id": peer_id, "roomId": room_id, "name": name}
-            )
+            self._ws = await WsClient.connect(self._nursery, ws_url)
+            await self._ws.send_identify(room_id, peer_id, name)
             identified = await self._recv()
             if identified.get("type") != "identified":
                 raise AssertionError(f"{peer_id}: identify failed: {identified}")
@@ -277,10 +276,7 @@ class MediaPeer:
                 await self._handle(message)
         await self._nursery.start(self._read_loop)
         offer = await self.create_producer_offer()
-        await self._send(
-            "handshake",
-            {"type": "producer", "roomId": room_id, "description": offer},
-        )
+        await self._ws.send_handshake("producer", offer, room_id=room_id)
         if answer_timeout is not None:
             await self.wait_for_producer_answer(answer_timeout)
 
@@ -302,7 +298,7 @@ class MediaPeer:
             self._reader_scope.cancel()
         if self._ws is not None:
             try:
-                await self._send("disconnect")
+                await self._ws.send("disconnect")
             except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
         if self.thread.alive:
@@ -404,18 +400,9 @@ class MediaPeer:
 
     # ---------------------------------------------------------------- signaling (trio side)
 
-    async def _send(self, action: str, data: dict[str, Any] | None = None) -> None:
-        assert self._ws is not None
-        frame: dict[str, Any] = {"action": action}
-        if data is not None:
-            frame["data"] = data
-        await self._ws.send_message(json.dumps(frame))
-
     async def _recv(self) -> dict[str, Any]:
         assert self._ws is not None
-        message = json.loads(await self._ws.get_message())
-        if not isinstance(message, dict):
-            raise AssertionError(f"{self.peer_id}: non-object frame {message!r}")
+        message = await self._ws.recv(timeout=None)
         self.messages.append(message)
         self._wake()
         return message
@@ -461,14 +448,9 @@ class MediaPeer:
             elif kind == "consumer" and description.get("type") == "offer":
                 publisher = message["remotePeerId"]
                 answer = await self.accept_consumer_offer(publisher, description)
-                await self._send(
-                    "handshake",
-                    {
-                        "type": "consumer",
-                        "remotePeerId": publisher,
-                        "roomId": self.room_id,
-                        "description": answer,
-                    },
+                assert self._ws is not None
+                await self._ws.send_handshake(
+                    "consumer", answer, remote_peer_id=publisher, room_id=self.room_id
                 )
         self._wake()
 

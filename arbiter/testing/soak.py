@@ -18,25 +18,20 @@ accumulates and shows up in `Tables`.
 
 from __future__ import annotations
 
-import json
-import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed
 
 from arbiter.bench import sdp_client
 from arbiter.bench.engine import Leg
 from arbiter.sfu.dtls import Certificate
 
+from .signaling import WsClient, consumer_offer, is_error, producer_answer, ws_client
+
 STEP_TIMEOUT = 10.0  # seconds any one step of a cycle may take
 AUDIO_SSRC, VIDEO_SSRC = 0x2000_0000, 0x2000_0001
-
-
-async def _send(ws: WebSocketConnection, action: str, data: dict[str, Any]) -> None:
-    await ws.send_message(json.dumps({"action": action, "data": data}))
 
 
 def _publisher_offer(leg: Leg, audio_ssrc: int, video_ssrc: int) -> str:
@@ -47,7 +42,7 @@ def _publisher_offer(leg: Leg, audio_ssrc: int, video_ssrc: int) -> str:
 
 
 async def _answer_consumer(
-    ws: WebSocketConnection, certificate: Certificate, publisher: str, offer: str
+    ws: WsClient, certificate: Certificate, publisher: str, offer: str
 ) -> Leg:
     """Answer one consumer offer and complete ICE + DTLS on it; the caller closes the leg."""
     leg = Leg(certificate)
@@ -56,29 +51,13 @@ async def _answer_consumer(
         answer = sdp_client.build_subscriber_answer(
             offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address
         )
-        await _send(
-            ws,
-            "handshake",
-            {"type": "consumer", "remotePeerId": publisher,
-             "description": {"type": "answer", "sdp": answer}},
-        )  # fmt: skip
+        await ws.send_answer(publisher, answer)
         with trio.fail_after(STEP_TIMEOUT):
             await leg.connect()
     except BaseException:
         leg.close()
         raise
     return leg
-
-
-def reset_tcp(ws: WebSocketConnection) -> None:
-    """Close the WebSocket's TCP connection with a RST and no close frame (a crashed client).
-
-    trio-websocket has no public way to drop a connection unannounced; its stream's socket is
-    the only handle. SO_LINGER 0 makes close() send RST instead of FIN.
-    """
-    sock = ws._stream.socket  # type: ignore[attr-defined]
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 @dataclass
@@ -89,7 +68,7 @@ class Resident:
     room_id: int
     certificate: Certificate
     peer_id: str = "resident"
-    ws: WebSocketConnection | None = None
+    ws: WsClient | None = None
     producer: Leg | None = None
     consumer: Leg | None = None  # the latest cycle's consumer leg
     offers: dict[str, str] = field(default_factory=dict)  # publisher -> pending offer SDP
@@ -100,14 +79,11 @@ class Resident:
     _changed: trio.Event = field(default_factory=trio.Event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with open_websocket_url(self.ws_url) as ws, trio.open_nursery() as nursery:
+        async with ws_client(self.ws_url) as ws, trio.open_nursery() as nursery:
             self.ws = ws
-            await _send(ws, "identify", {"type": "client", "id": self.peer_id,
-                                         "roomId": self.room_id})  # fmt: skip
+            await ws.send_identify(self.room_id, self.peer_id)
             leg = self.producer = Leg(self.certificate)
-            offer = _publisher_offer(leg, AUDIO_SSRC - 2, VIDEO_SSRC - 2)
-            await _send(ws, "handshake", {"type": "producer",
-                                          "description": {"type": "offer", "sdp": offer}})  # fmt: skip
+            await ws.send_offer(_publisher_offer(leg, AUDIO_SSRC - 2, VIDEO_SSRC - 2))
             nursery.start_soon(self._read, ws)
             with trio.fail_after(STEP_TIMEOUT):
                 answer = await self._wait_offer("")
@@ -117,7 +93,7 @@ class Resident:
             nursery.start_soon(leg.keep_consent, self.stop)
             task_status.started()
             await self.stop.wait()
-            await _send(ws, "disconnect", {})
+            await ws.send("disconnect", {})
             nursery.cancel_scope.cancel()
         self.close()
 
@@ -127,23 +103,23 @@ class Resident:
             if leg is not None:
                 leg.close()
 
-    async def _read(self, ws: WebSocketConnection) -> None:
+    async def _read(self, ws: WsClient) -> None:
         while True:
             try:
-                message = json.loads(await ws.get_message())
+                message = await ws.recv(timeout=None)
             except ConnectionClosed:
                 return
             kind = message.get("type")
-            description = message.get("description") or {}
-            if kind == "producer" and description.get("type") == "answer":
-                self.offers[""] = description["sdp"]
-            elif kind == "consumer" and description.get("type") == "offer":
-                self.offers[message["remotePeerId"]] = description["sdp"]
+            if (answer := producer_answer(message)) is not None:
+                self.offers[""] = answer
+            elif (offer := consumer_offer(message)) is not None:
+                publisher, sdp = offer
+                self.offers[publisher] = sdp
             elif kind == "clientJoin":
                 self.joins += 1
             elif kind == "clientDisconnect":
                 self.leaves += 1
-            elif kind == "error" or "error" in message:
+            elif is_error(message):
                 self.errors.append(message)
             self._changed.set()
             self._changed = trio.Event()
@@ -172,38 +148,34 @@ async def cycle(
     peer_id = f"cycler-{n}"
     legs: list[Leg] = []
     try:
-        async with open_websocket_url(ws_url) as ws:
-            await _send(ws, "identify", {"type": "client", "id": peer_id, "roomId": room_id})
+        async with ws_client(ws_url) as ws:
+            await ws.send_identify(room_id, peer_id)
             producer = Leg(certificate)
             legs.append(producer)
-            offer = _publisher_offer(producer, AUDIO_SSRC + 2 * n, VIDEO_SSRC + 2 * n)
-            await _send(ws, "handshake", {"type": "producer",
-                                          "description": {"type": "offer", "sdp": offer}})  # fmt: skip
-            answer = consumer_offer = None
+            await ws.send_offer(_publisher_offer(producer, AUDIO_SSRC + 2 * n, VIDEO_SSRC + 2 * n))
+            answer = resident_offer = None
             with trio.fail_after(STEP_TIMEOUT):
-                while answer is None or consumer_offer is None:
-                    message = json.loads(await ws.get_message())
-                    kind = message.get("type")
-                    description = message.get("description") or {}
-                    if message.get("error") or kind == "error":
+                while answer is None or resident_offer is None:
+                    message = await ws.recv(timeout=None)
+                    if is_error(message):
                         raise AssertionError(f"cycle {n}: {message}")
-                    if kind == "producer":
-                        answer = description["sdp"]
-                    elif kind == "consumer" and message["remotePeerId"] == resident.peer_id:
-                        consumer_offer = description["sdp"]
+                    if (sdp := producer_answer(message)) is not None:
+                        answer = sdp
+                    elif (offer := consumer_offer(message)) and offer[0] == resident.peer_id:
+                        resident_offer = offer[1]
             producer.attach_remote(sdp_client.remote_media_params(answer))
             with trio.fail_after(STEP_TIMEOUT):
                 await producer.connect()
-            legs.append(await _answer_consumer(ws, certificate, resident.peer_id, consumer_offer))
+            legs.append(await _answer_consumer(ws, certificate, resident.peer_id, resident_offer))
             await resident.accept(peer_id)
             if abrupt:
-                reset_tcp(ws)
+                ws.reset()
                 return
-            await _send(ws, "disconnect", {})
+            await ws.send("disconnect", {})
             with trio.fail_after(STEP_TIMEOUT):
                 try:
                     while True:
-                        await ws.get_message()  # nothing more is expected but the close
+                        await ws.ws.get_message()  # nothing more is expected but the close
                 except ConnectionClosed as exc:
                     if exc.reason.code != 1000:
                         raise AssertionError(f"cycle {n}: closed with {exc.reason}") from exc
