@@ -141,7 +141,9 @@ def test_rtp_is_forwarded_unchanged_to_every_consumer(room) -> None:  # type: ig
 
 def test_nack_is_answered_from_the_cache(room) -> None:  # type: ignore[no-untyped-def]
     h, clients, _ = room
-    packets = [rtp.build_rtp(96, 65534 + i, 0, VIDEO, bytes([i]) * 500) for i in range(4)]
+    h.router.tick(h.now)  # a forwarded-bytes sample: the NACK budget's window opens here
+    packets = [rtp.build_rtp(96, (65534 + i) & 0xFFFF, 0, VIDEO, bytes([i]) * 500)
+               for i in range(4)]  # fmt: skip
     for packet in packets:  # sequence numbers 65534, 65535, 0, 1: across the wrap
         h.send_rtp(clients["P"], P_ADDR, packet)
     h.net.take(S1_ADDR)
@@ -270,9 +272,14 @@ def test_replayed_check_cannot_move_the_media() -> None:
     assert t.remote_addr == P_ADDR and t.ice.selected == P_ADDR
     assert attacker not in h.endpoint.by_addr
     assert h.endpoint.counters["stun_bad"] == 1
-    # A fresh check (only the real browser can sign one) still moves it: a network change.
+    # A fresh check (the real browser, or anyone holding its ice-pwd) is answered, but media
+    # follows it only once authenticated SRTP comes from there too: a network change.
     h.endpoint.dispatch(client.binding_request(), attacker, h.now)
-    assert t.remote_addr == attacker
+    assert len(h.net.take(attacker)) == 1
+    assert t.remote_addr == P_ADDR and t.pending_addr == attacker
+    h.send_rtp(client, attacker, rtp.build_rtp(96, 1, 0, VIDEO, b"moved"))
+    assert t.remote_addr == attacker and t.pending_addr is None
+    assert h.endpoint.counters["ice_switch"] == 1
 
 
 def test_peer_close_notify_closes_the_transport_at_once(room) -> None:  # type: ignore[no-untyped-def]

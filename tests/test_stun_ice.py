@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbiter.errors import MalformedInput
-from arbiter.sfu.ice import IceLiteResponder, random_pwd, random_ufrag
+from arbiter.sfu.ice import DEFERRED, SWITCHED, IceLiteResponder, random_pwd, random_ufrag
 from arbiter.sfu.stun import (
     BindingRequest,
     binding_success,
@@ -378,12 +378,49 @@ def test_nomination_and_renomination() -> None:
     )
     assert changed is False and ice.selected == ADDR and ice.last_consent == 103.0
     assert parse_binding_response_untrusted(response, PWD)[1] == other
-    # USE-CANDIDATE from it (network change / renomination) moves the selection.
+    # USE-CANDIDATE from it (network change / renomination) only makes it pending: a check
+    # proves the ice-pwd, not that the source address is the sender's own.
     _, changed = ice.handle_request_untrusted(fresh_request(), other, 105.0)
-    assert changed is True and ice.selected == other and ice.last_consent == 105.0
+    assert changed is False and ice.selected == ADDR and ice.pending == other
+    assert ice.last_consent == 103.0
+    # Authenticated media from it confirms it: selected, consent from its nominating check.
+    assert ice.confirm(ADDR, 105.5) == ""  # not the pending one
+    assert ice.confirm(other, 105.5) == SWITCHED
+    assert ice.selected == other and ice.pending is None and ice.last_consent == 105.0
     # Now the old address is just another address.
     _, changed = ice.handle_request_untrusted(fresh_request(use_candidate=False), ADDR, 106.0)
     assert changed is False and ice.selected == other and ice.last_consent == 105.0
+
+
+def test_later_nomination_waits_for_media_and_switches_are_rate_limited() -> None:
+    """DESIGN section 4 (ICE-lite): the first nomination selects; a later one from another
+    address takes effect only once authenticated media comes from it, at most one switch per
+    second; blind STUN from a spoofed address never moves anything by itself."""
+    ice = responder()
+    _, changed = ice.handle_request_untrusted(fresh_request(), ADDR, 101.0)
+    assert changed is True and ice.selected == ADDR and ice.pending is None
+    victim = ("198.51.100.7", 9)
+    for i in range(20):  # blind checks with USE-CANDIDATE from a spoofed source
+        response, changed = ice.handle_request_untrusted(fresh_request(), victim, 102.0 + i)
+        assert changed is False and parse_binding_response_untrusted(response, PWD)[1] == victim
+    assert ice.selected == ADDR and ice.pending == victim
+    assert ice.last_consent == 101.0  # checks from a pending address are not consent
+    assert ice.consent_expired(131.5)
+    # Renominating the selected pair drops the pending address.
+    ice.handle_request_untrusted(fresh_request(), ADDR, 122.0)
+    assert ice.pending is None and ice.confirm(victim, 122.1) == ""
+    # A genuine move: nominated, then media from there; then straight back within a second:
+    # proven, but held back by the rate limit (reported once), taken once it allows.
+    other = ("203.0.113.5", 7000)
+    ice.handle_request_untrusted(fresh_request(), other, 123.0)
+    assert ice.confirm(other, 123.1) == SWITCHED and ice.selected == other
+    ice.handle_request_untrusted(fresh_request(), ADDR, 123.2)
+    assert ice.pending == ADDR
+    assert ice.confirm(ADDR, 123.3) == DEFERRED
+    assert ice.confirm(ADDR, 123.4) == ""  # still held, not reported again
+    assert ice.selected == other
+    assert ice.confirm(ADDR, 124.1) == SWITCHED
+    assert ice.selected == ADDR and ice.switches == 2 and ice.last_consent == 123.2
 
 
 def test_retransmission_is_answered_but_a_replay_elsewhere_is_dropped() -> None:

@@ -9,7 +9,15 @@ and `wait_writable` only when the kernel buffer is full; a checkpoint between ba
 signaling stays responsive. Nothing per packet awaits, logs or touches the database.
 
 Every bad datagram is dropped and counted by reason in `counters` (a `collections.Counter`,
-exported to Prometheus at scrape time); nothing a remote peer sends raises out of the loop.
+exported to Prometheus at scrape time); nothing a remote peer sends raises out of the loop, and
+an unexpected error is logged at most once per 10 s per kind (`ratelog`).
+
+Addresses (DESIGN section 4, ICE-lite). A valid STUN check is answered to its source and lets
+that address reach its transport (`by_addr`), but outgoing media follows a new nomination only
+once authenticated SRTP/SRTCP comes from it (`WebRtcTransport.authenticated_from`), and an
+address another transport is actively receiving authenticated media from is not handed over on
+the strength of a check: a check replayed from a participant's address must not cost that
+participant its packets.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ import trio
 
 from ..config import MediaConfig
 from ..errors import MalformedInput
-from . import mux, stun
+from . import ice, mux, stun
 from .dtls import Certificate
+from .ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from .media import MediaRoom
@@ -49,6 +58,13 @@ SEND_BACKLOG = 4096  # datagrams queued while the kernel buffer is full; beyond:
 SOCKET_BUFFER = 4 * 1024 * 1024
 MAX_ADDRS_PER_TRANSPORT = 8  # candidate pairs a browser may validate; caps memory per peer
 TIMER_INTERVAL = 0.05  # DTLS retransmission granularity (its timeouts start at 1 s)
+# Refresh `now` every this many datagrams of a batch: a batch of expensive RTCP (NACK floods)
+# can take long enough that the batch's start time would skew the 100 ms NACK repeat limit.
+CLOCK_EVERY = 16
+# An address that delivered authenticated SRTP/SRTCP to its transport this recently stays with
+# it, whatever valid STUN arrives from it for another transport. Browsers send RTCP at least
+# every second or so; a transport silent this long has been closed or moved.
+ADDRESS_HOLD = 5.0
 REPORT_INTERVAL = 1.0  # consent checks and RTCP reports to publishers (RFC 3550 6.2)
 
 
@@ -98,6 +114,7 @@ class MediaEndpoint:
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._wake_writer = trio.Event()
         self._sendto: Callable[[bytes, Address], int] | None = None
+        self._log = RateLimitedLog(log)
 
     # -- public API for rooms ------------------------------------------------------------------
 
@@ -169,9 +186,12 @@ class MediaEndpoint:
     async def _receive_loop(self, sock: socket.socket) -> None:
         recvfrom = sock.recvfrom
         dispatch = self.dispatch
+        current_time = trio.current_time
+        now = current_time()
         while True:
-            now = trio.current_time()
-            for _ in range(BATCH):
+            for i in range(BATCH):
+                if not i % CLOCK_EVERY:
+                    now = current_time()
                 try:
                     data, addr = recvfrom(RECV_SIZE)
                 except BlockingIOError:
@@ -205,10 +225,17 @@ class MediaEndpoint:
                 if 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761 section 4)
                     plain = transport.unprotect_rtcp_untrusted(data)
                     counters["rtcp_in"] += 1
+                    transport.last_rx = now
+                    if transport.pending_addr is not None:
+                        self._confirm(transport, addr, now)
                     if router is not None:
                         router.on_rtcp(transport, plain, now)
                 else:
                     plain = transport.unprotect_rtp_untrusted(data)
+                    # Authenticated: this address holds the transport's keys (module docstring).
+                    transport.last_rx = now
+                    if transport.pending_addr is not None:
+                        self._confirm(transport, addr, now)
                     if len(plain) < 12:
                         counters["rtp_parse"] += 1
                         return
@@ -225,7 +252,9 @@ class MediaEndpoint:
                 if transport is None:
                     counters["unknown_address"] += 1
                     return
-                transport.receive_dtls_untrusted(data, now)
+                moved = transport.receive_dtls_untrusted(data, now, addr)
+                if moved:
+                    counters["ice_switch" if moved == ice.SWITCHED else "ice_switch_deferred"] += 1
                 if transport.closed:
                     # "dtls": a handshake error or a certificate that does not match the SDP
                     # fingerprint (RFC 8122 5), closed without keys; "peer_closed": the
@@ -242,10 +271,22 @@ class MediaEndpoint:
                 counters["stun_bad"] += 1
             else:
                 counters["dtls_malformed"] += 1
-        except Exception:
-            # A bug of ours must not take every room's media down: count it, log it, go on.
+        except Exception as exc:
+            # A bug of ours must not take every room's media down: count it, log it (bounded:
+            # a peer may trigger it once per datagram), go on.
             counters["internal_error"] += 1
-            log.exception("media endpoint: error handling a datagram from %s", addr)
+            self._log.exception(
+                f"dispatch:{type(exc).__name__}", now,
+                "media endpoint: error handling a datagram from %s", addr,
+            )  # fmt: skip
+
+    def _confirm(self, transport: WebRtcTransport, addr: Address, now: float) -> None:
+        moved = transport.authenticated_from(addr, now)
+        if moved == ice.SWITCHED:
+            self.counters["ice_switch"] += 1
+            log.info("%r: media moved to %s", transport, addr)
+        elif moved == ice.DEFERRED:
+            self.counters["ice_switch_deferred"] += 1
 
     def _stun(self, data: bytes, addr: Address, now: float) -> None:
         local_ufrag, _ = stun.read_username_untrusted(data)
@@ -253,12 +294,21 @@ class MediaEndpoint:
         if transport is None:
             self.counters["stun_unknown_ufrag"] += 1
             return
-        transport.receive_stun_untrusted(data, addr, now)
-        # The request carried a valid MESSAGE-INTEGRITY: this address knows the ice-pwd.
+        event = transport.receive_stun_untrusted(data, addr, now)
+        if event == "pending":
+            self.counters["ice_nomination_pending"] += 1
+        # The request carried a valid MESSAGE-INTEGRITY: this address knows the ice-pwd, which
+        # does not make it the sender's own address (it may be spoofed or replayed).
         owner = self.by_addr.get(addr)
         if owner is not transport:
             addrs = self._addrs.get(transport)
             if addrs is None:  # closed while handling (e.g. DTLS failure)
+                return
+            if owner is not None and not owner.closed and now - owner.last_rx < ADDRESS_HOLD:
+                # Its owner is receiving authenticated media from it right now: a browser never
+                # shares a live socket between two peer connections, so this check is a replay
+                # or a spoof. Answered (above), but the owner keeps its packets.
+                self.counters["stun_address_in_use"] += 1
                 return
             if owner is not None:
                 # The address moved to another transport (a browser reusing a port after
@@ -308,7 +358,13 @@ class MediaEndpoint:
                         transport.handle_timeout(now)
                     except Exception:
                         self.counters["internal_error"] += 1
-                        log.exception("DTLS timer of %r", transport)
+                        self._log.exception("dtls_timer", now, "DTLS timer of %r", transport)
+            for router in list(self.routers):
+                try:
+                    router.tick(now)
+                except Exception:
+                    self.counters["internal_error"] += 1
+                    self._log.exception("router_tick", now, "router timer failed")
             if now < next_report:
                 continue
             next_report = now + REPORT_INTERVAL
@@ -323,4 +379,4 @@ class MediaEndpoint:
                     router.send_reports(now)
                 except Exception:
                     self.counters["internal_error"] += 1
-                    log.exception("RTCP reports failed")
+                    self._log.exception("rtcp_reports", now, "RTCP reports failed")

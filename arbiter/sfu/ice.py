@@ -7,6 +7,16 @@ nominates the address it came from; from then on, authenticated requests from th
 consent refreshes (RFC 7675 section 5.1). A transport that hears none for `consent_timeout`
 seconds has lost consent and is closed by its owner (RFC 7675 section 5.1: 30 s).
 
+A later USE-CANDIDATE from a different address does not move the media by itself (DESIGN
+section 4, ICE-lite): it only makes that address `pending`. A STUN request proves knowledge of
+the ice-pwd, not that the source address is the sender's own: anyone holding the credentials
+(the participant itself, or whoever captured a check) can spoof the source and point a whole
+subscription at a third party, and a lite agent never sends checks of its own that would
+notice (RFC 7675 section 1 names exactly this attack on a sender without consent checks).
+The owner calls `confirm(addr, now)` once authenticated SRTP/SRTCP (or, before any keys exist,
+DTLS) arrives from the pending address; only then is it selected, at most once per
+`switch_interval` seconds.
+
 Time comes in as `now` (any monotonic clock, seconds); this module reads no clock.
 """
 
@@ -33,6 +43,14 @@ PWD_LENGTH = 32
 # Transaction IDs remembered per transport: browsers check every few seconds and retransmit
 # within half a second, so 64 covers every retransmission and minutes of history.
 SEEN_TRANSACTIONS = 64
+# At most one move of the selected address per second: a browser changes networks far less
+# often, and an attacker who could confirm spoofed addresses can bounce the media at most that
+# fast (DESIGN section 4: switches are rate-limited and counted).
+SWITCH_INTERVAL = 1.0
+
+# `confirm` results.
+SWITCHED = "switched"
+DEFERRED = "deferred"  # the pending address is proven but the rate limit holds it back
 
 
 def _random_ice_chars(length: int) -> str:
@@ -60,6 +78,12 @@ class IceLiteResponder:
         "remote_ufrag",
         "remote_pwd",
         "selected",
+        "pending",
+        "pending_consent",
+        "last_switch",
+        "switch_interval",
+        "switches",
+        "_deferred_reported",
         "last_consent",
         "consent_timeout",
         "created_at",
@@ -74,6 +98,7 @@ class IceLiteResponder:
         pwd: str | None = None,
         consent_timeout: float = 30.0,
         created_at: float = 0.0,
+        switch_interval: float = SWITCH_INTERVAL,
     ) -> None:
         self.ufrag: str = ufrag if ufrag is not None else random_ufrag()
         self.pwd: str = pwd if pwd is not None else random_pwd()
@@ -83,6 +108,14 @@ class IceLiteResponder:
         # Kept for completeness: a lite agent never sends requests, so it never signs with it.
         self.remote_pwd: str | None = None
         self.selected: tuple[str, int] | None = None
+        # A nominated address media does not follow yet (module docstring), and when its last
+        # authenticated check came: consent for it once it is confirmed.
+        self.pending: tuple[str, int] | None = None
+        self.pending_consent = 0.0
+        self.last_switch = float("-inf")
+        self.switch_interval = switch_interval
+        self.switches = 0
+        self._deferred_reported = False
         self.last_consent: float | None = None
         self.consent_timeout = consent_timeout
         self.created_at = created_at
@@ -133,18 +166,49 @@ class IceLiteResponder:
             # (RFC 8445 section 7.3.1.1) and neither selects nor refreshes on it.
             return binding_error(request, ROLE_CONFLICT, "Role Conflict", self.pwd), False
         changed = False
-        if request.use_candidate and source != self.selected:
-            # RFC 8445 section 7.3.1.5 (regular nomination): the controlling agent picks the
-            # pair. A later USE-CANDIDATE from another address moves the selection: the
-            # browser's network changed or it renominated; follow it, as mediasoup does.
-            self.selected = source
-            changed = True
+        if request.use_candidate:
+            if self.selected is None:
+                # RFC 8445 section 7.3.1.5 (regular nomination): the controlling agent picks
+                # the pair; the first nomination is taken as it comes (nothing is flowing yet).
+                self.selected = source
+                changed = True
+            elif source != self.selected:
+                # The browser's network changed or it renominated, or someone holding the
+                # credentials spoofs the source: pending until its media proves it.
+                if source != self.pending:
+                    self.pending = source
+                    self._deferred_reported = False
+                self.pending_consent = now
+            else:
+                self.pending = None  # renominated the selected pair: nothing to move
+        elif source == self.pending:
+            self.pending_consent = now
         if source == self.selected:
             # RFC 7675 section 5.1: an authenticated check on the selected pair is consent.
             self.last_consent = now
         # Requests from other addresses without USE-CANDIDATE are plain connectivity checks
         # (RFC 8445 section 7.3.1.4): answered so the browser can validate the pair, no more.
         return binding_success(request, source, self.pwd), changed
+
+    def confirm(self, addr: tuple[str, int], now: float) -> str:
+        """Authenticated SRTP/SRTCP (or pre-keys DTLS) came from `addr`: select it if pending.
+
+        Returns SWITCHED when the selection moved; DEFERRED, once per pending address, when
+        the rate limit holds the move back (later calls switch once it allows); "" otherwise.
+        """
+        if addr != self.pending or self.closed:
+            return ""
+        if now - self.last_switch < self.switch_interval:
+            if self._deferred_reported:
+                return ""
+            self._deferred_reported = True
+            return DEFERRED
+        self.selected, self.pending = addr, None
+        self.last_switch = now
+        self.switches += 1
+        # RFC 7675 section 5.1: the authenticated check that nominated it is consent for it.
+        self.last_consent = max(self.last_consent or 0.0, self.pending_consent)
+        return SWITCHED
 
     def consent_expired(self, now: float) -> bool:
         """RFC 7675 section 5.1: no consent for `consent_timeout` seconds (or closed).

@@ -7,17 +7,31 @@ once per destination: one `unprotect`, then per destination one `protect` and on
 
 Sans-IO by injection: the Router never touches a socket; it calls `send(datagram, addr)`,
 which the endpoint binds to a non-blocking `sendto` and tests bind to a list. The clock is
-passed in (`now`) by the caller.
+passed in (`now`) by the caller; `tick(now)` runs every few tens of milliseconds (deferred
+PLIs, the byte samples the NACK budget reads).
+
+Feedback never amplifies (DESIGN section 4, RTCP; issue 9):
+- NACK: each (consumer, sequence number) is resent at most once per `NACK_REPEAT_INTERVAL`, and
+  the bytes resent to a consumer within any second stay below the bytes of that stream
+  forwarded to it in the same second, so a flood of NACKs can at most double what a subscriber
+  already receives. A failing retransmission costs only itself.
+- PLI: at most one per second per stream, and forced requests (a new consumer needs a
+  keyframe) keep a `PLI_FLOOR` too: one inside it is deferred to the end of the floor (merged
+  with any other), never lost.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import MalformedInput
 from . import rtcp
+from .ratelog import RateLimitedLog
+from .srtp import PROTECT_ERRORS, TX_REPLAY_WINDOW
 
 if TYPE_CHECKING:
     from .transport import WebRtcTransport
@@ -33,6 +47,17 @@ _SEQ = struct.Struct("!H")
 VIDEO_CACHE = 1024  # >= 500 packets (~1 s of 1.5 Mbit/s video), power of two for masking
 AUDIO_CACHE = 256  # >= 200 packets; Opus NACK is rare but cheap to serve
 PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (DESIGN section 4)
+# Even forced PLIs (new consumers) keep this floor: ten quick rejoins must not be ten keyframes
+# (a keyframe costs the publisher's uplink several times a normal frame).
+PLI_FLOOR = 0.3
+NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (DESIGN section 4)
+NACK_WINDOW = 1.0  # the rolling window of the retransmission byte budget
+SAMPLE_INTERVAL = 0.1  # forwarded-byte samples per producer, read by the NACK budget
+SAMPLES = 12  # > NACK_WINDOW / SAMPLE_INTERVAL
+RESENT_PRUNE = 512  # a consumer's resend times are pruned past this many entries
+# A retransmission re-protects a packet up to a cache's length behind the newest one; libsrtp
+# refuses ("index too old") anything further back than the outbound replay window.
+assert VIDEO_CACHE <= TX_REPLAY_WINDOW and AUDIO_CACHE <= TX_REPLAY_WINDOW
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
@@ -43,7 +68,7 @@ class Producer:
     __slots__ = (
         "transport", "kind", "ssrc", "rtx_ssrc", "targets", "consumers", "cache", "mask",
         "packets", "base_seq", "max_seq", "cycles", "expected_prior", "received_prior",
-        "last_sr_ntp", "last_sr_at", "last_pli_at", "closed",
+        "last_sr_ntp", "last_sr_at", "last_pli_at", "octets", "samples", "closed",
     )  # fmt: skip
 
     def __init__(self, transport: WebRtcTransport, kind: str, ssrc: int, rtx_ssrc: int | None):
@@ -67,7 +92,19 @@ class Producer:
         self.last_sr_ntp = 0  # middle 32 bits of the last SR's NTP timestamp (LSR)
         self.last_sr_at = 0.0
         self.last_pli_at = float("-inf")
+        # Plaintext bytes forwarded (media and RTX), and (time, octets) samples of it taken by
+        # `Router.tick`: what every connected consumer received, for the NACK budget.
+        self.octets = 0
+        self.samples: deque[tuple[float, int]] = deque(maxlen=SAMPLES)
         self.closed = False
+
+    def octets_since(self, t: float) -> int:
+        """`octets` at the first sample taken at or after `t` (so the window it opens is never
+        longer than asked); with no such sample, `octets` now (an empty window)."""
+        for at, octets in self.samples:
+            if at >= t:
+                return octets
+        return self.octets
 
     def note_seq(self, seq: int) -> None:
         if self.base_seq < 0:
@@ -107,22 +144,49 @@ class Producer:
         self.targets = []
 
     def rebuild_targets(self) -> None:
-        self.targets = [
-            (c.transport.protect_rtp, c.transport.remote_addr)
-            for c in self.consumers
-            if c.transport.connected and c.transport.remote_addr is not None
-        ]
+        targets = []
+        for c in self.consumers:
+            if c.transport.connected and c.transport.remote_addr is not None:
+                targets.append((c.transport.protect_rtp, c.transport.remote_addr))
+                if c.octets_start < 0:
+                    c.octets_start = self.octets  # forwarding to it starts now
+        self.targets = targets
 
 
 class Consumer:
     """A Producer's track on one subscriber's consumer transport."""
 
-    __slots__ = ("producer", "transport", "closed")
+    __slots__ = ("producer", "transport", "octets_start", "resent", "rtx_log", "rtx_bytes",
+                 "closed")  # fmt: skip
 
     def __init__(self, producer: Producer, transport: WebRtcTransport) -> None:
         self.producer = producer
         self.transport = transport
+        # The producer's `octets` when this consumer became a target (-1: not yet): bytes
+        # forwarded before that never reached it and earn it no retransmission budget.
+        self.octets_start = -1
+        # NACK state, made on the first NACK: seq -> when last resent; (time, bytes) resent
+        # within the last NACK_WINDOW and their sum.
+        self.resent: dict[int, float] | None = None
+        self.rtx_log: deque[tuple[float, int]] | None = None
+        self.rtx_bytes = 0
         self.closed = False
+
+    def nack_budget(self, now: float) -> int:
+        """Bytes that may still be resent now: forwarded minus resent, both within the last
+        NACK_WINDOW (DESIGN section 4: a NACK flood at most doubles what a subscriber gets)."""
+        producer = self.producer
+        if self.octets_start < 0:
+            return 0
+        rtx_log = self.rtx_log
+        if rtx_log is None:
+            rtx_log = self.rtx_log = deque()
+            self.resent = {}
+        horizon = now - NACK_WINDOW
+        while rtx_log and rtx_log[0][0] <= horizon:
+            self.rtx_bytes -= rtx_log.popleft()[1]
+        since = max(self.octets_start, producer.octets_since(horizon))
+        return producer.octets - since - self.rtx_bytes
 
     def close(self) -> None:
         """Idempotent; detaches from the producer's fan-out and from the transport."""
@@ -146,6 +210,10 @@ class Router:
         self.counters = counters
         self.transports: set[WebRtcTransport] = set()
         self.closed = False
+        self._pli_pending: set[Producer] = set()  # forced PLIs waiting for the floor
+        self._next_sample = float("-inf")
+        self._now = 0.0  # the last `now` seen: log rate limiting where none is passed in
+        self._log = RateLimitedLog(log)
 
     # -- RTP: publisher -> subscribers (the hot path) --------------------------------------
 
@@ -156,6 +224,7 @@ class Router:
         if producer is None:
             self.counters["unknown_ssrc"] += 1
             return
+        producer.octets += len(packet)
         if producer.ssrc == ssrc:  # RTX packets are forwarded, not cached or counted
             seq = _SEQ.unpack_from(packet, 2)[0]
             producer.cache[seq & producer.mask] = packet
@@ -163,23 +232,38 @@ class Router:
             producer.note_seq(seq)
         send = self.send
         for protect, addr in producer.targets:
-            send(protect(packet), addr)
+            try:  # free in CPython 3.11+ unless it raises
+                send(protect(packet), addr)
+            except PROTECT_ERRORS:
+                # One destination's SRTP refused it (e.g. the publisher's sequence number
+                # jumped back past the replay window): the other destinations still get it.
+                self.counters["protect_failed"] += 1
+                self._log.exception("protect_rtp", self._now, "protect for %s failed", addr)
 
     # -- RTCP ------------------------------------------------------------------------------
 
     def on_rtcp(self, transport: WebRtcTransport, packet: bytes, now: float) -> None:
-        """`packet` is a decrypted RTCP compound from either side. Raises MalformedInput."""
+        """`packet` is a decrypted RTCP compound from either side. Raises MalformedInput when
+        the compound's framing is broken; a bad packet inside it is counted ("rtcp_parse") and
+        the rest of the compound still handled."""
+        self._now = now
         for item in rtcp.iter_packets_untrusted(packet):
             pt = item.packet_type
-            if pt == rtcp.PT_SR and transport.role == "producer":
-                self._on_sender_report(transport, item, now)
-            elif pt == rtcp.PT_PSFB and transport.role == "consumer":
-                if item.fmt in (rtcp.FMT_PLI, rtcp.FMT_FIR):
-                    self._on_keyframe_request(transport, item, now)
-            elif pt == rtcp.PT_RTPFB and transport.role == "consumer":
-                if item.fmt == rtcp.FMT_NACK:
-                    self._on_nack(transport, item)
-            # RR, SDES, BYE, REMB and transport-cc from peers need no action here.
+            try:
+                if pt == rtcp.PT_SR and transport.role == "producer":
+                    self._on_sender_report(transport, item, now)
+                elif pt == rtcp.PT_PSFB and transport.role == "consumer":
+                    if item.fmt in (rtcp.FMT_PLI, rtcp.FMT_FIR):
+                        self._on_keyframe_request(transport, item, now)
+                elif pt == rtcp.PT_RTPFB and transport.role == "consumer":
+                    if item.fmt == rtcp.FMT_NACK:
+                        self._on_nack(transport, item, now)
+                # RR, SDES, BYE, REMB and transport-cc from peers need no action here.
+            except MalformedInput:
+                self.counters["rtcp_parse"] += 1
+            except PROTECT_ERRORS:
+                self.counters["protect_failed"] += 1
+                self._log.exception("protect_rtcp", now, "RTCP protect failed on %r", transport)
 
     def _on_sender_report(self, transport: WebRtcTransport, item: rtcp.RtcpPacket,
                           now: float) -> None:
@@ -198,7 +282,11 @@ class Router:
         for consumer in producer.consumers:
             t = consumer.transport
             if t.connected and t.remote_addr is not None:
-                self.send(t.protect_rtcp(forwarded), t.remote_addr)
+                try:
+                    self.send(t.protect_rtcp(forwarded), t.remote_addr)
+                except PROTECT_ERRORS:
+                    self.counters["protect_failed"] += 1
+                    self._log.exception("protect_sr", now, "SR protect failed on %r", t)
 
     def _consumer_for(self, transport: WebRtcTransport, media_ssrc: int) -> Consumer | None:
         return transport.consumers.get(media_ssrc)
@@ -211,12 +299,27 @@ class Router:
                 self.request_keyframe(consumer.producer, now)
 
     def request_keyframe(self, producer: Producer, now: float, force: bool = False) -> None:
-        """One PLI upstream, at most one per second per stream (DESIGN section 4)."""
+        """One PLI upstream: at most one per second per stream for subscribers' requests, and
+        no two within PLI_FLOOR even when forced (DESIGN section 4). A forced request inside
+        the floor is deferred to its end (`tick`), merged with any other waiting there."""
         if producer.kind != "video" or producer.closed:
             return
-        if not force and now - producer.last_pli_at < PLI_INTERVAL:
-            self.counters["pli_throttled"] += 1
+        since = now - producer.last_pli_at
+        if since < PLI_FLOOR or (not force and since < PLI_INTERVAL):
+            if not force:
+                self.counters["pli_throttled"] += 1
+            elif producer in self._pli_pending:
+                self.counters["pli_coalesced"] += 1
+            else:
+                self.counters["pli_deferred"] += 1
+                self._pli_pending.add(producer)
             return
+        if producer in self._pli_pending:
+            self.counters["pli_coalesced"] += 1  # the deferred request is answered by this PLI
+        self._send_pli(producer, now)
+
+    def _send_pli(self, producer: Producer, now: float) -> None:
+        self._pli_pending.discard(producer)
         t = producer.transport
         if not t.connected or t.remote_addr is None:
             return
@@ -224,19 +327,67 @@ class Router:
         self.counters["pli_sent"] += 1
         self.send(t.protect_rtcp(rtcp.build_pli(t.rtcp_ssrc, producer.ssrc)), t.remote_addr)
 
-    def _on_nack(self, transport: WebRtcTransport, item: rtcp.RtcpPacket) -> None:
+    def _on_nack(self, transport: WebRtcTransport, item: rtcp.RtcpPacket, now: float) -> None:
         consumer = self._consumer_for(transport, item.media_ssrc)
-        if consumer is None or transport.remote_addr is None:
+        addr = transport.remote_addr
+        if consumer is None or addr is None or not transport.connected:
             return
         producer = consumer.producer
-        for seq in rtcp.parse_nack_untrusted(item):
-            cached = producer.cache[seq & producer.mask]
-            # The slot may hold a newer packet that wrapped into it: check its sequence.
-            if cached is not None and _SEQ.unpack_from(cached, 2)[0] == seq:
-                self.counters["nack_retransmitted"] += 1
-                self.send(transport.protect_rtp(cached), transport.remote_addr)
-            else:
-                self.counters["nack_missed"] += 1
+        seqs = rtcp.parse_nack_untrusted(item)
+        counters = self.counters
+        budget = consumer.nack_budget(now)
+        if budget <= 12:  # not even a bare RTP header fits: the whole NACK is over budget
+            counters["nack_suppressed"] += len(seqs)
+            return
+        resent = consumer.resent
+        rtx_log = consumer.rtx_log
+        assert resent is not None and rtx_log is not None  # made by nack_budget
+        if len(resent) > RESENT_PRUNE:
+            horizon = now - NACK_REPEAT_INTERVAL
+            consumer.resent = resent = {s: t for s, t in resent.items() if t > horizon}
+        cache, mask, newest = producer.cache, producer.mask, producer.max_seq
+        protect, send = transport.protect_rtp, self.send
+        for seq in seqs:
+            cached = cache[seq & mask]
+            # The slot may hold a newer packet that wrapped into it: check its sequence, and
+            # that it is within a cache's length of the newest (the SRTP window covers that).
+            if (cached is None or _SEQ.unpack_from(cached, 2)[0] != seq
+                    or (newest - seq) & 0xFFFF > mask):  # fmt: skip
+                counters["nack_missed"] += 1
+                continue
+            last = resent.get(seq)
+            size = len(cached)
+            if (last is not None and now - last < NACK_REPEAT_INTERVAL) or size >= budget:
+                counters["nack_suppressed"] += 1
+                continue
+            try:
+                datagram = protect(cached)
+            except PROTECT_ERRORS:
+                # Costs this packet only, never the rest of the NACK or the compound.
+                counters["nack_protect_failed"] += 1
+                self._log.exception("nack_protect", now, "NACK resend to %s failed", addr)
+                continue
+            send(datagram, addr)
+            counters["nack_retransmitted"] += 1
+            resent[seq] = now
+            rtx_log.append((now, size))
+            consumer.rtx_bytes += size
+            budget -= size
+
+    def tick(self, now: float) -> None:
+        """Timers: deferred forced PLIs whose floor has passed; forwarded-byte samples."""
+        self._now = now
+        if self._pli_pending:
+            for producer in list(self._pli_pending):
+                if producer.closed:
+                    self._pli_pending.discard(producer)
+                elif now - producer.last_pli_at >= PLI_FLOOR:
+                    self._send_pli(producer, now)
+        if now >= self._next_sample:
+            self._next_sample = now + SAMPLE_INTERVAL
+            for t in self.transports:
+                for producer in t.producers_list:
+                    producer.samples.append((now, producer.octets))
 
     # -- periodic reports upstream ---------------------------------------------------------
 

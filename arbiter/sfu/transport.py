@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import MalformedInput
 from .dtls import Certificate, DtlsSession
-from .ice import IceLiteResponder
+from .ice import SWITCHED, IceLiteResponder
 from .srtp import SrtpSession
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ class WebRtcTransport:
         self.dtls: DtlsSession | None = None
         self.srtp: SrtpSession | None = None
         self.remote_addr: Address | None = None
+        # A nominated address media does not follow until it proves itself (`ice.pending`,
+        # mirrored here so the endpoint's per-packet check is one attribute load).
+        self.pending_addr: Address | None = None
+        # When authenticated SRTP/SRTCP last arrived (the endpoint sets it): an address in
+        # active use is not handed to another transport on the strength of a STUN check.
+        self.last_rx = float("-inf")
         self.connected = False
         self.closed = False
         self.close_reason = ""  # "consent", "dtls", "peer_closed", "closed"
@@ -102,27 +108,65 @@ class WebRtcTransport:
         pending, self._pending_dtls = self._pending_dtls, []
         for datagram in pending:
             try:
-                self.receive_dtls_untrusted(datagram, now)
+                self._receive_dtls_untrusted(datagram, now)
             except MalformedInput:
                 pass
 
     # -- datagrams from the endpoint -----------------------------------------------------------
 
-    def receive_stun_untrusted(self, data: bytes, addr: Address, now: float) -> None:
-        """A binding request for our ufrag: answer it; it may (re)select the remote address."""
-        response, changed = self.ice.handle_request_untrusted(data, addr, now)
-        self.send(response, addr)
-        if self.remote_addr is None or changed:
-            # Until a nomination, answer DTLS where the last valid check came from; a
-            # nomination (USE-CANDIDATE, RFC 8445 7.3.1.5) fixes the address.
-            old = self.remote_addr
-            self.remote_addr = self.ice.selected or addr
-            if old != self.remote_addr:
-                self._update_connected()
-                if self.on_address_change is not None:
-                    self.on_address_change(self, old)
+    def receive_stun_untrusted(self, data: bytes, addr: Address, now: float) -> str:
+        """A binding request for our ufrag: answer it (to its source, RFC 5389 7.3.1).
 
-    def receive_dtls_untrusted(self, data: bytes, now: float) -> None:
+        Returns "selected" when it was the first nomination, "pending" when it nominated a new
+        address that media will follow only once `authenticated_from` confirms it, else "".
+        """
+        ice = self.ice
+        was_pending = ice.pending
+        response, changed = ice.handle_request_untrusted(data, addr, now)
+        self.send(response, addr)
+        self.pending_addr = ice.pending
+        if self.remote_addr is None or changed:
+            # Until a nomination, answer DTLS where the first valid check came from; the first
+            # nomination (USE-CANDIDATE, RFC 8445 7.3.1.5) fixes the address.
+            self._move(ice.selected or addr)
+        if changed:
+            return "selected"
+        return "pending" if ice.pending is not None and ice.pending != was_pending else ""
+
+    def authenticated_from(self, addr: Address, now: float) -> str:
+        """Authenticated SRTP/SRTCP came from `addr` (the endpoint calls this only while an
+        address is pending): the pending nomination takes effect, rate-limited (ice.confirm)."""
+        result = self.ice.confirm(addr, now)
+        self.pending_addr = self.ice.pending
+        if result == SWITCHED:
+            self._move(addr)
+        return result
+
+    def _move(self, addr: Address) -> None:
+        old = self.remote_addr
+        self.remote_addr = addr
+        if old != addr:
+            self._update_connected()
+            if self.on_address_change is not None:
+                self.on_address_change(self, old)
+
+    def receive_dtls_untrusted(
+        self, data: bytes, now: float, addr: Address | None = None
+    ) -> str:
+        """A DTLS datagram from `addr`. Returns the address confirmation result ("" mostly).
+
+        Before the handshake gives us SRTP keys nothing but handshake flights follow the
+        remote address, so DTLS from the pending address confirms it (the browser renominated
+        and moved its handshake there); afterwards only authenticated SRTP/SRTCP does, since
+        pyOpenSSL does not tell us whether a record authenticated.
+        """
+        moved = ""
+        if addr is not None and self.srtp is None and addr == self.pending_addr:
+            moved = self.authenticated_from(addr, now)
+        self._receive_dtls_untrusted(data, now)
+        return moved
+
+    def _receive_dtls_untrusted(self, data: bytes, now: float) -> None:
         dtls = self.dtls
         if dtls is None:
             if len(self._pending_dtls) < PENDING_DTLS:
