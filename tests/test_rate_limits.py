@@ -6,7 +6,6 @@ exact sequence of answers is known.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -222,7 +221,7 @@ async def test_defaults_leave_a_browser_join_alone(tmp_path: Path) -> None:
             frames = [{"type": "producer", "description": {"type": "offer"}}]
             frames += [{"type": "consumer", "remotePeerId": f"p{n}"} for n in range(15)]
             for data in frames:
-                await c.ws.send_message(json.dumps({"action": "handshake", "data": data}))
+                await c.send("handshake", data)
             await c.send("features", {"audio": False, "video": True})
             for n in range(150):
                 await c.send("chat", {"content": f"c{n}"})

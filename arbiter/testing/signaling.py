@@ -19,6 +19,7 @@ from typing import Any
 import trio
 from trio_websocket import (
     CloseReason,
+    ConnectionClosed,
     WebSocketConnection,
     connect_websocket_url,
     open_websocket_url,
@@ -132,6 +133,14 @@ class WsClient:
         history = await self.recv()
         assert history["type"] == "chatHistory"
         return identified
+
+    async def drain(self) -> CloseReason:
+        """Read and discard frames until the connection closes; why it closed."""
+        try:
+            while True:
+                await self.ws.get_message()
+        except ConnectionClosed as exc:
+            return exc.reason
 
     async def expect_silence(self, seconds: float = 0.2) -> None:
         with trio.move_on_after(seconds):

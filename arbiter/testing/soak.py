@@ -173,12 +173,9 @@ async def cycle(
                 return
             await ws.send("disconnect", {})
             with trio.fail_after(STEP_TIMEOUT):
-                try:
-                    while True:
-                        await ws.ws.get_message()  # nothing more is expected but the close
-                except ConnectionClosed as exc:
-                    if exc.reason.code != 1000:
-                        raise AssertionError(f"cycle {n}: closed with {exc.reason}") from exc
+                reason = await ws.drain()  # nothing more is expected but the close
+            if reason.code != 1000:
+                raise AssertionError(f"cycle {n}: closed with {reason}")
     finally:
         for leg in legs:
             leg.close()
