@@ -41,12 +41,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, cast
 
 import trio
 
 from arbiter.bench import payloads
 from arbiter.bench.arbiter_target import ArbiterParticipant, ArbiterTarget
+from arbiter.bench.participant import join_call
 from arbiter.sfu import rtcp, rtp, stun
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.srtp import SrtpSession
@@ -100,13 +101,10 @@ async def live_call(tmp: Path, participants: int = 3) -> AsyncIterator[Call]:
         room = await new_room(srv, "blast")
         target = ArbiterTarget()
         target.url = srv.url  # the in-process server under test
-        people = [ArbiterParticipant(target, room, i + 1, certificate) for i in range(participants)]
+        numbers = list(range(1, participants + 1))
         with trio.fail_after(20):
-            for p in people:
-                p.nursery = nursery
-                await p.join(nursery, publish=True)
-            for p in people:
-                await p.wait_subscribed({q.peer_id for q in people if q is not p})
+            joined = await join_call(target, room, numbers, certificate, nursery)
+        people = cast(list[ArbiterParticipant], joined)
         try:
             yield Call(srv, room, people, nursery)
         finally:
