@@ -73,6 +73,42 @@ async function request(method, path, { body, signal, timeout = 12000 } = {}) {
   }
 }
 
+/**
+ * RTCIceServer dicts a peer connection accepts: urls (a string or strings) of stun(s):/turn(s):
+ * servers, and for TURN a username and credential (Chromium refuses a TURN server without them,
+ * which would fail the whole RTCPeerConnection). Anything else is dropped.
+ */
+export function cleanIceServers(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const entry of list) {
+    if (!entry || typeof entry !== "object") continue;
+    const urls = (Array.isArray(entry.urls) ? entry.urls : [entry.urls]).filter(
+      (u) => typeof u === "string" && /^(stuns?|turns?):/i.test(u),
+    );
+    if (!urls.length) continue;
+    const turn = urls.some((u) => /^turns?:/i.test(u));
+    const server = { urls: Array.isArray(entry.urls) ? urls : urls[0] };
+    if (typeof entry.username === "string" && typeof entry.credential === "string") {
+      server.username = entry.username;
+      server.credential = entry.credential;
+    } else if (turn) {
+      continue; // a TURN URL listed without credentials (GET /config): not usable
+    }
+    out.push(server);
+  }
+  return out;
+}
+
+/**
+ * The ICE servers for one join: the `identified` frame's (it carries the TURN credentials,
+ * DESIGN section 3), or /config's list from a server that does not send them there.
+ */
+export function iceServersFor(identified, config) {
+  if (identified && Array.isArray(identified.iceServers)) return cleanIceServers(identified.iceServers);
+  return cleanIceServers(config?.iceServers);
+}
+
 /** GET /config: {wsUrl, iceServers, limits}; falls back to this origin's /ws. */
 export async function getConfig({ signal } = {}) {
   const fallback = {
@@ -87,7 +123,7 @@ export async function getConfig({ signal } = {}) {
   if (location.protocol === "https:" && wsUrl.startsWith("ws://")) wsUrl = fallback.wsUrl;
   return {
     wsUrl,
-    iceServers: Array.isArray(data.iceServers) ? data.iceServers : [],
+    iceServers: cleanIceServers(data.iceServers),
     limits: { ...fallback.limits, ...(data.limits || {}) },
   };
 }

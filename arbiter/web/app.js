@@ -1,13 +1,23 @@
 // Wiring: landing → lobby → call, the join flow with automatic rejoin, controls, and a
 // read-only test hook (window.arbiter).
 
-import { backoff, getConfig, JoinError, resolveRoom, roomPathFromLocation, sleep } from "./api.js";
+import {
+  backoff,
+  getConfig,
+  iceServersFor,
+  JoinError,
+  resolveRoom,
+  roomPathFromLocation,
+  sleep,
+} from "./api.js";
 import { Call } from "./call.js";
 import { captureScreen, ensureAudioContext, LevelMeter, LocalMedia } from "./media.js";
 import { Signaling, SignalingError } from "./signaling.js";
 import { $, banner, Chat, fillDevices, Grid, hydrateIcons, initials, toast } from "./ui.js";
 
-const SELF = "self";
+// Our own tile and level meter are keyed by this Symbol: every string key in the grid and the
+// peer maps comes from the server (peer ids), and a peer may pick any id, "self" included.
+const SELF = Symbol("self");
 const RETRY_CAP_MS = 10000;
 
 const roomPath = roomPathFromLocation();
@@ -32,8 +42,8 @@ const state = {
   attempts: 0,
   banner: "",
   errors: [],
-  peers: new Map(), // id -> {name, features}
-  meters: new Map(), // id -> LevelMeter
+  peers: new Map(), // remote peer id (string) -> {name, features}
+  meters: new Map(), // SELF | remote peer id -> LevelMeter
   screenTrack: null,
   marks: {}, // performance.now() of joinClick, joined, firstRemoteFrame
 };
@@ -212,7 +222,6 @@ async function connectOnce(mine) {
   const call = new Call({
     signaling,
     roomId,
-    iceServers: config.iceServers,
     events: {
       onTrack: (peer, track) => onTrack(peer, track),
       onConsumerState: (peer, s) => onConsumerState(peer, s),
@@ -222,7 +231,11 @@ async function connectOnce(mine) {
   });
   session = { signaling, call, generation: mine };
   Object.assign(state, { roomId, id });
-  await signaling.identify({ id, roomId, name: state.name });
+  const identified = await signaling.identify({ id, roomId, name: state.name });
+  if (mine !== generation) return;
+  // TURN credentials come with `identified` (only identified clients get them); a server that
+  // does not send them there still lists its ICE servers in /config.
+  call.setIceServers(iceServersFor(identified, config));
   signaling.send("features", features());
   await call.publish(media.audioTrack, outgoingVideo());
 }
@@ -262,17 +275,18 @@ function leave(reason = "") {
 function onMessage(msg) {
   switch (msg.type) {
     case "roster":
-      for (const c of msg.clients || []) addPeer(c.id, c.name, c.features);
+      for (const c of Array.isArray(msg.clients) ? msg.clients : []) {
+        if (c && typeof c === "object") addPeer(c.id, c.name, c.features);
+      }
       break;
     case "chatHistory":
       chat.setHistory(msg.messages);
       break;
     case "clientJoin":
-      addPeer(msg.clientId, msg.name);
-      toast(`${msg.name || "Someone"} joined`);
+      if (addPeer(msg.clientId, msg.name)) toast(`${state.peers.get(msg.clientId).name} joined`);
       break;
     case "clientDisconnect":
-      if (state.peers.has(msg.clientId)) {
+      if (isPeerId(msg.clientId) && state.peers.has(msg.clientId)) {
         toast(`${state.peers.get(msg.clientId).name} left`);
         removePeer(msg.clientId);
       }
@@ -284,9 +298,10 @@ function onMessage(msg) {
       chat.add(msg);
       break;
     case "features":
-      if (state.peers.has(msg.id) && msg.features) {
-        state.peers.get(msg.id).features = msg.features;
-        grid.setFeatures(msg.id, msg.features);
+      if (isPeerId(msg.id) && state.peers.has(msg.id) && msg.features && typeof msg.features === "object") {
+        const peer = state.peers.get(msg.id);
+        peer.features = peerFeatures(msg.features);
+        grid.setFeatures(msg.id, peer.features);
       }
       break;
     case "producer":
@@ -322,15 +337,27 @@ function retryOffer() {
   }, backoff(attempt - 1, { base: 250, cap: 4000 }));
 }
 
-function addPeer(id, name, peerFeatures = { audio: true, video: true }) {
-  if (!id || id === state.id) return;
+/** Peer ids are the server's strings; they are only ever Map keys and attribute values. */
+function isPeerId(id) {
+  return typeof id === "string" && id !== "";
+}
+
+/** {audio, video} booleans from a peer's (untrusted) features: only `false` turns one off. */
+function peerFeatures(f) {
+  return { audio: f?.audio !== false, video: f?.video !== false };
+}
+
+/** Add (or rename) a remote participant; false when `id` is not a remote peer's id. */
+function addPeer(id, name, initial) {
+  if (!isPeerId(id) || id === state.id) return false;
   const known = state.peers.get(id);
-  const peer = known || { name, features: peerFeatures };
-  peer.name = name || peer.name || "Guest";
+  const peer = known || { name: "", features: peerFeatures(initial) };
+  peer.name = (typeof name === "string" && name) || peer.name || "Guest";
   state.peers.set(id, peer);
   grid.add(id, { name: peer.name });
   grid.setFeatures(id, peer.features);
   updateCount();
+  return !known;
 }
 
 function removePeer(id) {
@@ -343,7 +370,7 @@ function removePeer(id) {
 }
 
 function onTrack(peer, track) {
-  if (!state.peers.has(peer)) addPeer(peer, "Guest");
+  if (!state.peers.has(peer) && !addPeer(peer, "Guest")) return;
   if (track.kind === "video") {
     grid.setVideo(peer, track);
     watchFirstFrame(grid.get(peer)?.video);
@@ -355,6 +382,7 @@ function onTrack(peer, track) {
 }
 
 function onConsumerState(peer, s) {
+  if (!state.peers.has(peer)) return;
   const text = { connected: "", failed: "connection lost", disconnected: "reconnecting…" }[s];
   grid.setStatus(peer, text ?? "connecting…");
 }
@@ -455,6 +483,7 @@ function startLoops() {
     if (!call || state.phase !== "joined") return;
     lastStats = await call.stats();
     for (const [peer, s] of Object.entries(lastStats.remote)) {
+      if (!state.peers.has(peer)) continue;
       const detail = `loss ${(s.loss * 100).toFixed(1)} %, jitter ${Math.round(s.jitter * 1000)} ms` +
         (s.rtt != null ? `, rtt ${Math.round(s.rtt * 1000)} ms` : "");
       grid.setQuality(peer, s.quality, detail);
@@ -479,10 +508,10 @@ window.arbiter = Object.freeze({
     name: state.name,
     banner: state.banner,
     sharing: !!state.screenTrack,
-    tiles: grid.ids().map((id) => {
-      const t = grid.get(id);
+    tiles: grid.ids().map((key) => {
+      const t = grid.get(key);
       return {
-        id,
+        id: t.self ? state.id : t.id, // our own tile is keyed by a Symbol, not by our id
         self: t.self,
         name: t.name,
         muted: !t.muted.hidden,

@@ -10,7 +10,7 @@ export class Call {
    * @param {object} opts
    * @param {import("./signaling.js").Signaling} opts.signaling
    * @param {number} opts.roomId
-   * @param {RTCIceServer[]} opts.iceServers
+   * @param {RTCIceServer[]} [opts.iceServers]  see setIceServers
    * @param {object} opts.events  onTrack(peerId, track), onConsumerState(peerId, state),
    *   onProducerState(state), onError(message)
    */
@@ -23,10 +23,18 @@ export class Call {
     this.audioSender = null;
     this.videoSender = null;
     this.producerAnswered = false;
+    // Publisher ids are whatever the server relays (any string a peer chose): they key Maps
+    // only, never plain objects, and nothing of ours shares a Map with them.
     this.consumers = new Map(); // publisher id -> RTCPeerConnection
-    this.queues = new Map(); // "producer" | publisher id -> promise chain (in-order handling)
+    this.producerQueue = Promise.resolve(); // in-order handling of producer frames
+    this.queues = new Map(); // publisher id -> promise chain (in-order handling)
     this.previous = new Map(); // publisher id -> last stats snapshot (for loss over an interval)
     this.closed = false;
+  }
+
+  /** The ICE servers (with TURN credentials) for every peer connection created from now on. */
+  setIceServers(iceServers) {
+    this.iceServers = iceServers || [];
   }
 
   /** Offer our tracks to the SFU. `videoTrack` is the camera or a placeholder, never null. */
@@ -74,16 +82,18 @@ export class Call {
 
   /** A handshake frame from the SFU (producer answer or consumer offer). */
   handle(msg) {
-    const key = msg.type === "consumer" ? String(msg.remotePeerId) : "producer";
-    const prev = this.queues.get(key) || Promise.resolve();
+    const publisher = msg.type === "consumer" ? publisherId(msg.remotePeerId) : null;
+    if (msg.type === "consumer" && publisher === null) return Promise.resolve();
+    const prev = publisher === null ? this.producerQueue : this.queues.get(publisher) || Promise.resolve();
     const next = prev
-      .then(() => this.handleNow(msg))
+      .then(() => this.handleNow(msg, publisher))
       .catch((err) => this.events.onError?.(`${msg.type}: ${err.message || err}`));
-    this.queues.set(key, next);
+    if (publisher === null) this.producerQueue = next;
+    else this.queues.set(publisher, next);
     return next;
   }
 
-  async handleNow(msg) {
+  async handleNow(msg, publisher) {
     if (this.closed) return;
     if (msg.error && typeof msg.error === "object") {
       this.events.onError?.(`The media server refused our ${msg.type} connection: ${msg.error.message}`);
@@ -96,8 +106,8 @@ export class Call {
       if (this.producer.signalingState !== "have-local-offer") return;
       await this.producer.setRemoteDescription(description);
       this.producerAnswered = true;
-    } else if (msg.type === "consumer" && description.type === "offer" && msg.remotePeerId) {
-      await this.answerConsumer(String(msg.remotePeerId), description);
+    } else if (msg.type === "consumer" && description.type === "offer" && publisher !== null) {
+      await this.answerConsumer(publisher, description);
     }
   }
 
@@ -147,12 +157,12 @@ export class Call {
    * quality against the previous tracked pass (the once-a-second loop in app.js).
    */
   async stats({ track = true } = {}) {
-    const remote = {};
+    const remote = new Map();
     await Promise.all(
       [...this.consumers].map(async ([publisher, pc]) => {
         try {
           const now = summarise(await pc.getStats());
-          remote[publisher] = track ? this.quality(publisher, now) : now;
+          remote.set(publisher, track ? this.quality(publisher, now) : now);
         } catch {
           // closed meanwhile
         }
@@ -174,7 +184,12 @@ export class Call {
         // closed meanwhile
       }
     }
-    return { remote, producer, producerState: this.producer?.connectionState || "closed" };
+    return {
+      // fromEntries defines own properties: a publisher called "__proto__" stays a plain key.
+      remote: Object.fromEntries(remote),
+      producer,
+      producerState: this.producer?.connectionState || "closed",
+    };
   }
 
   quality(publisher, now) {
@@ -195,6 +210,12 @@ export class Call {
     else if (loss > 0.02 || jitterMs > 30 || (rttMs ?? 0) > 250) quality = "fair";
     return { ...now, loss, quality };
   }
+}
+
+/** A consumer frame's remotePeerId as a Map key, or null when there is none. */
+function publisherId(value) {
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  return typeof value === "string" && value !== "" ? value : null;
 }
 
 function summarise(report) {

@@ -58,7 +58,9 @@ export function initials(name) {
 export class Grid {
   constructor(root) {
     this.root = root;
-    this.tiles = new Map(); // id -> {node, video, audio, ...}
+    // Remote peer id (a string from the server) or the caller's own key for its self view
+    // (app.js uses a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
+    this.tiles = new Map();
     new ResizeObserver(() => this.layout()).observe(root);
   }
 
@@ -81,7 +83,13 @@ export class Grid {
     const plate = el("div", { class: "nameplate" }, quality, label, muted, camOff);
     const node = el(
       "div",
-      { class: "tile connecting", role: "listitem", "data-testid": "tile", "data-peer-id": id, "data-self": self },
+      {
+        class: "tile connecting",
+        role: "listitem",
+        "data-testid": "tile",
+        "data-peer-id": self ? null : id, // an attribute value (never markup or a selector here)
+        "data-self": self,
+      },
       video, avatar, status, plate,
     );
     if (self) {
@@ -224,7 +232,8 @@ export class Chat {
   add(message, { quiet = false } = {}) {
     if (!message || typeof message.content !== "string") return;
     this.messages.push(message);
-    const when = message.ts ? new Date(message.ts * 1000) : new Date();
+    const when = Number.isFinite(message.ts) && message.ts > 0 ? new Date(message.ts * 1000) : new Date();
+    if (Number.isNaN(when.getTime())) when.setTime(Date.now()); // out of Date's range
     const time = el("time", {
       dateTime: when.toISOString(),
       text: when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
@@ -232,7 +241,7 @@ export class Chat {
     const item = el(
       "li",
       { class: "chat-message", "data-testid": "chat-message" },
-      el("div", { class: "chat-meta" }, el("strong", { text: message.name || message.sender || "?" }), time),
+      el("div", { class: "chat-meta" }, el("strong", { text: String(message.name || message.sender || "?") }), time),
       el("p", { class: "chat-text", text: message.content }),
     );
     this.log.append(item);
