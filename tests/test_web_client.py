@@ -3,7 +3,10 @@
 Pages open `http://127.0.0.1:<port>/<room>`, type a name in the lobby and click Join; the room
 is created and claimed by the page itself (the pool is empty: getRoomId 404, claimRoom 404,
 createRoom, claimRoom). Everything is *done* through the DOM (buttons, inputs, Enter) and only
-*read* through the DOM or the read-only hook `window.arbiter` (`state()`, `stats()`).
+*read* through the DOM or the read-only hook `window.arbiter` (`state()`, `stats()`). The
+security tests add their own instruments before the page loads (`Page(..., setup)`: init scripts
+recording RTCPeerConnection configurations or CSP violations, routes standing in for an older
+server); the client itself exposes nothing for them.
 
 Playwright's sync API runs in one worker thread while trio runs the server; every wait in the
 thread is bounded and the browser is closed in a `finally`, so the thread always returns.
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 import trio
 
-from arbiter.testing import WsClient, make_config, running_server, ws_client
+from arbiter.testing import make_config, running_server, ws_client
 from arbiter.testing.browser import ARTIFACTS, chromium, no_leaked_threads, poll, require_chromium
 from arbiter.testing.media_peer import open_media_peer
 
@@ -536,15 +539,6 @@ async def test_hostile_peer_ids_leave_the_own_tile_alone(tmp_path: Path) -> None
     require_chromium()
     release_ws, release_media = trio.Event(), trio.Event()
 
-    async def drain(client: WsClient) -> None:
-        from trio_websocket import ConnectionClosed
-
-        try:
-            while True:
-                await client.ws.get_message()
-        except ConnectionClosed:
-            pass
-
     async def hostile_ws(
         srv: Any, room_id: int, peer_id: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -553,7 +547,7 @@ async def test_hostile_peer_ids_leave_the_own_tile_alone(tmp_path: Path) -> None
             await client.send("features", {"audio": False, "video": False})
             await client.send("chat", {"content": f"<b>{peer_id}</b>"})
             async with trio.open_nursery() as inner:
-                inner.start_soon(drain, client)
+                inner.start_soon(client.drain)
                 task_status.started()
                 await release_ws.wait()
                 await client.send("disconnect", {})
