@@ -17,6 +17,7 @@ from arbiter.sfu.client import PeerClient
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.endpoint import MediaEndpoint
 from arbiter.sfu.router import Router
+from arbiter.sfu.srtp import SrtpSession
 from arbiter.sfu.transport import CONSUMER, PRODUCER, WebRtcTransport
 
 Address = tuple[str, int]
@@ -58,6 +59,7 @@ class Harness:
         )
         t.router = self.router
         t.on_connected = self.connected.append
+        t.on_address_change = _retarget  # what MediaRoom does
         self.router.add_transport(t)
         self.endpoint.register(t)
         return t
@@ -98,6 +100,11 @@ class Harness:
     def send_rtcp(self, client: PeerClient, addr: Address, packet: bytes) -> None:
         assert client.srtp is not None
         self.endpoint.dispatch(client.srtp.protect_rtcp(packet), addr, self.now)
+
+
+def _retarget(t: WebRtcTransport, old: Address | None) -> None:
+    for producer in {c.producer for c in t.consumers.values()}:
+        producer.rebuild_targets()
 
 
 P_ADDR, S1_ADDR, S2_ADDR = ("127.0.0.1", 5000), ("127.0.0.1", 5001), ("127.0.0.1", 5002)
@@ -294,3 +301,217 @@ def test_peer_close_notify_closes_the_transport_at_once(room) -> None:  # type: 
     assert S1_ADDR not in h.endpoint.by_addr
     h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 1, 0, VIDEO, b"v" * 100))
     assert h.net.take(S1_ADDR) == [] and len(h.net.take(S2_ADDR)) == 1
+
+
+# --- issue 9: feedback never amplifies, addresses need proof ---------------------------------
+
+
+def _resent(h: Harness, client: PeerClient, addr: Address) -> list[bytes]:
+    """Decrypted with a fresh session: the client's own has seen these indexes already."""
+    keys = client.dtls.srtp_keys
+    assert keys is not None
+    srtp = SrtpSession(keys)
+    return [srtp.unprotect_rtp_untrusted(d) for d in h.net.take(addr)]
+
+
+def test_nack_flood_is_bounded_per_seq_and_by_forwarded_bytes(room) -> None:  # type: ignore[no-untyped-def]
+    """Each (consumer, seq) is resent at most once per 100 ms, and what is resent to a consumer
+    within any second stays below what that stream forwarded to it in the same second."""
+    h, clients, _ = room
+    size = 1000
+    h.router.tick(h.now)
+    for seq in range(100):  # 100 kB forwarded at t=100
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, b"v" * (size - 12)))
+    h.net.take(S1_ADDR)
+    h.net.take(S2_ADDR)
+    nack = rtcp.build_nack(1, VIDEO, range(100))
+    h.send_rtcp(clients["S1"], S1_ADDR, nack)
+    first = _resent(h, clients["S1"], S1_ADDR)
+    # Strictly below the 100 forwarded packets' bytes: 99 of them.
+    assert len(first) == 99 and len(set(first)) == 99
+    c = h.endpoint.counters
+    assert (c["nack_retransmitted"], c["nack_suppressed"]) == (99, 1)
+    # The same NACK again and again within 100 ms: nothing more (and no budget left anyway).
+    for _ in range(50):
+        h.now += 0.001
+        h.send_rtcp(clients["S1"], S1_ADDR, nack)
+    assert _resent(h, clients["S1"], S1_ADDR) == []
+    # A second later nothing new was forwarded: the window holds no forwarded bytes, no budget.
+    h.now += 1.0
+    h.router.tick(h.now)
+    h.send_rtcp(clients["S1"], S1_ADDR, nack)
+    assert _resent(h, clients["S1"], S1_ADDR) == []
+    # New media earns new budget, for this consumer only and at most its size.
+    for seq in range(100, 110):
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, b"w" * (size - 12)))
+    h.net.take(S2_ADDR)
+    h.net.take(S1_ADDR)
+    h.send_rtcp(clients["S1"], S1_ADDR, nack)
+    assert len(_resent(h, clients["S1"], S1_ADDR)) == 9
+    assert h.net.take(S2_ADDR) == [] and h.net.take(P_ADDR) == []
+    # S2 never asked: its own budget is untouched by S1's flood.
+    h.send_rtcp(clients["S2"], S2_ADDR, rtcp.build_nack(1, VIDEO, [105]))
+    assert len(_resent(h, clients["S2"], S2_ADDR)) == 1
+
+
+def test_nack_repeat_limit_is_100_ms_per_seq(room) -> None:  # type: ignore[no-untyped-def]
+    h, clients, _ = room
+    h.router.tick(h.now)
+    for seq in range(50):
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, b"v" * 500))
+    h.net.take(S1_ADDR)
+    nack = rtcp.build_nack(1, VIDEO, [7])
+    times = []
+    for _ in range(30):  # every 20 ms for 0.6 s
+        h.send_rtcp(clients["S1"], S1_ADDR, nack)
+        if _resent(h, clients["S1"], S1_ADDR):
+            times.append(h.now)
+        h.now += 0.02
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    # Every 100 ms, give or take the 20 ms step (floats land 0.1 just below or above it).
+    assert len(times) >= 5 and all(0.1 <= g <= 0.12 for g in gaps), gaps
+
+
+def test_nack_older_than_libsrtp_default_window_is_served(room) -> None:  # type: ignore[no-untyped-def]
+    """libsrtp's default outbound replay window is 128: a NACK 200 packets back made protect
+    raise out of the RTCP handler. The window now covers the whole cache."""
+    h, clients, _ = room
+    h.router.tick(h.now)
+    for seq in range(1000):
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, bytes([seq & 255]) * 200))
+    h.net.take(S1_ADDR)
+    old = [0, 1, 500, 799, 998]
+    h.send_rtcp(clients["S1"], S1_ADDR, rtcp.build_nack(1, VIDEO, old))
+    resent = _resent(h, clients["S1"], S1_ADDR)
+    assert [rtp.seq_of(p) for p in resent] == old
+    c = h.endpoint.counters
+    assert c["internal_error"] == 0 and c["nack_protect_failed"] == 0
+
+
+def test_a_failing_retransmission_costs_only_itself(room) -> None:  # type: ignore[no-untyped-def]
+    """One packet whose protect fails is counted; the rest of the NACK and of the compound
+    (here a PLI after it) are still handled, and nothing is logged per datagram."""
+    h, clients, transports = room
+    h.now += 5  # past the PLIs sent when the consumers connected
+    h.router.tick(h.now)
+    for seq in range(10):
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, b"v" * 300))
+    h.net.take(S1_ADDR)
+    h.net.take(P_ADDR)
+    s1 = transports["S1"]
+    real = s1.protect_rtp
+
+    def flaky(packet: bytes) -> bytes:
+        if rtp.seq_of(packet) == 3:
+            return real(b"\x80" * 2000)  # pylibsrtp refuses it (ValueError: too long)
+        return real(packet)
+
+    s1.protect_rtp = flaky
+    compound = rtcp.build_nack(1, VIDEO, [2, 3, 4]) + rtcp.build_pli(1, VIDEO)
+    h.send_rtcp(clients["S1"], S1_ADDR, compound)
+    assert [rtp.seq_of(p) for p in _resent(h, clients["S1"], S1_ADDR)] == [2, 4]
+    p_srtp = clients["P"].srtp
+    assert p_srtp is not None
+    upstream = [p_srtp.unprotect_rtcp_untrusted(d) for d in h.net.take(P_ADDR)]
+    assert upstream == [rtcp.build_pli(transports["P"].rtcp_ssrc, VIDEO)]
+    c = h.endpoint.counters
+    assert (c["nack_protect_failed"], c["nack_retransmitted"], c["internal_error"]) == (1, 2, 0)
+    # A malformed packet inside a well-framed compound costs only itself too.
+    h.now += 1.5
+    bad_fir = bytes([0x80 | rtcp.FMT_FIR, rtcp.PT_PSFB, 0, 3]) + bytes(8) + VIDEO.to_bytes(4, "big")
+    # A FIR whose FCI is half an entry (RFC 5104 4.3.1.2: 8 bytes each), then a good PLI.
+    h.send_rtcp(clients["S1"], S1_ADDR, bad_fir + rtcp.build_pli(1, VIDEO))
+    assert len(h.net.take(P_ADDR)) == 1
+    assert c["rtcp_parse"] == 1 and c["internal_error"] == 0
+
+
+def test_unexpected_errors_are_counted_and_logged_at_a_bounded_rate(
+    room, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    h, clients, _ = room
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(h.router, "on_rtcp", broken)
+    with caplog.at_level("ERROR", logger="arbiter.sfu.endpoint"):
+        for _ in range(200):  # 200 datagrams over 20 s
+            h.now += 0.1
+            h.send_rtcp(clients["S1"], S1_ADDR, rtcp.build_pli(1, VIDEO))
+    assert h.endpoint.counters["internal_error"] == 200
+    lines = [r for r in caplog.records if r.name == "arbiter.sfu.endpoint"]
+    assert len(lines) == 2  # at t=0.1 and t=10.1: one per 10 s per kind
+    assert "more like it since the last one" in lines[1].getMessage()
+
+
+def test_forced_keyframe_requests_keep_a_300_ms_floor(room) -> None:  # type: ignore[no-untyped-def]
+    """New consumers force a PLI, but ten within 0.1 s are one PLI now and one at the floor's
+    end (the last newcomer still gets its keyframe), not ten."""
+    h, clients, transports = room
+    producer = transports["P"].producers[VIDEO]
+    h.now += 5
+    h.net.take(P_ADDR)
+    start = h.now
+    for _ in range(10):
+        h.router.request_keyframe(producer, h.now, force=True)
+        h.now += 0.01
+    sent_at = [round(start - start, 2)] if h.net.take(P_ADDR) else []
+    while h.now < start + 1.0:
+        h.now += 0.05
+        h.router.tick(h.now)
+        if h.net.take(P_ADDR):
+            sent_at.append(round(h.now - start, 2))
+    assert sent_at == [0.0, 0.3]
+    c = h.endpoint.counters
+    assert (c["pli_deferred"], c["pli_coalesced"]) == (1, 8)
+    # A consumer's own PLI keeps the one-per-second limit on top of the floor.
+    h.send_rtcp(clients["S1"], S1_ADDR, rtcp.build_pli(1, VIDEO))
+    assert h.net.take(P_ADDR) == [] and c["pli_throttled"] == 1
+
+
+def test_a_check_replayed_from_a_live_participants_address_does_not_steal_it(room) -> None:  # type: ignore[no-untyped-def]
+    """S1's check (a fresh one: say captured and replayed before S1's own arrived) sent from
+    S2's address, which S2 is using: answered, but S2 keeps its packets and S1 its media."""
+    h, clients, transports = room
+    h.now += 1
+    h.send_rtcp(clients["S2"], S2_ADDR, rtcp.build_receiver_report(1, []))  # S2 is live
+    h.endpoint.dispatch(clients["S1"].binding_request(), S2_ADDR, h.now)
+    assert len(h.net.take(S2_ADDR)) == 1  # the binding response goes to the source
+    assert h.endpoint.by_addr[S2_ADDR] is transports["S2"]
+    assert h.endpoint.counters["stun_address_in_use"] == 1
+    s1 = transports["S1"]
+    assert s1.remote_addr == S1_ADDR and s1.pending_addr == S2_ADDR
+    # S2's RTCP still reaches S2's transport (no srtp_auth failures), media still flows to both.
+    h.send_rtcp(clients["S2"], S2_ADDR, rtcp.build_receiver_report(1, []))
+    h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 1, 0, VIDEO, b"v" * 100))
+    assert len(h.net.take(S1_ADDR)) == 1 and len(h.net.take(S2_ADDR)) == 1
+    assert h.endpoint.counters["srtp_auth"] == 0
+    # Once S2 has been silent for ADDRESS_HOLD (its browser closed), a check may take it.
+    h.now += 6
+    h.endpoint.dispatch(clients["S1"].binding_request(use_candidate=False), S2_ADDR, h.now)
+    assert h.endpoint.by_addr[S2_ADDR] is s1
+
+
+def test_media_moves_only_after_srtp_from_the_new_address_and_at_most_once_a_second(room) -> None:  # type: ignore[no-untyped-def]
+    h, clients, transports = room
+    s1, c1 = transports["S1"], clients["S1"]
+    new, back = ("127.0.0.1", 7001), S1_ADDR
+    h.endpoint.dispatch(c1.binding_request(), new, h.now)
+    assert len(h.net.take(new)) == 1
+    h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 1, 0, VIDEO, b"v" * 100))
+    assert h.net.take(new) == [] and len(h.net.take(S1_ADDR)) == 1  # still the old address
+    h.send_rtcp(c1, new, rtcp.build_receiver_report(1, []))  # authenticated, from `new`
+    assert s1.remote_addr == new
+    h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 2, 0, VIDEO, b"v" * 100))
+    assert len(h.net.take(new)) == 1 and h.net.take(S1_ADDR) == []
+    # Back at once: proven, but the second switch within a second waits.
+    h.now += 0.2
+    h.endpoint.dispatch(c1.binding_request(), back, h.now)
+    h.send_rtcp(c1, back, rtcp.build_receiver_report(1, []))
+    h.send_rtcp(c1, back, rtcp.build_receiver_report(1, []))
+    assert s1.remote_addr == new
+    h.now += 1.0
+    h.send_rtcp(c1, back, rtcp.build_receiver_report(1, []))
+    assert s1.remote_addr == back
+    c = h.endpoint.counters
+    assert (c["ice_nomination_pending"], c["ice_switch"], c["ice_switch_deferred"]) == (2, 2, 1)
