@@ -153,10 +153,16 @@ class LimitsConfig:
     # Chat history a room keeps at most (oldest messages are deleted first).
     chat_rows_per_room: int = 500
     chat_bytes_per_room: int = 262144
+    # Chat messages per connection (a token bucket, on top of messages_per_second): every
+    # message is stored and sent to the whole room, so a flood must not fill everyone's queue.
+    chat_per_second: float = 2.0
+    chat_burst: int = 10
 
     def __post_init__(self) -> None:
         if self.messages_per_second <= 0 or self.message_burst < 1:
             raise ConfigError("limits.messages_per_second and limits.message_burst must be > 0")
+        if self.chat_per_second <= 0 or self.chat_burst < 1:
+            raise ConfigError("limits.chat_per_second and limits.chat_burst must be > 0")
         for key in (
             "max_refused_messages",
             "create_room_per_minute",

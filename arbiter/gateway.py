@@ -60,7 +60,7 @@ OFFER_IN_FLIGHT_TIMEOUT = 10.0
 
 def sfu_queue_size(send_queue: int) -> int:
     """A room SFU's inbox: roomier than a client's, because a whole room feeds it."""
-    return max(4 * send_queue, 1024)
+    return 4 * send_queue
 
 
 class Peer:
@@ -91,6 +91,7 @@ class Peer:
         self.close_requested = trio.Event()
         # Set by Gateway.connect from the limits; None (never limited) until then.
         self.bucket: p.TokenBucket | None = None
+        self.chat_bucket: p.TokenBucket | None = None
         self.refused = 0  # frames refused with 429 so far
         # When this client's last producer offer went to the SFU, until the SFU answers it.
         self.offer_sent_at: float | None = None
@@ -176,6 +177,9 @@ class Gateway:
             limits = self.config.limits
             peer.bucket = p.TokenBucket(
                 limits.messages_per_second, limits.message_burst, self.monotonic()
+            )
+            peer.chat_bucket = p.TokenBucket(
+                limits.chat_per_second, limits.chat_burst, self.monotonic()
             )
         self.store.add_connection(peer.connection_id, peer.remote_addr, self.clock())
         self.metrics.ws_connections.set(len(self.peers))
@@ -536,6 +540,9 @@ class Gateway:
         if not isinstance(content, str) or not content.strip() or len(content) > p.MAX_CHAT_CHARS:
             raise BadRequest("Invalid chat content")
         assert peer.room_id is not None and peer.peer_id is not None
+        if peer.chat_bucket is not None and not peer.chat_bucket.take(self.monotonic()):
+            # Stored and sent to everyone: a chat flood would fill every member's queue.
+            raise TooManyRequests(p.TOO_MANY_MESSAGES)
         self._store_chat(room, peer.room_id, peer.peer_id, peer.name, content)
 
     def _store_chat(

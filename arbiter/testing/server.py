@@ -32,6 +32,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             "rooms_per_address": 0,
             "lookups_per_minute": 0,
             "failed_identifies_per_minute": 0,
+            "chat_per_second": 1000.0,
+            "chat_burst": 1000,
         },
     )
     return base.replace(**sections) if sections else base
