@@ -29,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
                     # A wildcard is not an address a browser can open: say which one to use.
                     port = url.rsplit(":", 1)[1]
                     scheme = url.split("://", 1)[0]
-                    print(f"  open {scheme}://localhost:{port}/<room-name> in a browser", flush=True)
+                    print(
+                        f"  open {scheme}://localhost:{port}/<room-name> in a browser", flush=True
+                    )
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     print(f"Arbiter stopping ({signal.Signals(signum).name})", flush=True)
