@@ -102,7 +102,11 @@ class BrowserSide:
             try:
                 started = time.monotonic()
                 for peer_id, name in self.participants:
-                    context = browser.new_context(viewport={"width": 800, "height": 600})
+                    # The harness is injected as an inline script, which the page's CSP (rightly)
+                    # forbids; it is test code, not the web client, so CSP is bypassed here only.
+                    context = browser.new_context(
+                        viewport={"width": 800, "height": 600}, bypass_csp=True
+                    )
                     page = pages[peer_id] = context.new_page()
                     log = self.console[peer_id] = []
                     page.on("console", lambda m, log=log: log.append(f"{m.type}: {m.text}"))

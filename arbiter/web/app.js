@@ -11,6 +11,7 @@ import {
   sleep,
 } from "./api.js";
 import { Call } from "./call.js";
+import { suggestRoomName } from "./names.js";
 import { captureScreen, ensureAudioContext, LevelMeter, LocalMedia } from "./media.js";
 import { Signaling, SignalingError } from "./signaling.js";
 import { $, banner, Chat, fillDevices, Grid, hydrateIcons, initials, toast } from "./ui.js";
@@ -63,9 +64,7 @@ function setBanner(text, kind = "warn") {
 
 function startLanding() {
   show("landing");
-  const words = ["amber", "brisk", "cedar", "delta", "ember", "fjord", "glade", "harbor"];
-  const pick = () => words[Math.floor(Math.random() * words.length)];
-  $("#landing-room").value = `${pick()}-${pick()}-${Math.floor(Math.random() * 900 + 100)}`;
+  $("#landing-room").value = suggestRoomName();
   $("#landing-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const room = $("#landing-room").value.trim().replace(/^\/+|\/+$/g, "");
