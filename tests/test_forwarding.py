@@ -386,6 +386,16 @@ def test_nack_older_than_libsrtp_default_window_is_served(room) -> None:  # type
     assert [rtp.seq_of(p) for p in resent] == old
     c = h.endpoint.counters
     assert c["internal_error"] == 0 and c["nack_protect_failed"] == 0
+    # The publisher's sequence number jumps ahead: packets still in the cache but further
+    # back than the cache's length (the outbound window) are not served, not even tried.
+    h.now += 0.5
+    h.router.tick(h.now)
+    for seq in range(5000, 5010):
+        h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, seq, 0, VIDEO, b"j" * 200))
+    h.net.take(S1_ADDR)
+    h.send_rtcp(clients["S1"], S1_ADDR, rtcp.build_nack(1, VIDEO, [500, 5001]))
+    assert [rtp.seq_of(p) for p in _resent(h, clients["S1"], S1_ADDR)] == [5001]
+    assert c["nack_missed"] == 1 and c["nack_protect_failed"] == 0
 
 
 def test_a_failing_retransmission_costs_only_itself(room) -> None:  # type: ignore[no-untyped-def]
@@ -515,3 +525,33 @@ def test_media_moves_only_after_srtp_from_the_new_address_and_at_most_once_a_sec
     assert s1.remote_addr == back
     c = h.endpoint.counters
     assert (c["ice_nomination_pending"], c["ice_switch"], c["ice_switch_deferred"]) == (2, 2, 1)
+
+
+def test_renomination_before_dtls_moves_the_handshake_with_it() -> None:
+    """Before any keys exist nothing but handshake flights follow the address: DTLS from the
+    newly nominated address moves it (the browser renominated and handshakes from there).
+    IPv6 sources arrive as 4-tuples from recvfrom; ICE compares (host, port)."""
+    h = Harness()
+    t = h.transport(PRODUCER, "P")
+    client = PeerClient(
+        CLIENT_CERT, remote_ufrag=t.ice.ufrag, remote_pwd=t.ice.pwd,
+        remote_fingerprint=SFU_CERT.fingerprint(),
+    )  # fmt: skip
+    t.set_remote(client.ufrag, client.pwd, [("sha-256", client.fingerprint)], h.now)
+    first: Address = ("2001:db8::1", 5000, 0, 0)  # type: ignore[assignment]
+    second: Address = ("2001:db8::2", 5002, 0, 0)  # type: ignore[assignment]
+    h.endpoint.dispatch(client.binding_request(), first, h.now)
+    h.endpoint.dispatch(client.binding_request(), second, h.now)
+    for response in h.net.take(first) + h.net.take(second):
+        client.receive_untrusted(response, h.now)
+    assert t.remote_addr == ("2001:db8::1", 5000) and t.pending_addr == ("2001:db8::2", 5002)
+    flights = client.start_dtls(h.now)
+    for _ in range(10):
+        for datagram in flights:
+            h.endpoint.dispatch(datagram, second, h.now)
+        flights = []
+        for datagram in h.net.take(("2001:db8::2", 5002)):  # type: ignore[arg-type]
+            flights += client.receive_untrusted(datagram, h.now)
+    assert client.connected and t.connected and t.remote_addr == ("2001:db8::2", 5002)
+    assert h.endpoint.counters["ice_switch"] == 1
+    assert h.net.take(("2001:db8::1", 5000)) == []  # type: ignore[arg-type]

@@ -56,13 +56,14 @@ from arbiter.sfu.dtls import SrtpKeys
 # are legitimate, 1024 is what aiortc and browsers use.
 REPLAY_WINDOW = 1024
 # The outbound window must cover the router's whole retransmission cache (DESIGN section 4): a
-# NACK retransmission re-protects a packet up to a cache's length (1024) behind the newest, and
-# with allow_repeat_tx libsrtp still refuses anything older than the window ("index too old";
-# issue 9: with the default 128 a NACK for seq-200 raised out of the RTCP handler). Twice the
-# cache for margin; libsrtp allows up to 2^15 - 1, but the window is a bit vector shifted on
-# every protect, so a larger one costs every forwarded packet (measured: 2.12 us per
-# 1200-byte protect at 128, 2.23 at 2048, 3.87 at 32767).
-TX_REPLAY_WINDOW = 2048
+# NACK retransmission re-protects a packet up to a cache's length behind the newest (the router
+# serves nothing further back: 1023 at most), and with allow_repeat_tx libsrtp still refuses
+# anything older than the window ("index too old"; issue 9: with the default 128 a NACK for
+# seq-200 raised out of the RTCP handler). Exactly the cache, no more: libsrtp allows up to
+# 2^15 - 1, but the window is a bit vector shifted on every protect, so a larger one costs
+# every forwarded packet (measured here, per 1200-byte protect: 2.12 us at 128, 2.19 at 1024,
+# 2.23 at 2048, 3.87 at 32767).
+TX_REPLAY_WINDOW = 1024
 # What a bound `protect`/`protect_rtcp` raises: libsrtp's refusal, pylibsrtp's size limit.
 PROTECT_ERRORS = (pylibsrtp.Error, ValueError, TypeError)
 REPLAY_RESET_THRESHOLD = 64

@@ -136,10 +136,12 @@ class WebRtcTransport:
     def authenticated_from(self, addr: Address, now: float) -> str:
         """Authenticated SRTP/SRTCP came from `addr` (the endpoint calls this only while an
         address is pending): the pending nomination takes effect, rate-limited (ice.confirm)."""
-        result = self.ice.confirm(addr, now)
+        # recvfrom gives IPv6 sources as (host, port, flowinfo, scope_id); ICE keeps (host, port).
+        source = (addr[0], addr[1])
+        result = self.ice.confirm(source, now)
         self.pending_addr = self.ice.pending
         if result == SWITCHED:
-            self._move(addr)
+            self._move(source)
         return result
 
     def _move(self, addr: Address) -> None:
@@ -161,7 +163,7 @@ class WebRtcTransport:
         pyOpenSSL does not tell us whether a record authenticated.
         """
         moved = ""
-        if addr is not None and self.srtp is None and addr == self.pending_addr:
+        if addr is not None and self.srtp is None and self.pending_addr is not None:
             moved = self.authenticated_from(addr, now)
         self._receive_dtls_untrusted(data, now)
         return moved
