@@ -347,7 +347,10 @@ class Router:
             consumer.resent = resent = {s: t for s, t in resent.items() if t > horizon}
         cache, mask, newest = producer.cache, producer.mask, producer.max_seq
         protect, send = transport.protect_rtp, self.send
-        for seq in seqs:
+        for i, seq in enumerate(seqs):
+            if budget <= 12:  # spent: the rest are over budget, skip them cheaply (a flood)
+                counters["nack_suppressed"] += len(seqs) - i
+                break
             cached = cache[seq & mask]
             # The slot may hold a newer packet that wrapped into it: check its sequence, and
             # that it is within a cache's length of the newest (the SRTP window covers that).
