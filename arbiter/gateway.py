@@ -1,4 +1,4 @@
-"""The WebSocket signaling gateway (DESIGN section 3), independent of the transport.
+"""The WebSocket signaling gateway (docs/PROTOCOL.md section 3), independent of the transport.
 
 A `Peer` is one signaling connection: a browser's WebSocket, a remote SFU worker's WebSocket, or
 an in-process room SFU. The gateway cannot tell the two kinds of SFU apart; only `trusted` (set
@@ -74,7 +74,7 @@ class Peer:
         trusted: bool = False,
         client_key: str | None = None,
     ) -> None:
-        # Fresh and random: never taken from the peer (DESIGN section 3, $connect).
+        # Fresh and random: never taken from the peer (docs/PROTOCOL.md section 3, $connect).
         self.connection_id = secrets.token_urlsafe(12)
         self.remote_addr = remote_addr
         # The address per-address budgets are keyed by (the proxy-aware client address).
@@ -385,7 +385,7 @@ class Gateway:
                 or not hmac.compare_digest(token.encode(), expected.encode())
             ):
                 raise Forbidden(p.FORBIDDEN)
-        # An SFU's id is the room id it serves (DESIGN section 3).
+        # An SFU's id is the room id it serves (docs/PROTOCOL.md section 3).
         room_id = self._live_room(data.get("id", data.get("roomId")), client=False)
         room = self.rooms.setdefault(room_id, RoomPeers())
         if room.sfu is not None:
@@ -415,7 +415,7 @@ class Gateway:
             frame["moderator"] = False
             frame["locked"] = False
             # TURN credentials only for identified clients, named after the connection so
-            # coturn's logs tie relayed traffic to it (DESIGN section 3).
+            # coturn's logs tie relayed traffic to it (docs/PROTOCOL.md section 3).
             frame["iceServers"] = ice_servers(self.config.ice, self.clock(), who=peer.connection_id)
         return frame
 
@@ -492,7 +492,7 @@ class Gateway:
         if data.get("type") not in ("producer", "consumer"):
             raise BadRequest(p.INVALID_HANDSHAKE)
         message = dict(data)
-        # Identity comes from identify, never from the message (DESIGN section 3).
+        # Identity comes from identify, never from the message (docs/PROTOCOL.md section 3).
         message["sender"] = peer.peer_id
         message["roomId"] = peer.room_id
         if peer.kind == "client":
@@ -505,7 +505,7 @@ class Gateway:
                 and peer.offer_sent_at is not None
                 and now - peer.offer_sent_at < OFFER_IN_FLIGHT_TIMEOUT
             ):
-                # One producer offer in flight per client (DESIGN section 4, Overload).
+                # One producer offer in flight per client (docs/PROTOCOL.md section 4, Overload).
                 raise TooManyRequests(p.OFFER_IN_FLIGHT)
             self._to_sfu(room.sfu, message)
             if offer:
@@ -524,7 +524,8 @@ class Gateway:
 
         The inbox itself is bounded and an SFU that stops draining it is restarted; clients
         must never be able to cause that, so their frames stop at half its size and the rest
-        stays for the gateway's own notices (joins, departures) (DESIGN section 4, Overload).
+        stays for the gateway's own notices (joins, departures) (docs/PROTOCOL.md section 4,
+        Overload).
         """
         stats = sfu.outbox.statistics()
         if stats.current_buffer_used * 2 >= stats.max_buffer_size:
@@ -583,7 +584,7 @@ class Gateway:
         )
 
     def _room_event(self, peer: Peer, data: dict[str, Any]) -> None:
-        """What a room SFU tells the gateway about its room (DESIGN section 3)."""
+        """What a room SFU tells the gateway about its room (docs/PROTOCOL.md section 3)."""
         room = self._require_identified(peer)
         if peer.kind != "sfu":
             raise Forbidden(p.FORBIDDEN)

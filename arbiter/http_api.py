@@ -1,4 +1,4 @@
-"""HTTP routes and the WebSocket endpoint (DESIGN sections 2 and 3) on quart-trio.
+"""HTTP routes and the WebSocket endpoint (docs/PROTOCOL.md sections 2 and 3) on quart-trio.
 
 Every JSON answer's status and message are the documented ones, byte for byte.
 
@@ -323,7 +323,7 @@ def create_app(
 
     @app.route("/metrics", methods=["GET"])
     async def metrics_page() -> Response:
-        # Operators only (DESIGN section 2): everyone else sees no such page.
+        # Operators only (docs/PROTOCOL.md section 2): everyone else sees no such page.
         if not in_networks(request.remote_addr, config.http.metrics_allow):
             return json_response(404, {"message": "Not found"})
         return Response(metrics.render(), status=200, content_type=CONTENT_TYPE)

@@ -1,4 +1,5 @@
-"""Per-address budgets (DESIGN sections 2 and 3): who a request counts against, and buckets.
+"""Per-address budgets (docs/PROTOCOL.md sections 2 and 3): who a request counts against, and
+buckets.
 
 Every per-address budget (createRoom and new urlPath bindings, getRoomId misses, refused
 identifies) is keyed by `client_key_untrusted`, and applies to loopback clients too: only

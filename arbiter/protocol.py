@@ -1,4 +1,4 @@
-"""The signaling wire format (DESIGN section 3): frame decoding, error frames and limits.
+"""The signaling wire format (docs/PROTOCOL.md section 3): frame decoding, error frames and limits.
 
 Every frame is one JSON object `{"action": A, "data": {...}}` from peers, and one JSON object with
 a `type` from the server. Decoding is pure; it raises only `MalformedInput` (status 400), whose
@@ -16,7 +16,7 @@ from .errors import MalformedInput
 
 ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features", "room"})
 
-# Documented messages, byte for byte (DESIGN section 3).
+# Documented messages, byte for byte (docs/PROTOCOL.md section 3).
 INVALID_JSON = "Invalid JSON"
 UNKNOWN_ACTION = "Unknown action"
 MISSING_TYPE = "Missing valid type property"

@@ -1,10 +1,10 @@
 """The room supervisor: room lifecycle, idle pool, empty-room reaper, one SFU task per room.
 
-Rooms go `starting` -> `unclaimed` (its SFU identified) -> `claimed` -> `closed` (DESIGN
-section 2). Each live room has one supervised task running its SFU behind a `SignalingLink`;
-an exception escaping the SFU is caught at that task boundary, logged and counted, the room's
-clients get `sfuDisconnect` (the gateway sends it when the SFU's peer goes away), and the SFU is
-started again after a back-off. Sibling rooms never see it.
+Rooms go `starting` -> `unclaimed` (its SFU identified) -> `claimed` -> `closed`
+(docs/PROTOCOL.md section 2). Each live room has one supervised task running its SFU behind a
+`SignalingLink`; an exception escaping the SFU is caught at that task boundary, logged and
+counted, the room's clients get `sfuDisconnect` (the gateway sends it when the SFU's peer goes
+away), and the SFU is started again after a back-off. Sibling rooms never see it.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ class RoomManager:
         assert self.gateway is not None, "attach a gateway before running the rooms"
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            # Start-up recovery (DESIGN section 5): every room that is not closed gets its SFU
-            # again and keeps its urlPath, so room URLs survive a restart.
+            # Start-up recovery (docs/PROTOCOL.md section 5): every room that is not closed gets
+            # its SFU again and keeps its urlPath, so room URLs survive a restart.
             for row in self.store.live_rooms():
                 self._start(row.id, row.status)
             nursery.start_soon(self._keep_pool)
@@ -161,7 +161,7 @@ class RoomManager:
                         await self.sfu_factory(room.id, InProcessLink(self.gateway, peer))
                         nursery.cancel_scope.cancel()
                 except Exception:
-                    # The task boundary of DESIGN section 1: log, count, restart; never
+                    # The task boundary of docs/PROTOCOL.md section 1: log, count, restart; never
                     # propagate to the supervisor nursery, which would take the siblings down.
                     log.exception("room %d: SFU crashed; restarting", room.id)
                     self.metrics.room_crashes.inc()

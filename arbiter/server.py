@@ -1,4 +1,5 @@
-"""The process (DESIGN section 1): store, room supervisor, HTTP + WebSocket, in one nursery.
+"""The process (docs/PROTOCOL.md section 1): store, room supervisor, HTTP + WebSocket, in one
+nursery.
 
 `Server.run` takes `task_status` and reports the URLs it listens on once everything accepts
 work; cancelling it (or `shutdown()`) stops hypercorn gracefully, then the rooms, then closes the
@@ -52,7 +53,7 @@ def _hypercorn_config(config: Config) -> HyperConfig:
         # whole HTTP listener down (seen in about 1 of 8 browser runs). The API and the web
         # client are a handful of small requests and one WebSocket: h2 buys nothing here.
         hc.alpn_protocols = ["http/1.1"]
-    # hypercorn closes over-size frames with 1009 itself (DESIGN section 3).
+    # hypercorn closes over-size frames with 1009 itself (docs/PROTOCOL.md section 3).
     hc.websocket_max_message_size = config.limits.max_message_bytes
     hc.graceful_timeout = SHUTDOWN_GRACE / 2
     hc.accesslog = None

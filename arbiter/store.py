@@ -1,4 +1,4 @@
-"""SQLite persistence through sqlite-utils: rooms, connections, chat (DESIGN section 5).
+"""SQLite persistence through sqlite-utils: rooms, connections, chat (docs/PROTOCOL.md section 5).
 
 The store is called from the trio loop directly. Every call is one short statement or one short
 transaction on a local WAL database with `synchronous=NORMAL` (no fsync per commit), which costs

@@ -1,4 +1,4 @@
-"""ICE servers for clients, with coturn REST-API TURN credentials (DESIGN section 3).
+"""ICE servers for clients, with coturn REST-API TURN credentials (docs/PROTOCOL.md section 3).
 
 TURN credentials are a right to relay traffic through the operator's TURN server, so they are
 handed only to identified clients, in their `identified` frame, and expire after `ice.turn_ttl`.

@@ -58,7 +58,7 @@ async def test_guessing_room_ids_finds_nothing_and_is_cut_off(tmp_path: Path) ->
     async with served(tmp_path, PROXIED) as srv:
         room = await claim(srv, "board-meeting", "198.51.100.1")
         ids = [room] + [await claim(srv, f"other-{i}", "198.51.100.1") for i in range(3)]
-        # Random, not sequential, and JavaScript-safe (DESIGN section 2).
+        # Random, not sequential, and JavaScript-safe (docs/PROTOCOL.md section 2).
         assert all(2**32 <= i < 2**53 for i in ids)
         assert sorted(ids) != list(range(min(ids), min(ids) + 4))
         async with ws_client(srv.ws_url, **ws_from("198.51.100.1")) as victim:

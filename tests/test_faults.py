@@ -92,9 +92,10 @@ async def test_join_leave_cycles_leave_nothing_behind(tmp_path: Path) -> None:
         counters = dict(endpoint.counters)
         # Every cycle's two consumer transports completed DTLS on the server: each asked its
         # publisher for a keyframe then (media._connected). The visitor's is sent at once; the
-        # resident's stream is asked every cycle, faster than its 300 ms floor (DESIGN section
-        # 4), so those requests were merged into one deferred PLI per floor: each request was
-        # sent or merged into one that was, and nothing was dropped or raised.
+        # resident's stream is asked every cycle, faster than its 300 ms floor
+        # (docs/PROTOCOL.md section 4, RTCP), so those requests were merged into one deferred
+        # PLI per floor: each request was sent or merged into one that was, and nothing was
+        # dropped or raised.
         assert set(counters) <= {"pli_sent", "pli_deferred", "pli_coalesced"}
         assert counters["pli_sent"] + counters.get("pli_coalesced", 0) == 2 * CYCLES
         # The resident leaves too: the room is empty and nothing of anyone remains.

@@ -1,4 +1,4 @@
-"""The WebSocket gateway (DESIGN section 3) over real WebSockets on a loopback port."""
+"""The WebSocket gateway (docs/PROTOCOL.md section 3) over real WebSockets on a loopback port."""
 
 from __future__ import annotations
 

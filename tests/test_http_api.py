@@ -1,4 +1,5 @@
-"""Every row of the HTTP table (DESIGN section 2) against a real server on a loopback port."""
+"""Every row of the HTTP table (docs/PROTOCOL.md section 2) against a real server on a loopback
+port."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ async def test_create_claim_get_round_trip(config: Config) -> None:
         r = await srv.http.post("/createRoom")  # the deployed client used POST
         assert r.status_code == 200
         other = r.json()["roomId"]
-        # Random, never sequential (DESIGN section 2), JavaScript-safe.
+        # Random, never sequential (docs/PROTOCOL.md section 2), JavaScript-safe.
         assert other != room_id and 2**32 <= min(room_id, other) < max(room_id, other) < 2**53
 
 

@@ -1,7 +1,7 @@
 """End to end: aiortc participants through a real `Server` and its default room SFU.
 
 Success means frames *decoded* on the far side (VideoFrame/AudioFrame objects out of aiortc's
-decoders), not "connected" (DESIGN section 8). Each participant is a `MediaPeer`
+decoders), not "connected" (docs/PROTOCOL.md section 8). Each participant is a `MediaPeer`
 (tests/media_peer.py): one producer pc, one consumer pc per remote publisher.
 """
 

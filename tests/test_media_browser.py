@@ -1,4 +1,4 @@
-"""End to end with headless Chromium as a real participant (DESIGN section 8).
+"""End to end with headless Chromium as a real participant (docs/PROTOCOL.md section 8).
 
 Each page is served from the Arbiter server's own origin (a secure context on http://127.0.0.1),
 then a small self-contained participant (tests/browser_participant.js, a test harness, not the

@@ -113,7 +113,7 @@ async def test_claimed_room_nobody_joins_is_closed_sooner(tmp_path: Path) -> Non
         await srv.http.patch("/claimRoom", json={"urlPath": "used"})
         async with ws_client(srv.ws_url) as c:
             await c.identify_client(used, "visitor")
-            # The room's SFU reports the visitor's media up (DESIGN section 3, mediaUp).
+            # The room's SFU reports the visitor's media up (docs/PROTOCOL.md section 3, mediaUp).
             await registry.sfus[used].link.send(
                 {"action": "room", "data": {"type": "mediaUp", "id": "visitor"}}
             )

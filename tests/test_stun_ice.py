@@ -393,7 +393,7 @@ def test_nomination_and_renomination() -> None:
 
 
 def test_later_nomination_waits_for_media_and_switches_are_rate_limited() -> None:
-    """DESIGN section 4 (ICE-lite): the first nomination selects; a later one from another
+    """docs/PROTOCOL.md section 4 (ICE-lite): the first nomination selects; a later one from another
     address takes effect only once authenticated media comes from it, at most one switch per
     second; blind STUN from a spoofed address never moves anything by itself."""
     ice = responder()

@@ -1,8 +1,8 @@
 """The Arbiter target: `arbiter serve` in its own process, participants over its WebSocket API.
 
-Each synthetic participant speaks the real wire contract (DESIGN sections 3 and 4): identify,
-a producer offer for its audio and video, and an answer to every consumer offer the SFU sends;
-media legs do real ICE, DTLS and SRTP (`engine.Leg`).
+Each synthetic participant speaks the real wire contract (docs/PROTOCOL.md sections 3 and 4):
+identify, a producer offer for its audio and video, and an answer to every consumer offer the
+SFU sends; media legs do real ICE, DTLS and SRTP (`engine.Leg`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class ArbiterParticipant(Participant):
             nursery.start_soon(leg.keep_consent, self.stop)
 
     async def subscribe_to(self, other: Participant) -> None:
-        """The SFU offers every publisher by itself (DESIGN section 4): nothing to ask for."""
+        """The SFU offers every publisher by itself (docs/PROTOCOL.md section 4): nothing to ask
+        for."""
 
     async def leave(self) -> None:
         if self.ws is not None:

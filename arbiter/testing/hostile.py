@@ -2,8 +2,8 @@
 
 Shared by tests/test_hostile_ws.py (hypothesis strategies) and scripts/hostile_ws.py (a seeded
 `random.Random` generator for tens of thousands of frames). The oracle is the wire contract
-(DESIGN section 3 plus README "Decisions"): every answer is a frame of a known type, every error
-carries a documented (status, message) pair, and nothing is ever a 500.
+(docs/PROTOCOL.md section 3): every answer is a frame of a known type, every error carries a
+documented (status, message) pair, and nothing is ever a 500.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ daemon thread (`AsyncioThread`). The trio side talks to it with the two librarie
 `asyncio.run_coroutine_threadsafe` to submit work and `trio.to_thread.run_sync(future.result)` to
 wait for it. Frame counters are written by the asyncio thread under a lock and read by trio.
 
-The signaling half speaks the Arbiter protocol (DESIGN sections 3 and 4) over trio-websocket:
+The signaling half speaks the Arbiter protocol (docs/PROTOCOL.md sections 3 and 4) over
+trio-websocket:
 one producer RTCPeerConnection carrying a synthetic audio and VP8 video track, and one consumer
 RTCPeerConnection per remote publisher, answered whenever the SFU offers one.
 

@@ -106,7 +106,7 @@ class SfuRegistry:
     """Factory handing out RecordingSFUs.
 
     The next `remote` rooms started get no in-process SFU at all (a test plays their remote
-    SFU); their ids (random, DESIGN section 2) arrive through `next_remote()`.
+    SFU); their ids (random, docs/PROTOCOL.md section 2) arrive through `next_remote()`.
     """
 
     def __init__(self, remote: int = 0) -> None:

@@ -1,4 +1,5 @@
-// The HTTP side of joining (DESIGN section 2): client config and the room id for a URL path.
+// The HTTP side of joining (docs/PROTOCOL.md section 2): client config and the room id for a
+// URL path.
 //
 // resolveRoom: GET /getRoomId; on 404 PATCH /claimRoom; on 404 PUT /createRoom and claim
 // again. Transient failures (network errors, 5xx, no ready room yet) are retried with
@@ -102,7 +103,7 @@ export function cleanIceServers(list) {
 
 /**
  * The ICE servers for one join: the `identified` frame's (it carries the TURN credentials,
- * DESIGN section 3), or /config's list from a server that does not send them there.
+ * docs/PROTOCOL.md section 3), or /config's list from a server that does not send them there.
  */
 export function iceServersFor(identified, config) {
   if (identified && Array.isArray(identified.iceServers)) return cleanIceServers(identified.iceServers);

@@ -1,5 +1,5 @@
-// The media side of one join (DESIGN section 4): one producer RTCPeerConnection carrying our
-// microphone and camera to the room's SFU, one consumer RTCPeerConnection per remote
+// The media side of one join (docs/PROTOCOL.md section 4): one producer RTCPeerConnection
+// carrying our microphone and camera to the room's SFU, one consumer RTCPeerConnection per remote
 // participant (the SFU offers, we answer), and getStats() for decode counters and quality.
 //
 // The SFU is ICE-lite and puts its candidate in the SDP, so candidate frames are ignored and

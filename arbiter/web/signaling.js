@@ -1,4 +1,4 @@
-// One WebSocket to the gateway for one identity (DESIGN section 3).
+// One WebSocket to the gateway for one identity (docs/PROTOCOL.md section 3).
 //
 // The gateway allows one identity per connection, so a rejoin is a new Signaling with a new
 // id; the reconnect policy (back-off, the whole HTTP join flow again) lives in app.js.
