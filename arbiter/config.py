@@ -82,6 +82,12 @@ class MediaConfig:
     video_codec: str = "VP8"
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"media.port: expected 0-65535, got {self.port}")
+        if not self.consent_timeout > 0:
+            raise ConfigError(
+                f"media.consent_timeout: must be > 0 seconds, got {self.consent_timeout}"
+            )
         if self.video_codec not in ("VP8", "H264"):
             raise ConfigError(f"media.video_codec: expected VP8 or H264, got {self.video_codec!r}")
 
@@ -92,7 +98,8 @@ class IceConfig:
     # "turn:turn.example.org:3478?transport=udp".
     servers: list[str] = field(default_factory=list)
     # coturn `static-auth-secret`: when set, TURN URLs get time-limited credentials
-    # (username "<expiry>:arbiter", password base64(HMAC-SHA1(secret, username))).
+    # (username "<expiry>:<connectionId>", password base64(HMAC-SHA1(secret, username))),
+    # handed only to identified clients (arbiter/turn.py).
     turn_secret: str = ""
     # Lifetime of the credentials handed to an identified client (seconds).
     turn_ttl: int = 3600
@@ -118,6 +125,16 @@ class RoomsConfig:
     unjoined_timeout: float = 120.0
     # How long createRoom waits for a new room's SFU to identify before it reports failure.
     start_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("idle_pool", "max_rooms"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"rooms.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.max_participants < 1:
+            raise ConfigError(f"rooms.max_participants: must be >= 1, got {self.max_participants}")
+        for key in ("empty_timeout", "unjoined_timeout", "start_timeout"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"rooms.{key}: must be > 0 seconds, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,8 @@ class LimitsConfig:
     def __post_init__(self) -> None:
         if self.messages_per_second <= 0 or self.message_burst < 1:
             raise ConfigError("limits.messages_per_second and limits.message_burst must be > 0")
+        if self.send_queue < 1:
+            raise ConfigError(f"limits.send_queue: must be >= 1, got {self.send_queue}")
         if self.chat_per_second <= 0 or self.chat_burst < 1:
             raise ConfigError("limits.chat_per_second and limits.chat_burst must be > 0")
         for key in (

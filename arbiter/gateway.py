@@ -443,6 +443,8 @@ class Gateway:
             return
         if kind == "client" and peer_id is not None and room.clients.get(peer_id) is peer:
             del room.clients[peer_id]
+            if self.active_speaker.get(room_id) == peer_id:
+                del self.active_speaker[room_id]  # newcomers must not be shown a departed one
             self._broadcast(
                 room.everyone_but(peer), {"type": "clientDisconnect", "clientId": peer_id}
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,30 @@ def test_environment_overrides(tmp_path: Path) -> None:
         load_config(None, env={"ARBITER_HTTP_PROT": "1"})
     with pytest.raises(ConfigError, match="ARBITER_HTTP_PORT: cannot parse 'eighty'"):
         load_config(None, env={"ARBITER_HTTP_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[http]\nallowed_origins = ["evil.example"]', "http.allowed_origins: expected"),
+        ('[http]\nallowed_origins = ["https://a.example/path"]', "http.allowed_origins"),
+        ('[http]\nmetrics_allow = ["not-an-address"]', "http.metrics_allow: not an address"),
+        ('[limits]\ntrusted_proxies = ["10.0.0.0/33"]', "limits.trusted_proxies: not an"),
+        ('[ice]\nservers = ["http://stun.example"]', "ice.servers: expected a stun:"),
+        ("[ice]\nturn_ttl = 10", "ice.turn_ttl: expected 60-86400 seconds, got 10"),
+        ("[limits]\nrooms_per_address = -1", "limits.rooms_per_address: must be >= 0"),
+        ("[limits]\nidentify_timeout = 0", "limits.identify_timeout: expected 0-3600"),
+        ("[limits]\nbody_timeout = 0", "limits.body_timeout: expected 0-3600"),
+        ("[limits]\nchat_rows_per_room = 0", "limits.chat_rows_per_room: must be >= 1"),
+        ("[limits]\nchat_burst = 0", "limits.chat_per_second and limits.chat_burst"),
+        ("[limits]\nsend_queue = 0", "limits.send_queue: must be >= 1"),
+        ("[media]\nport = 70000", "media.port: expected 0-65535, got 70000"),
+        ("[rooms]\nmax_participants = 0", "rooms.max_participants: must be >= 1"),
+        ("[rooms]\nunjoined_timeout = 0", "rooms.unjoined_timeout: must be > 0"),
+    ],
+)
+def test_security_keys_are_checked(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, env={})

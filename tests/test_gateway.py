@@ -454,3 +454,43 @@ def test_peer_queue_overflow_requests_close() -> None:
     peer.send({"n": 3})
     assert peer.close_code == 1008
     assert peer.close_requested.is_set()
+
+
+async def test_room_events_from_the_sfu(tmp_path: Path) -> None:
+    """The SFU's `room` frames: activeSpeaker is broadcast and remembered for newcomers until
+    that speaker leaves; chat from a data channel is stored and broadcast; clients cannot send
+    room events."""
+    registry = SfuRegistry()
+    async with running_server(make_config(tmp_path), registry) as srv:
+        (room,) = await _rooms(srv, 1)
+        sfu = registry.sfus[room]
+        async with ws_client(srv.ws_url) as a, ws_client(srv.ws_url) as b:
+            await a.identify_client(room, "a", "Ann")
+            await b.identify_client(room, "b", "Bob")
+            await a.recv_type("clientJoin")
+            await sfu.link.send({"action": "room", "data": {"type": "activeSpeaker", "id": "b"}})
+            assert await a.recv() == {"type": "activeSpeaker", "id": "b"}
+            assert await b.recv() == {"type": "activeSpeaker", "id": "b"}
+            await sfu.link.send(
+                {"action": "room", "data": {"type": "chat", "sender": "a", "content": "hi"}}
+            )
+            chat = await b.recv()
+            assert (chat["type"], chat["sender"], chat["name"], chat["content"]) == (
+                "chat", "a", "Ann", "hi",
+            )  # fmt: skip
+            await a.send("room", {"type": "activeSpeaker", "id": "a"})
+            assert await a.recv_type("error") == {
+                "type": "error",
+                "action": "room",
+                "status": 403,
+                "message": "Forbidden",
+            }
+            async with ws_client(srv.ws_url) as c:
+                await c.identify_client(room, "c")
+                assert await c.recv() == {"type": "activeSpeaker", "id": "b"}
+            await b.aclose()
+            await a.recv_type("clientDisconnect")
+            async with ws_client(srv.ws_url) as d:
+                identified = await d.identify_client(room, "d")
+                assert identified["type"] == "identified"
+                await d.expect_silence(0.2)  # no activeSpeaker for a departed speaker
