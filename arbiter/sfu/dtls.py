@@ -81,7 +81,7 @@ AES_CM_128_HMAC_SHA1_80 = SrtpProfile(
     14,
 )
 # Our preference order: GCM authenticates and encrypts in one pass (about 1.5x cheaper per packet
-# than AES-CM + HMAC-SHA1 here, DESIGN section 4); every browser offers both.
+# than AES-CM + HMAC-SHA1 here, docs/PROTOCOL.md section 4); every browser offers both.
 SRTP_PROFILES: tuple[SrtpProfile, ...] = (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80)
 _PROFILES_BY_OPENSSL_NAME = {p.openssl_name: p for p in SRTP_PROFILES}
 
@@ -367,7 +367,7 @@ class DtlsSession:
         return SrtpKeys(profile, tx_key=client, rx_key=server)
 
     def _read_application_data(self) -> None:
-        # SCTP over DTLS (data channels) is not supported yet (DESIGN section 4): drop it.
+        # SCTP over DTLS (data channels) is not supported yet (docs/PROTOCOL.md section 4): drop it.
         while True:
             try:
                 self._ssl.recv(65536)

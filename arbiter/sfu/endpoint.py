@@ -1,4 +1,4 @@
-"""MediaEndpoint: the ONE UDP socket every room's media flows through (DESIGN section 4).
+"""MediaEndpoint: the ONE UDP socket every room's media flows through (docs/PROTOCOL.md section 4).
 
 This is the only module of the media plane that does I/O. Datagrams are demultiplexed per
 RFC 7983 (`mux`): STUN is matched to a transport by the local ufrag in USERNAME (RFC 8445
@@ -12,7 +12,7 @@ Every bad datagram is dropped and counted by reason in `counters` (a `collection
 exported to Prometheus at scrape time); nothing a remote peer sends raises out of the loop, and
 an unexpected error is logged at most once per 10 s per kind (`ratelog`).
 
-Addresses (DESIGN section 4, ICE-lite). A valid STUN check is answered to its source and lets
+Addresses (docs/PROTOCOL.md section 4, ICE-lite). A valid STUN check is answered to its source and lets
 that address reach its transport (`by_addr`), but outgoing media follows a new nomination only
 once authenticated SRTP/SRTCP comes from it (`WebRtcTransport.authenticated_from`), and an
 address another transport is actively receiving authenticated media from is not handed over on

@@ -7,7 +7,7 @@ nominates the address it came from; from then on, authenticated requests from th
 consent refreshes (RFC 7675 section 5.1). A transport that hears none for `consent_timeout`
 seconds has lost consent and is closed by its owner (RFC 7675 section 5.1: 30 s).
 
-A later USE-CANDIDATE from a different address does not move the media by itself (DESIGN
+A later USE-CANDIDATE from a different address does not move the media by itself (docs/PROTOCOL.md
 section 4, ICE-lite): it only makes that address `pending`. A STUN request proves knowledge of
 the ice-pwd, not that the source address is the sender's own: anyone holding the credentials
 (the participant itself, or whoever captured a check) can spoof the source and point a whole
@@ -45,7 +45,7 @@ PWD_LENGTH = 32
 SEEN_TRANSACTIONS = 64
 # At most one move of the selected address per second: a browser changes networks far less
 # often, and an attacker who could confirm spoofed addresses can bounce the media at most that
-# fast (DESIGN section 4: switches are rate-limited and counted).
+# fast (docs/PROTOCOL.md section 4: switches are rate-limited and counted).
 SWITCH_INTERVAL = 1.0
 
 # `confirm` results.

@@ -1,4 +1,4 @@
-"""MediaRoom: the media half of a room SFU (DESIGN section 4, "producer / consumer connections").
+"""MediaRoom: the media half of a room SFU (docs/PROTOCOL.md section 4, "producer / consumer connections").
 
 Each participant has one *producer* transport (its browser offered its microphone and camera)
 and one *consumer* transport per remote publisher (we offered that publisher's tracks). The
@@ -90,7 +90,7 @@ class MediaRoom:
                                f"Unexpected {kind} {sdp_type}")  # fmt: skip
 
     async def on_client_join(self, client_id: str) -> None:
-        """A newcomer is offered every existing publisher's tracks (DESIGN section 4)."""
+        """A newcomer is offered every existing publisher's tracks (docs/PROTOCOL.md section 4)."""
         for publisher_id in list(self.publishers):
             if publisher_id != client_id:
                 await self._offer(client_id, publisher_id)
@@ -247,7 +247,7 @@ class MediaRoom:
         now = trio.current_time()
         for producer in {c.producer for c in transport.consumers.values()}:
             producer.rebuild_targets()
-            # A new subscriber needs a keyframe to start decoding (DESIGN section 4).
+            # A new subscriber needs a keyframe to start decoding (docs/PROTOCOL.md section 4).
             self.router.request_keyframe(producer, now, force=True)
 
     def _address_changed(self, transport: WebRtcTransport, old: tuple[str, int] | None) -> None:

@@ -1,4 +1,4 @@
-"""The Router: one room's media fan-out (DESIGN section 4, "RTCP" and "The forwarding loop").
+"""The Router: one room's media fan-out (docs/PROTOCOL.md section 4, "RTCP" and "The forwarding loop").
 
 A Producer is one publisher track (its SSRC, and its RTX SSRC when negotiated). A Consumer is
 that track on one subscriber's consumer transport. The SSRCs, payload types and header
@@ -10,7 +10,7 @@ which the endpoint binds to a non-blocking `sendto` and tests bind to a list. Th
 passed in (`now`) by the caller; `tick(now)` runs every few tens of milliseconds (deferred
 PLIs, the byte samples the NACK budget reads).
 
-Feedback never amplifies (DESIGN section 4, RTCP; issue 9):
+Feedback never amplifies (docs/PROTOCOL.md section 4, RTCP; issue 9):
 - NACK: each (consumer, sequence number) is resent at most once per `NACK_REPEAT_INTERVAL`, and
   the bytes resent to a consumer within any second stay below the bytes of that stream
   forwarded to it in the same second, so a flood of NACKs can at most double what a subscriber
@@ -46,11 +46,11 @@ _SEQ = struct.Struct("!H")
 
 VIDEO_CACHE = 1024  # >= 500 packets (~1 s of 1.5 Mbit/s video), power of two for masking
 AUDIO_CACHE = 256  # >= 200 packets; Opus NACK is rare but cheap to serve
-PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (DESIGN section 4)
+PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (docs/PROTOCOL.md section 4)
 # Even forced PLIs (new consumers) keep this floor: ten quick rejoins must not be ten keyframes
 # (a keyframe costs the publisher's uplink several times a normal frame).
 PLI_FLOOR = 0.3
-NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (DESIGN section 4)
+NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (docs/PROTOCOL.md section 4)
 NACK_WINDOW = 1.0  # the rolling window of the retransmission byte budget
 SAMPLE_INTERVAL = 0.1  # forwarded-byte samples per producer, read by the NACK budget
 SAMPLES = 12  # > NACK_WINDOW / SAMPLE_INTERVAL
@@ -174,7 +174,7 @@ class Consumer:
 
     def nack_budget(self, now: float) -> int:
         """Bytes that may still be resent now: forwarded minus resent, both within the last
-        NACK_WINDOW (DESIGN section 4: a NACK flood at most doubles what a subscriber gets)."""
+        NACK_WINDOW (docs/PROTOCOL.md section 4: a NACK flood at most doubles what a subscriber gets)."""
         producer = self.producer
         if self.octets_start < 0:
             return 0
@@ -300,7 +300,7 @@ class Router:
 
     def request_keyframe(self, producer: Producer, now: float, force: bool = False) -> None:
         """One PLI upstream: at most one per second per stream for subscribers' requests, and
-        no two within PLI_FLOOR even when forced (DESIGN section 4). A forced request inside
+        no two within PLI_FLOOR even when forced (docs/PROTOCOL.md section 4). A forced request inside
         the floor is deferred to its end (`tick`), merged with any other waiting there."""
         if producer.kind != "video" or producer.closed:
             return

@@ -40,7 +40,7 @@ URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-
 ACCEPTED_EXTENSIONS = frozenset(
     {URI_MID, URI_AUDIO_LEVEL, URI_ABS_SEND_TIME, URI_VIDEO_ORIENTATION, URI_PLAYOUT_DELAY}
 )
-# abs-send-time and transport-cc describe the sending transport (DESIGN §4 Codecs): forwarding
+# abs-send-time and transport-cc describe the sending transport (docs/PROTOCOL.md section 4, Codecs): forwarding
 # the publisher's values to a consumer would lie, so consumers are never offered them.
 PER_TRANSPORT_EXTENSIONS = frozenset({URI_ABS_SEND_TIME, URI_TRANSPORT_CC})
 VIDEO_FEEDBACK = ("goog-remb", "nack", "nack pli", "ccm fir")

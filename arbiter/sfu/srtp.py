@@ -3,7 +3,7 @@
 One libsrtp session unprotects everything the peer sends (any SSRC, streams created from the
 SSRC_ANY_INBOUND template on the first authentic packet), one protects everything we send.
 
-Hot path (DESIGN section 4, "The forwarding loop"): `protect_rtp` / `protect_rtcp` are the bound
+Hot path (docs/PROTOCOL.md section 4, "The forwarding loop"): `protect_rtp` / `protect_rtcp` are the bound
 pylibsrtp methods themselves, no Python frame of ours in between. The unprotect path adds one
 try/except and, only while some SSRC has pending replay failures, one dict truthiness check.
 
@@ -55,7 +55,7 @@ from arbiter.sfu.dtls import SrtpKeys
 # libsrtp's default replay window is 128 packets; video bursts reordered by a few hundred packets
 # are legitimate, 1024 is what aiortc and browsers use.
 REPLAY_WINDOW = 1024
-# The outbound window must cover the router's whole retransmission cache (DESIGN section 4): a
+# The outbound window must cover the router's whole retransmission cache (docs/PROTOCOL.md section 4): a
 # NACK retransmission re-protects a packet up to a cache's length behind the newest (the router
 # serves nothing further back: 1023 at most), and with allow_repeat_tx libsrtp still refuses
 # anything older than the window ("index too old"; issue 9: with the default 128 a NACK for

@@ -5,7 +5,7 @@ for one remote peer connection. It never touches a socket: datagrams leave throu
 `send(datagram, addr)` (the endpoint binds it to a non-blocking `sendto`, tests to a list) and
 the clock arrives as `now`.
 
-Roles follow DESIGN section 4: a *producer* transport carries one participant's tracks to the
+Roles follow docs/PROTOCOL.md section 4: a *producer* transport carries one participant's tracks to the
 SFU (the browser offered); a *consumer* transport carries one remote participant's tracks to a
 subscriber (the SFU offered). The SFU is always the DTLS server.
 
