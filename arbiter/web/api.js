@@ -1,10 +1,11 @@
 // The HTTP side of joining (docs/PROTOCOL.md section 2): client config and the room id for a
 // URL path.
 //
-// resolveRoom: GET /getRoomId; on 404 PATCH /claimRoom; on 404 PUT /createRoom and claim
-// again. Transient failures (network errors, 5xx, no ready room yet) are retried with
-// exponential back-off; what is still failing after the last attempt is a JoinError with a
-// message a person can act on.
+// resolveRoom: GET /getRoomId; on 404 PATCH /claimRoom (with the creator's password, if any;
+// the answer's moderatorKey goes to the caller); on 404 PUT /createRoom and claim again.
+// Transient failures (network errors, 5xx, no ready room yet) are retried with exponential
+// back-off; what is still failing after the last attempt is a JoinError with a message a person
+// can act on.
 
 export class JoinError extends Error {
   constructor(message, { retryable = true } = {}) {
@@ -129,17 +130,42 @@ export async function getConfig({ signal } = {}) {
   };
 }
 
-/** One pass of the join flow; returns the room id or throws a JoinError. */
-async function resolveOnce(urlPath, signal, onStatus) {
-  const q = encodeURIComponent(urlPath);
-  let r = await request("GET", `/getRoomId?urlPath=${q}`, { signal });
-  if (r.status === 200) return Number(r.data.roomId ?? r.data.id);
-  if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
-  if (r.status !== 404) throw new JoinError(`The server did not answer (${r.status || r.data.message}).`);
+/**
+ * What the lobby shows before joining: GET /getRoomId. {exists: true, roomId, passwordRequired},
+ * {exists: false} (nobody has opened this room: joining creates it), or null when the server
+ * did not say (busy, unreachable): the lobby then offers a plain join.
+ */
+export async function roomInfo(urlPath, { signal } = {}) {
+  const r = await request("GET", `/getRoomId?urlPath=${encodeURIComponent(urlPath)}`, { signal });
+  if (r.status === 200) {
+    return { exists: true, roomId: Number(r.data.roomId ?? r.data.id), passwordRequired: r.data.passwordRequired === true };
+  }
+  if (r.status === 404) return { exists: false };
+  return null;
+}
 
+/** A claimRoom answer: the room id, and the moderator key when this call bound the room. */
+function claimed(data) {
+  const key = typeof data.moderatorKey === "string" && data.moderatorKey ? data.moderatorKey : "";
+  return { roomId: Number(data.roomId), moderatorKey: key };
+}
+
+/** One pass of the join flow; returns {roomId, moderatorKey} or throws a JoinError. */
+async function resolveOnce(urlPath, { signal, onStatus, password, lookup }) {
+  const q = encodeURIComponent(urlPath);
+  let r;
+  if (lookup) {
+    r = await request("GET", `/getRoomId?urlPath=${q}`, { signal });
+    if (r.status === 200) return { roomId: Number(r.data.roomId ?? r.data.id), moderatorKey: "" };
+    if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
+    if (r.status !== 404) throw new JoinError(`The server did not answer (${r.status || r.data.message}).`);
+  }
+  // The password protects the room only if this call binds it (claimRoom ignores it otherwise).
+  const body = password ? { urlPath, password } : { urlPath };
   onStatus?.("Claiming the room…");
-  r = await request("PATCH", "/claimRoom", { body: { urlPath }, signal });
-  if (r.status === 200) return Number(r.data.roomId);
+  r = await request("PATCH", "/claimRoom", { body, signal });
+  if (r.status === 200) return claimed(r.data);
+  if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
   if (r.status !== 404) throw new JoinError(`Could not claim the room (${r.status || r.data.message}).`);
 
   onStatus?.("Starting a new room…");
@@ -148,17 +174,21 @@ async function resolveOnce(urlPath, signal, onStatus) {
     const reason = r.data.reason || r.data.message || r.status;
     throw new JoinError(`The server could not start a room (${reason}).`);
   }
-  r = await request("PATCH", "/claimRoom", { body: { urlPath }, signal });
-  if (r.status === 200) return Number(r.data.roomId);
+  r = await request("PATCH", "/claimRoom", { body, signal });
+  if (r.status === 200) return claimed(r.data);
   throw new JoinError("No room became free for this link.");
 }
 
-/** The room id for `urlPath`, retrying transient failures with back-off. */
-export async function resolveRoom(urlPath, { signal, onStatus, attempts = 3 } = {}) {
+/**
+ * {roomId, moderatorKey} for `urlPath`, retrying transient failures with back-off.
+ * `password` protects the room if this join creates it; `lookup: false` skips the first
+ * getRoomId (the lobby has just been told the room does not exist: claimRoom is idempotent).
+ */
+export async function resolveRoom(urlPath, { signal, onStatus, attempts = 3, password = "", lookup = true } = {}) {
   let last;
   for (let attempt = 0; attempt < attempts; attempt++) {
     try {
-      return await resolveOnce(urlPath, signal, onStatus);
+      return await resolveOnce(urlPath, { signal, onStatus, password, lookup: lookup || attempt > 0 });
     } catch (err) {
       if (signal?.aborted || !(err instanceof JoinError) || !err.retryable) throw err;
       last = err;
@@ -169,5 +199,5 @@ export async function resolveRoom(urlPath, { signal, onStatus, attempts = 3 } = 
       }
     }
   }
-  throw last; // the caller (app.js) keeps retrying with a longer back-off and says so
+  throw last; // the caller (join.js) keeps retrying with a longer back-off and says so
 }

@@ -154,7 +154,7 @@ export class Call {
 
   /**
    * Per-remote decode counters from one getStats() pass; with `track`, also a good/fair/poor
-   * quality against the previous tracked pass (the once-a-second loop in app.js).
+   * quality against the previous tracked pass (the once-a-second loop in peers.js).
    */
   async stats({ track = true } = {}) {
     const remote = new Map();

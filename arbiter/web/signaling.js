@@ -1,7 +1,7 @@
 // One WebSocket to the gateway for one identity (docs/PROTOCOL.md section 3).
 //
 // The gateway allows one identity per connection, so a rejoin is a new Signaling with a new
-// id; the reconnect policy (back-off, the whole HTTP join flow again) lives in app.js.
+// id; the reconnect policy (back-off, the whole HTTP join flow again) lives in join.js.
 // Frames to the server are {"action", "data"}; frames from it are plain objects whose `type`
 // says what they are (handshakes from the SFU arrive as the bare inner object).
 
@@ -30,8 +30,12 @@ export class Signaling {
     this.sent = 0;
   }
 
-  /** Open the socket and identify; resolves with the `identified` frame. */
-  identify({ id, roomId, name }, { timeout = 10000 } = {}) {
+  /**
+   * Open the socket and identify; resolves with the `identified` frame, rejects with a
+   * SignalingError carrying the refusal's status (401 password required, 403 wrong password,
+   * locked or full, 429 too many refusals). `password` and `moderatorKey` go only when set.
+   */
+  identify({ id, roomId, name, password, moderatorKey }, { timeout = 10000 } = {}) {
     return new Promise((resolve, reject) => {
       let settled = false;
       const settle = (fn, value) => {
@@ -51,7 +55,10 @@ export class Signaling {
         settle(reject, new SignalingError(`Cannot open ${this.url}: ${err.message}`));
         return;
       }
-      ws.onopen = () => this.send("identify", { type: "client", id, roomId, name });
+      const data = { type: "client", id, roomId, name };
+      if (password) data.password = password;
+      if (moderatorKey) data.moderatorKey = moderatorKey;
+      ws.onopen = () => this.send("identify", data);
       ws.onmessage = (event) => {
         let msg;
         try {

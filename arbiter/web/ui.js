@@ -27,6 +27,11 @@ const ICON_PATHS = {
   link: "M3.9 12a3.1 3.1 0 0 1 3.1-3.1h4V7H7a5 5 0 0 0 0 10h4v-1.9H7A3.1 3.1 0 0 1 3.9 12zM8 13h8v-2H8v2zm9-6h-4v1.9h4a3.1 3.1 0 0 1 0 6.2h-4V17h4a5 5 0 0 0 0-10z",
   close: "M19 6.41 17.59 5 12 10.59 6.41 5 5 6.41 10.59 12 5 17.59 6.41 19 12 13.41 17.59 19 19 17.59 13.41 12z",
   send: "M2.01 21 23 12 2.01 3 2 10l15 2-15 2z",
+  shield: "M12 1 3 5v6c0 5.55 3.84 10.74 9 12 5.16-1.26 9-6.45 9-12V5l-9-4zm-2 16-4-4 1.41-1.41L10 14.17l6.59-6.59L18 9l-8 8z",
+  lock: "M18 8h-1V6A5 5 0 0 0 7 6v2H6a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V10a2 2 0 0 0-2-2zM9 6a3 3 0 0 1 6 0v2H9V6zm3 11a2 2 0 1 1 0-4 2 2 0 0 1 0 4z",
+  lockOpen: "M18 8h-1V6A5 5 0 0 0 7.1 5h2.02A3 3 0 0 1 15 6v2H6a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V10a2 2 0 0 0-2-2zm0 12H6V10h12v10zm-6-3a2 2 0 1 0 0-4 2 2 0 0 0 0 4z",
+  key: "M12.65 10A6 6 0 1 0 12.65 14H17v4h4v-4h2v-4H12.65zM7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4z",
+  personRemove: "M14 8a4 4 0 1 0-8 0 4 4 0 0 0 8 0zm3 2v2h6v-2h-6zM2 18v2h16v-2c0-2.66-5.33-4-8-4s-8 1.34-8 4z",
 };
 
 export function icon(name) {
@@ -59,7 +64,7 @@ export class Grid {
   constructor(root) {
     this.root = root;
     // Remote peer id (a string from the server) or the caller's own key for its self view
-    // (app.js uses a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
+    // (context.js makes it a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
     this.tiles = new Map();
     new ResizeObserver(() => this.layout()).observe(root);
   }
@@ -80,7 +85,11 @@ export class Grid {
     muted.append(icon("micOff"), el("span", { class: "visually-hidden", text: "microphone off" }));
     const camOff = el("span", { class: "badge", "data-testid": "badge-camera-off", hidden: true, title: "Camera off" });
     camOff.append(icon("camOff"), el("span", { class: "visually-hidden", text: "camera off" }));
-    const plate = el("div", { class: "nameplate" }, quality, label, muted, camOff);
+    const moderator = el("span", { class: "badge moderator", "data-testid": "badge-moderator", hidden: true, title: "Moderator" });
+    moderator.append(icon("shield"), el("span", { class: "visually-hidden", text: "moderator" }));
+    const plate = el("div", { class: "nameplate" }, quality, label, moderator, muted, camOff);
+    // Buttons a moderator has on this tile (moderation.js fills it).
+    const actions = el("div", { class: "tile-actions", "data-testid": "tile-actions", hidden: true });
     const node = el(
       "div",
       {
@@ -90,7 +99,7 @@ export class Grid {
         "data-peer-id": self ? null : id, // an attribute value (never markup or a selector here)
         "data-self": self,
       },
-      video, avatar, status, plate,
+      video, avatar, status, plate, actions,
     );
     if (self) {
       node.classList.add("self", "mirrored");
@@ -98,7 +107,10 @@ export class Grid {
     }
     const audio = self ? null : el("audio", { autoplay: true });
     if (audio) node.append(audio);
-    tile = { id, node, video, audio, avatar, status, quality, label, muted, camOff, self, features: { audio: true, video: true } };
+    tile = {
+      id, node, video, audio, avatar, status, quality, label, muted, camOff, moderator, actions, self,
+      features: { audio: true, video: true },
+    };
     this.tiles.set(id, tile);
     this.setName(id, name);
     this.setStatus(id, self ? "" : "connecting…");
@@ -156,6 +168,21 @@ export class Grid {
     tile.node.classList.toggle("camera-off", !video);
     tile.node.dataset.muted = String(!audio);
     tile.node.dataset.cameraOff = String(!video);
+  }
+
+  setModerator(id, on) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.moderator.hidden = !on;
+    tile.node.dataset.moderator = String(!!on);
+  }
+
+  /** Replace the tile's action buttons (none: the row is hidden). */
+  setActions(id, buttons) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.actions.replaceChildren(...buttons);
+    tile.actions.hidden = buttons.length === 0;
   }
 
   setVideo(id, track, { mirror } = {}) {

@@ -1,0 +1,76 @@
+// What the client's modules share: the room, local media, the grid and chat, the state the test
+// hook reads, and the current join's signaling and call. Nothing here starts anything.
+
+import { roomPathFromLocation } from "./api.js";
+import { LocalMedia } from "./media.js";
+import { $, banner, Chat, Grid, toast } from "./ui.js";
+
+// Our own tile and level meter are keyed by this Symbol: every string key in the grid and the
+// peer maps comes from the server (peer ids), and a peer may pick any id, "self" included.
+export const SELF = Symbol("self");
+
+export const roomPath = roomPathFromLocation();
+export const media = new LocalMedia();
+export const grid = new Grid($("#grid"));
+
+export const state = {
+  phase: "lobby", // lobby | joining | joined | reconnecting | left | failed
+  name: "",
+  roomId: null,
+  id: null,
+  attempts: 0,
+  banner: "",
+  errors: [],
+  notices: [], // what the person was told about moderation (muted by, removed by, lock)
+  peers: new Map(), // remote peer id (string) -> {name, features, moderator}
+  meters: new Map(), // SELF | remote peer id -> LevelMeter
+  screenTrack: null,
+  marks: {}, // performance.now() of joinClick, joined, firstRemoteFrame
+  // Room access (docs/PROTOCOL.md: passwords, moderators, lock).
+  lobby: { mode: "join", message: "" }, // join | create | password | moderator
+  password: "", // what this page presents on identify (and offers claimRoom when creating)
+  moderatorKey: "", // the key presented on identify, "" when none
+  moderator: false,
+  locked: false,
+  passwordRequired: null, // true | false once known (lobby, creation, roomState)
+  removedBy: null, // the name of whoever removed us, once `kicked` arrives
+};
+
+/** The current join: its Signaling, Call and generation (a rejoin replaces all three). */
+export const session = { signaling: null, call: null, generation: 0 };
+
+/** Send on the current join's socket; false when there is none (or it is not open). */
+export function send(action, data) {
+  return session.signaling?.send(action, data) ?? false;
+}
+
+export const chat = new Chat({
+  log: $("#chat-log"),
+  form: $("#chat-form"),
+  input: $("#chat-input"),
+  onSend: (content) => send("chat", { content }),
+  onUnread: (n) => {
+    $("#unread").hidden = n === 0;
+    $("#unread").textContent = n > 9 ? "9+" : String(n);
+  },
+});
+
+export function show(screen) {
+  for (const id of ["landing", "lobby", "call", "left"]) $(`#${id}`).hidden = id !== screen;
+}
+
+export function setBanner(text, kind = "warn") {
+  state.banner = text || "";
+  banner(text, kind);
+}
+
+/** A toast that the test hook also keeps (moderation notices). */
+export function notify(text) {
+  state.notices.push(text);
+  toast(text);
+}
+
+/** The link to this room (path only: whoever opens it still needs any password). */
+export function roomLink(fragment = "") {
+  return `${location.origin}/${encodeURIComponent(roomPath).replace(/%2F/g, "/")}${fragment}`;
+}

@@ -1,0 +1,116 @@
+// The person's own controls: microphone, camera, screen share, chat panel and copying links.
+
+import { captureScreen } from "./media.js";
+import { grid, media, send, SELF, session, state } from "./context.js";
+import { $, hydrateIcons, toast } from "./ui.js";
+
+/** What we tell the room we send: {audio, video}. */
+export function features() {
+  return {
+    audio: media.micOn && media.hasMic,
+    video: (media.camOn && media.hasCamera) || !!state.screenTrack,
+  };
+}
+
+/** The video we publish: the shared screen, else the camera (or its placeholder). */
+export function outgoingVideo() {
+  return state.screenTrack || media.videoTrack();
+}
+
+export function renderMediaButtons() {
+  const micOn = media.micOn && media.hasMic;
+  const camOn = media.camOn && media.hasCamera;
+  for (const [button, on, iconOn, iconOff, hasDevice] of [
+    [$("#lobby-mic"), micOn, "mic", "micOff", media.hasMic],
+    [$("#mic-toggle"), micOn, "mic", "micOff", media.hasMic],
+    [$("#lobby-cam"), camOn, "cam", "camOff", media.hasCamera],
+    [$("#cam-toggle"), camOn, "cam", "camOff", media.hasCamera],
+  ]) {
+    button.setAttribute("aria-pressed", String(on));
+    button.disabled = !hasDevice;
+    button.classList.toggle("off", !on);
+    const slot = button.querySelector("[data-icon]");
+    const want = on ? iconOn : iconOff;
+    if (slot.dataset.icon !== want) {
+      slot.dataset.icon = want;
+      hydrateIcons(button);
+    }
+  }
+  $("#mic-toggle .label").textContent = micOn ? "Mute" : "Unmute";
+  $("#cam-toggle .label").textContent = camOn ? "Stop video" : "Start video";
+  $("#preview-tile").classList.toggle("camera-off", !camOn);
+  const sharing = !!state.screenTrack;
+  $("#share-toggle").setAttribute("aria-pressed", String(sharing));
+  $("#share-toggle").classList.toggle("active", sharing);
+  $("#share-toggle .label").textContent = sharing ? "Stop share" : "Share";
+  $("#share-toggle").disabled = !navigator.mediaDevices?.getDisplayMedia;
+  if (grid.get(SELF)) grid.setFeatures(SELF, features());
+}
+
+export function setMic(on) {
+  media.setMic(on);
+  renderMediaButtons();
+  send("features", features());
+}
+
+export function setCam(on) {
+  media.setCam(on);
+  renderMediaButtons();
+  send("features", features());
+}
+
+export async function toggleShare() {
+  if (state.screenTrack) return stopShare();
+  let track;
+  try {
+    track = await captureScreen();
+  } catch (err) {
+    toast(err.message);
+    return;
+  }
+  if (!track) return;
+  if (state.phase === "left") return track.stop();
+  state.screenTrack = track;
+  track.addEventListener("ended", () => stopShare()); // "Stop sharing" in the browser's UI
+  await session.call?.replaceVideo(track);
+  grid.setVideo(SELF, track, { mirror: false });
+  renderMediaButtons();
+  send("features", features());
+}
+
+export async function stopShare({ republish = true } = {}) {
+  const track = state.screenTrack;
+  if (!track) return;
+  state.screenTrack = null;
+  track.stop();
+  if (!republish) return;
+  await session.call?.replaceVideo(media.videoTrack());
+  grid.setVideo(SELF, media.cameraTrack, { mirror: true });
+  renderMediaButtons();
+  send("features", features());
+}
+
+export function toggleChat(chat, open = $("#chat").hidden) {
+  $("#chat").hidden = !open;
+  $("#chat-toggle").setAttribute("aria-pressed", String(open));
+  $("#call").classList.toggle("chat-open", open);
+  chat.show(open);
+  grid.layout();
+  if (open) $("#chat-input").focus();
+  else $("#chat-toggle").focus();
+}
+
+/** Copy `text` to the clipboard (or show it when the browser refuses); toast `done`. */
+export async function copyText(text, done) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast(done);
+  } catch {
+    const area = Object.assign(document.createElement("textarea"), { value: text });
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    toast(ok ? done : text);
+  }
+}

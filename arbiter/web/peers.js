@@ -1,0 +1,112 @@
+// The other participants: their tiles, tracks, features and moderator flags; the stats and
+// speaking loops.
+
+import { LevelMeter } from "./media.js";
+import { grid, media, SELF, session, state } from "./context.js";
+import { renderTileActions } from "./moderation.js";
+import { $ } from "./ui.js";
+
+/** Peer ids are the server's strings; they are only ever Map keys and attribute values. */
+export function isPeerId(id) {
+  return typeof id === "string" && id !== "";
+}
+
+/** {audio, video} booleans from a peer's (untrusted) features: only `false` turns one off. */
+export function peerFeatures(f) {
+  return { audio: f?.audio !== false, video: f?.video !== false };
+}
+
+/** A remote participant's name, or `fallback` for an id we do not know. */
+export function peerName(id, fallback = "A moderator") {
+  return (isPeerId(id) && state.peers.get(id)?.name) || fallback;
+}
+
+/**
+ * Add (or rename) a remote participant; false when `id` is not a remote peer's id.
+ * `moderator` (from the roster or clientJoin) is kept unless given.
+ */
+export function addPeer(id, name, { features, moderator } = {}) {
+  if (!isPeerId(id) || id === state.id) return false;
+  const known = state.peers.get(id);
+  const peer = known || { name: "", features: peerFeatures(features), moderator: false };
+  peer.name = (typeof name === "string" && name) || peer.name || "Guest";
+  if (moderator !== undefined) peer.moderator = moderator === true;
+  state.peers.set(id, peer);
+  grid.add(id, { name: peer.name });
+  grid.setFeatures(id, peer.features);
+  grid.setModerator(id, peer.moderator);
+  renderTileActions(id);
+  updateCount();
+  return !known;
+}
+
+export function removePeer(id) {
+  session.call?.closeConsumer(id);
+  state.meters.get(id)?.close();
+  state.meters.delete(id);
+  state.peers.delete(id);
+  grid.remove(id);
+  updateCount();
+}
+
+export function setPeerFeatures(id, features) {
+  if (!isPeerId(id) || !state.peers.has(id) || !features || typeof features !== "object") return;
+  const peer = state.peers.get(id);
+  peer.features = peerFeatures(features);
+  grid.setFeatures(id, peer.features);
+}
+
+export function onTrack(peer, track) {
+  if (!state.peers.has(peer) && !addPeer(peer, "Guest")) return;
+  if (track.kind === "video") {
+    grid.setVideo(peer, track);
+    watchFirstFrame(grid.get(peer)?.video);
+  } else {
+    grid.setAudio(peer, track);
+    state.meters.get(peer)?.close();
+    state.meters.set(peer, new LevelMeter(track));
+  }
+}
+
+export function onConsumerState(peer, s) {
+  if (!state.peers.has(peer)) return;
+  const text = { connected: "", failed: "connection lost", disconnected: "reconnecting…" }[s];
+  grid.setStatus(peer, text ?? "connecting…");
+}
+
+function watchFirstFrame(video) {
+  if (!video || state.marks.firstRemoteFrame) return;
+  const done = () => {
+    if (!state.marks.firstRemoteFrame) state.marks.firstRemoteFrame = performance.now();
+  };
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(done);
+  else video.addEventListener("loadeddata", done, { once: true });
+}
+
+export function updateCount() {
+  const n = state.peers.size + 1;
+  $("#people-count").textContent = `· ${n} ${n === 1 ? "person" : "people"}`;
+}
+
+/** Once a second: per-peer connection quality; every 150 ms: who is speaking. */
+export function startLoops() {
+  if (state.loops) return;
+  state.loops = true;
+  setInterval(async () => {
+    const call = session.call;
+    if (!call || state.phase !== "joined") return;
+    const stats = await call.stats();
+    for (const [peer, s] of Object.entries(stats.remote)) {
+      if (!state.peers.has(peer)) continue;
+      const detail = `loss ${(s.loss * 100).toFixed(1)} %, jitter ${Math.round(s.jitter * 1000)} ms` +
+        (s.rtt != null ? `, rtt ${Math.round(s.rtt * 1000)} ms` : "");
+      grid.setQuality(peer, s.quality, detail);
+    }
+  }, 1000);
+  setInterval(() => {
+    for (const [id, meter] of state.meters) {
+      const muted = id === SELF ? !media.micOn : state.peers.get(id)?.features?.audio === false;
+      grid.setSpeaking(id, !muted && meter.sample() > 0.03);
+    }
+  }, 150);
+}
