@@ -43,21 +43,56 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rooms(args: argparse.Namespace) -> int:
-    from .store import Store
-
+def _server_url(args: argparse.Namespace) -> str:
+    if args.server:
+        return str(args.server).rstrip("/")
     config = load_config(args.config)
-    if args.action == "list":
-        store = Store.open(config.store.path)
-        try:
-            for row in store.live_rooms():
-                print(json.dumps(row.__dict__))
-        finally:
-            store.close()
-        return 0
+    scheme = "https" if config.http.tls_cert else "http"
+    return f"{scheme}://127.0.0.1:{config.http.port}"
+
+
+def _rooms(args: argparse.Namespace) -> int:
+    """Operator commands over the running server's /admin/ routes (never its database)."""
+    import getpass
+
     import httpx
 
-    response = httpx.put(f"{args.server.rstrip('/')}/createRoom", timeout=30)
+    base = _server_url(args)
+    try:
+        with httpx.Client(base_url=base, timeout=30, verify=False) as http:
+            if args.action == "list":
+                response = http.get("/admin/rooms")
+                if response.status_code == 200:
+                    for room in response.json()["rooms"]:
+                        print(json.dumps(room))
+                    return 0
+            elif args.action == "create":
+                response = http.put("/createRoom")
+                print(response.text)
+                return 0 if response.status_code == 200 else 1
+            elif args.room is None:
+                print(f"arbiter rooms {args.action}: a room id is required", file=sys.stderr)
+                return 2
+            elif args.action == "close":
+                response = http.post(f"/admin/rooms/{args.room}/close")
+            else:  # password
+                password: str | None = None
+                if not args.clear:
+                    # Not from the command line: it would show in ps and shell history.
+                    if sys.stdin.isatty():
+                        password = getpass.getpass("New room password: ")
+                    else:
+                        password = sys.stdin.readline().rstrip("\n")
+                response = http.put(
+                    f"/admin/rooms/{args.room}/password", json={"password": password}
+                )
+    except httpx.HTTPError as exc:
+        print(f"arbiter rooms: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code == 404 and response.json().get("message") == "Not found":
+        print(f"arbiter rooms: {base} does not answer /admin/ to this address"
+              " (http.admin_allow)", file=sys.stderr)  # fmt: skip
+        return 1
     print(response.text)
     return 0 if response.status_code == 200 else 1
 
@@ -71,10 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=None, help="path to arbiter.toml")
     serve.set_defaults(func=_serve)
 
-    rooms = sub.add_parser("rooms", help="list or create rooms")
-    rooms.add_argument("action", choices=["list", "create"])
-    rooms.add_argument("--config", default=None, help="path to arbiter.toml (for list)")
-    rooms.add_argument("--server", default="http://127.0.0.1:8080", help="server URL (create)")
+    rooms = sub.add_parser(
+        "rooms",
+        help="operate a running server's rooms: list, create, close, set or clear a password",
+    )
+    rooms.add_argument("action", choices=["list", "create", "close", "password"])
+    rooms.add_argument("room", nargs="?", type=int, help="room id (close, password)")
+    rooms.add_argument("--clear", action="store_true", help="password: remove the room's password")
+    rooms.add_argument("--config", default=None, help="arbiter.toml (to find the server's port)")
+    rooms.add_argument("--server", default=None, help="server URL (default: from --config)")
     rooms.set_defaults(func=_rooms)
 
     from .bench.cli import add_parser as add_bench

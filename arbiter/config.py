@@ -58,6 +58,8 @@ class HttpConfig:
     allowed_origins: list[str] = field(default_factory=list)
     # Client addresses or networks answered on /metrics; everyone else gets 404.
     metrics_allow: list[str] = field(default_factory=lambda: list(LOOPBACK))
+    # Client addresses or networks answered on /admin/ (arbiter rooms); others get 404.
+    admin_allow: list[str] = field(default_factory=lambda: list(LOOPBACK))
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -67,6 +69,7 @@ class HttpConfig:
         for origin in self.allowed_origins:
             _check_origin("http.allowed_origins", origin)
         _check_networks("http.metrics_allow", self.metrics_allow)
+        _check_networks("http.admin_allow", self.admin_allow)
 
 
 @dataclass(frozen=True)

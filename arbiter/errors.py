@@ -31,6 +31,12 @@ class BadRequest(PeerError):
     status = 400
 
 
+class Unauthorized(PeerError):
+    """A credential is needed (a password-protected room)."""
+
+    status = 401
+
+
 class Forbidden(PeerError):
     status = 403
 

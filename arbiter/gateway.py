@@ -1,7 +1,7 @@
 """The WebSocket signaling gateway (docs/PROTOCOL.md section 3), independent of the transport.
 
-A `Peer` is one signaling connection: a browser's WebSocket, a remote SFU worker's WebSocket, or
-an in-process room SFU. The gateway cannot tell the two kinds of SFU apart; only `trusted` (set
+Peers (`arbiter.peer.Peer`) are browsers' WebSockets, remote SFU workers' WebSockets or
+in-process room SFUs. The gateway cannot tell the two kinds of SFU apart; only `trusted` (set
 for in-process SFUs) exempts a peer from presenting the worker token.
 
 All handling is synchronous: a frame is decoded, checked, routed and answered without awaiting,
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import trio
-
+from . import access
 from . import protocol as p
+from .access import AccessChecker
 from .config import Config
 from .errors import (
     BadRequest,
@@ -37,113 +35,42 @@ from .errors import (
     NotFound,
     PeerError,
     TooManyRequests,
+    Unauthorized,
     Unavailable,
 )
 from .limits import AddressLimiter
 from .metrics import Metrics
+from .moderation import Moderation
+from .peer import (
+    CLOSE_KICKED,
+    CLOSE_MEDIA_LOST,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    OFFER_IN_FLIGHT_TIMEOUT,
+    QUEUE_FULL,
+    Peer,
+    RoomHooks,
+    RoomPeers,
+    sfu_queue_size,
+)
 from .store import Store
 from .turn import ice_servers
 
+__all__ = [
+    "CLOSE_KICKED",
+    "CLOSE_MEDIA_LOST",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "QUEUE_FULL",
+    "Gateway",
+    "Peer",
+    "RoomHooks",
+    "sfu_queue_size",
+]
+
 log = logging.getLogger(__name__)
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # RFC 6455 section 7.4.1: a peer that does not drain its queue
-CLOSE_TOO_BIG = 1009
-# Application close code (RFC 6455 7.4.2 reserves 4000-4999 for applications): the room's SFU
-# evicted this client because its media stopped (consent freshness expired, RFC 7675).
-CLOSE_MEDIA_LOST = 4001
-QUEUE_FULL = "send queue full: peer is not reading"
-# A producer offer the SFU has not answered within this long no longer blocks the next one
-# (the SFU restarted, or lost it): the client must not be stuck with 429 forever.
-OFFER_IN_FLIGHT_TIMEOUT = 10.0
-
-
-def sfu_queue_size(send_queue: int) -> int:
-    """A room SFU's inbox: roomier than a client's, because a whole room feeds it."""
-    return 4 * send_queue
-
-
-class Peer:
-    """One signaling connection as the gateway sees it."""
-
-    def __init__(
-        self,
-        remote_addr: str,
-        queue_size: int,
-        *,
-        trusted: bool = False,
-        client_key: str | None = None,
-    ) -> None:
-        # Fresh and random: never taken from the peer (docs/PROTOCOL.md section 3, $connect).
-        self.connection_id = secrets.token_urlsafe(12)
-        self.remote_addr = remote_addr
-        # The address per-address budgets are keyed by (the proxy-aware client address).
-        self.client_key = client_key if client_key is not None else remote_addr
-        self.trusted = trusted
-        self.kind: str | None = None
-        self.peer_id: str | None = None
-        self.room_id: int | None = None
-        self.name = ""
-        self.features: dict[str, bool] = {"audio": True, "video": True}
-        self.outbox, self.inbox = trio.open_memory_channel[str](queue_size)
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.close_requested = trio.Event()
-        # Set by Gateway.connect from the limits; None (never limited) until then.
-        self.bucket: p.TokenBucket | None = None
-        self.chat_bucket: p.TokenBucket | None = None
-        self.refused = 0  # frames refused with 429 so far
-        # When this client's last producer offer went to the SFU, until the SFU answers it.
-        self.offer_sent_at: float | None = None
-        self.identified = trio.Event()
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.send_text(p.encode(message))
-
-    def send_text(self, text: str) -> None:
-        if self.close_code is not None:
-            return
-        try:
-            self.outbox.send_nowait(text)
-        except trio.WouldBlock:
-            self.request_close(CLOSE_POLICY, QUEUE_FULL)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-
-    def request_close(self, code: int, reason: str) -> None:
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-            self.close_requested.set()
-
-    def __repr__(self) -> str:
-        return f"<Peer {self.connection_id} {self.kind}:{self.peer_id} room={self.room_id}>"
-
-
-class RoomHooks(Protocol):
-    """What the gateway needs from the room supervisor."""
-
-    def room_is_live(self, room_id: int) -> bool: ...
-
-    def sfu_identified(self, room_id: int) -> None: ...
-
-    def occupancy_changed(self, room_id: int, clients: int) -> None: ...
-
-    def room_accepts_clients(self, room_id: int) -> bool: ...
-
-    def media_up(self, room_id: int) -> None: ...
-
-
-@dataclass
-class RoomPeers:
-    clients: dict[str, Peer] = field(default_factory=dict)
-    sfu: Peer | None = None
-
-    def everyone_but(self, peer: Peer) -> list[Peer]:
-        others = [c for c in self.clients.values() if c is not peer]
-        if self.sfu is not None and self.sfu is not peer:
-            others.append(self.sfu)
-        return others
 
 
 class Gateway:
@@ -166,6 +93,8 @@ class Gateway:
         self.rooms: dict[int, RoomPeers] = {}
         # Refused identifies per client address (guessing room ids, passwords).
         self.failed_identifies = AddressLimiter(config.limits.failed_identifies_per_minute)
+        self.access = AccessChecker(hooks, self.failed_identifies, monotonic)
+        self.moderation = Moderation(self)
         self.active_speaker: dict[int, str] = {}
 
     # -- connection lifecycle ------------------------------------------------------------------
@@ -188,7 +117,7 @@ class Gateway:
         """The socket is gone (or the in-process SFU stopped). Idempotent."""
         if self.peers.pop(peer.connection_id, None) is None:
             return
-        self._leave(peer)
+        self.leave(peer)
         self.store.remove_connection(peer.connection_id)
         peer.outbox.close()
         self.metrics.ws_connections.set(len(self.peers))
@@ -207,20 +136,25 @@ class Gateway:
         if room is None:
             return
         for peer in [*room.clients.values(), *([room.sfu] if room.sfu else [])]:
-            self._leave(peer)
+            self.leave(peer)
 
     # -- frames --------------------------------------------------------------------------------
 
     def handle_text(self, peer: Peer, text: str | bytes) -> None:
         """Handle one frame from `peer`. Never raises: errors become error frames."""
+        decoded = self.admit(peer, text)
+        if decoded is not None:
+            self.handle_frame(peer, *decoded)
+
+    def admit(self, peer: Peer, text: str | bytes) -> tuple[str, dict[str, Any]] | None:
+        """Rate-limit and decode one frame; None when it was refused (and answered)."""
         if not self._admit(peer, text):
-            return
+            return None
         try:
-            action, data = p.decode_frame_untrusted(text)
+            return p.decode_frame_untrusted(text)
         except PeerError as exc:
             self._error(peer, p.action_of_untrusted(text), exc.status, exc.message)
-            return
-        self.handle_frame(peer, action, data)
+            return None
 
     def handle_frame(self, peer: Peer, action: str, data: dict[str, Any]) -> None:
         """Handle one decoded frame (in-process SFUs call this directly). Never raises."""
@@ -242,7 +176,7 @@ class Gateway:
             if peer.kind == "sfu" and "clientId" in data:
                 self._evict(peer, data["clientId"])
             else:
-                self._leave(peer)
+                self.leave(peer)
                 peer.request_close(CLOSE_NORMAL, "disconnect")
         elif action == "chat":
             self._chat(peer, data)
@@ -250,6 +184,8 @@ class Gateway:
             self._features(peer, data)
         elif action == "room":
             self._room_event(peer, data)
+        elif action == "moderate":
+            self.moderation.moderate(peer, data)
         else:
             raise BadRequest(p.UNKNOWN_ACTION)
 
@@ -305,7 +241,7 @@ class Gateway:
                 self._identify_client(peer, data)
             else:
                 self._identify_sfu(peer, data)
-        except (NotFound, Forbidden) as exc:
+        except (NotFound, Forbidden, Unauthorized) as exc:
             if self.failed_identifies.retry_after(key, now):
                 self._refuse_identify(peer)
                 return
@@ -334,6 +270,20 @@ class Gateway:
         room_id = self._live_room(data.get("roomId"), client=True)
         peer_id = p.parse_peer_id_untrusted(data.get("id"))
         name = p.parse_name_untrusted(data.get("name"), default=peer_id)
+        rules = self.hooks.room(room_id)
+        assert rules is not None  # _live_room checked it
+        # A key that does not match is ignored: the other rules apply as if it were absent.
+        key = rules.moderator_key_hash
+        moderator = key is not None and access.matches(peer, "key", key, data.get("moderatorKey"))
+        if not moderator:
+            if rules.password_hash is not None:
+                password = data.get("password")
+                if password is None or password == "":
+                    raise Unauthorized(p.PASSWORD_REQUIRED)
+                if not access.matches(peer, "password", rules.password_hash, password):
+                    raise Forbidden(p.WRONG_PASSWORD)
+            if rules.locked:
+                raise Forbidden(p.ROOM_LOCKED)
         room = self.rooms.setdefault(room_id, RoomPeers())
         if len(room.clients) >= self.config.rooms.max_participants:
             raise Forbidden(p.ROOM_FULL)
@@ -341,6 +291,7 @@ class Gateway:
             raise Conflict(p.DUPLICATE_ID)
         others = room.everyone_but(peer)
         peer.kind, peer.peer_id, peer.room_id, peer.name = "client", peer_id, room_id, name
+        peer.moderator = moderator
         room.clients[peer_id] = peer
         self._store_identity(peer)
         peer.send(self._identified(peer))
@@ -348,7 +299,12 @@ class Gateway:
             {
                 "type": "roster",
                 "clients": [
-                    {"id": c.peer_id, "name": c.name, "features": c.features}
+                    {
+                        "id": c.peer_id,
+                        "name": c.name,
+                        "features": c.features,
+                        "moderator": c.moderator,
+                    }
                     for c in room.clients.values()
                     if c is not peer
                 ],
@@ -372,7 +328,10 @@ class Gateway:
         )
         if room_id in self.active_speaker:
             peer.send({"type": "activeSpeaker", "id": self.active_speaker[room_id]})
-        self._broadcast(others, {"type": "clientJoin", "clientId": peer_id, "name": name})
+        self.broadcast(
+            others,
+            {"type": "clientJoin", "clientId": peer_id, "name": name, "moderator": moderator},
+        )
         self.hooks.occupancy_changed(room_id, len(room.clients))
 
     def _identify_sfu(self, peer: Peer, data: dict[str, Any]) -> None:
@@ -412,8 +371,10 @@ class Gateway:
             "roomId": peer.room_id,
         }
         if peer.kind == "client":
-            frame["moderator"] = False
-            frame["locked"] = False
+            assert peer.room_id is not None
+            rules = self.hooks.room(peer.room_id)
+            frame["moderator"] = peer.moderator
+            frame["locked"] = bool(rules and rules.locked)
             # TURN credentials only for identified clients, named after the connection so
             # coturn's logs tie relayed traffic to it (docs/PROTOCOL.md section 3).
             frame["iceServers"] = ice_servers(self.config.ice, self.clock(), who=peer.connection_id)
@@ -432,7 +393,7 @@ class Gateway:
 
     # -- leave ---------------------------------------------------------------------------------
 
-    def _leave(self, peer: Peer) -> None:
+    def leave(self, peer: Peer) -> None:
         """Undo identify: tell the room. Idempotent; the connection row stays until close."""
         if peer.kind is None or peer.room_id is None:
             return
@@ -445,15 +406,18 @@ class Gateway:
             del room.clients[peer_id]
             if self.active_speaker.get(room_id) == peer_id:
                 del self.active_speaker[room_id]  # newcomers must not be shown a departed one
-            self._broadcast(
+            self.broadcast(
                 room.everyone_but(peer), {"type": "clientDisconnect", "clientId": peer_id}
             )
             self.hooks.occupancy_changed(room_id, len(room.clients))
+            if not room.clients:
+                # A room that becomes empty unlocks: nobody is left who could unlock it.
+                self.hooks.set_locked(room_id, False)
         elif kind == "sfu" and room.sfu is peer:
             room.sfu = None
             for client in room.clients.values():
                 client.offer_sent_at = None  # that SFU will never answer
-            self._broadcast(
+            self.broadcast(
                 list(room.clients.values()), {"type": "sfuDisconnect", "roomId": room_id}
             )
         if not room.clients and room.sfu is None:
@@ -475,22 +439,22 @@ class Gateway:
         The room is told `clientDisconnect` as for any leave, and the client's socket is closed
         with 4001 so a browser that is still alive reconnects and joins again.
         """
-        room = self._require_identified(sfu)
+        room = self.require_identified(sfu)
         target = room.clients.get(client_id) if isinstance(client_id, str) else None
         if target is None:
             raise NotFound(p.RECEIVER_NOT_FOUND)
-        self._leave(target)
+        self.leave(target)
         target.request_close(CLOSE_MEDIA_LOST, "media connection lost")
 
     # -- routing -------------------------------------------------------------------------------
 
-    def _require_identified(self, peer: Peer) -> RoomPeers:
+    def require_identified(self, peer: Peer) -> RoomPeers:
         if peer.kind is None or peer.room_id is None:
             raise BadRequest(p.NOT_IDENTIFIED)
         return self.rooms[peer.room_id]
 
     def _handshake(self, peer: Peer, data: dict[str, Any]) -> None:
-        room = self._require_identified(peer)
+        room = self.require_identified(peer)
         if data.get("type") not in ("producer", "consumer"):
             raise BadRequest(p.INVALID_HANDSHAKE)
         message = dict(data)
@@ -536,7 +500,7 @@ class Gateway:
         sfu.send(message)
 
     def _chat(self, peer: Peer, data: dict[str, Any]) -> None:
-        room = self._require_identified(peer)
+        room = self.require_identified(peer)
         if peer.kind != "client":
             raise BadRequest("Only clients chat")
         content = data.get("content")
@@ -561,7 +525,7 @@ class Gateway:
             max_rows=limits.chat_rows_per_room,
             max_bytes=limits.chat_bytes_per_room,
         )
-        self._broadcast(
+        self.broadcast(
             list(room.clients.values()),
             {
                 "type": "chat",
@@ -573,21 +537,21 @@ class Gateway:
         )
 
     def _features(self, peer: Peer, data: dict[str, Any]) -> None:
-        room = self._require_identified(peer)
+        room = self.require_identified(peer)
         if peer.kind != "client":
             raise BadRequest("Only clients have features")
         audio, video = data.get("audio"), data.get("video")
         if not isinstance(audio, bool) or not isinstance(video, bool):
             raise BadRequest("Invalid features")
         peer.features = {"audio": audio, "video": video}
-        self._broadcast(
+        self.broadcast(
             room.everyone_but(peer),
             {"type": "features", "id": peer.peer_id, "features": peer.features},
         )
 
     def _room_event(self, peer: Peer, data: dict[str, Any]) -> None:
         """What a room SFU tells the gateway about its room (docs/PROTOCOL.md section 3)."""
-        room = self._require_identified(peer)
+        room = self.require_identified(peer)
         if peer.kind != "sfu":
             raise Forbidden(p.FORBIDDEN)
         assert peer.room_id is not None
@@ -606,11 +570,11 @@ class Gateway:
             if not isinstance(speaker, str) or speaker not in room.clients:
                 raise NotFound(p.RECEIVER_NOT_FOUND)
             self.active_speaker[peer.room_id] = speaker
-            self._broadcast(list(room.clients.values()), {"type": "activeSpeaker", "id": speaker})
+            self.broadcast(list(room.clients.values()), {"type": "activeSpeaker", "id": speaker})
         else:
             raise BadRequest("Invalid room event")
 
-    def _broadcast(self, peers: list[Peer], message: dict[str, Any]) -> None:
+    def broadcast(self, peers: list[Peer], message: dict[str, Any]) -> None:
         text = p.encode(message)  # encode once for the whole room
         for target in peers:
             target.send_text(text)

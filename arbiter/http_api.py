@@ -25,13 +25,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestTimeout
 
 from . import protocol as p
+from .admin_api import admin_blueprint
 from .config import Config
+from .credentials import MAX_SECRET_CHARS, hash_secret, new_moderator_key
 from .errors import ServerFault
 from .gateway import CLOSE_POLICY, CLOSE_TOO_BIG, QUEUE_FULL, Gateway, Peer
 from .limits import AddressLimiter, client_key_untrusted, in_networks
 from .metrics import CONTENT_TYPE, Metrics
 from .rooms import RoomManager
-from .store import Store
+from .store import UNCLAIMED, Store
 from .turn import ice_servers
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ ROOM_NOT_FOUND = "Room not found"
 SERVER_BROKE = "Something broke on the server"
 TOO_MANY_REQUESTS = "Too many requests"
 ORIGIN_NOT_ALLOWED = "Origin not allowed"
+INVALID_PASSWORD = "Invalid password"
 MAX_URL_PATH = 200
 # Seconds a deliberately closed WebSocket gets to receive the frames already queued for it.
 FLUSH_TIMEOUT = 1.0
@@ -242,7 +245,12 @@ def create_app(
         return answer(
             "getRoomId",
             200,
-            {"roomId": row.id, "id": row.id, "urlPath": url_path, "passwordRequired": False},
+            {
+                "roomId": row.id,
+                "id": row.id,
+                "urlPath": url_path,
+                "passwordRequired": row.password_hash is not None,
+            },
         )
 
     @app.route("/claimRoom", methods=["PATCH"])
@@ -257,6 +265,12 @@ def create_app(
         )
         if url_path is None:
             return answer("claimRoom", 400, {"message": MISSING_URL_PATH})
+        assert isinstance(body, dict)
+        password = body.get("password")
+        if password is not None and not (
+            isinstance(password, str) and 0 < len(password) <= MAX_SECRET_CHARS
+        ):
+            return answer("claimRoom", 400, {"message": INVALID_PASSWORD})
         existing = store.room_by_path(url_path)
         if existing is not None:
             return answer("claimRoom", 200, {"roomId": existing.id})  # idempotent, free
@@ -268,10 +282,24 @@ def create_app(
         wait = create_limiter.retry_after(key, time.monotonic())
         if wait:
             return too_many("claimRoom", wait)
-        room_id = rooms.claim(url_path, owner=key)
-        if room_id is None:
+        if not rooms.counts().get(UNCLAIMED):
+            return answer("claimRoom", 404, {"message": ROOM_NOT_FOUND})  # before any hashing
+        # The claimer becomes the room's moderator: a fresh key, returned once, stored hashed.
+        moderator_key = new_moderator_key()
+        limiter = gateway.access.limiter
+        key_hash = await trio.to_thread.run_sync(hash_secret, moderator_key, limiter=limiter)
+        password_hash = None
+        if password is not None:
+            password_hash = await trio.to_thread.run_sync(hash_secret, password, limiter=limiter)
+        claimed = rooms.claim(
+            url_path, owner=key, password_hash=password_hash, moderator_key_hash=key_hash
+        )
+        if claimed is None:
             return answer("claimRoom", 404, {"message": ROOM_NOT_FOUND})
-        return answer("claimRoom", 200, {"roomId": room_id})
+        room_id, new = claimed
+        if not new:  # someone bound the path while we hashed: theirs, no key for us
+            return answer("claimRoom", 200, {"roomId": room_id})
+        return answer("claimRoom", 200, {"roomId": room_id, "moderatorKey": moderator_key})
 
     @app.route("/createRoom", methods=["PUT", "POST"])
     async def create_room() -> Response:
@@ -362,6 +390,7 @@ def create_app(
         await websocket_session(config, gateway, metrics, key)
         return None
 
+    app.register_blueprint(admin_blueprint(config, store, rooms, gateway))
     return app
 
 
@@ -409,7 +438,17 @@ async def websocket_session(
                     ):
                         peer.request_close(CLOSE_TOO_BIG, "message too big")
                         break
-                    gateway.handle_text(peer, frame)
+                    decoded = gateway.admit(peer, frame)
+                    if decoded is None:
+                        continue
+                    try:
+                        # Slow credential checks (scrypt) run in a thread, before the
+                        # synchronous gateway sees the frame; frames stay in order.
+                        await gateway.access.prepare(peer, *decoded)
+                    except Exception:
+                        log.exception("credential check failed; the frame fails closed")
+                    if peer.close_code is None:
+                        gateway.handle_frame(peer, *decoded)
             # A deliberate close (only those end the loop without an exception). Closing the
             # queue lets the writer deliver what is already in it and stop: the last 429 that
             # explains a 1008, the clientDisconnect before a 4001. Not cancelling it mid-send

@@ -58,6 +58,9 @@ class Metrics:
             "HTTP requests and WebSocket upgrades refused for Origin",
             registry=r,
         )
+        self.moderation = Counter(
+            "arbiter_moderation", "Moderation actions carried out", ["op"], registry=r
+        )
         self.ws_connections = Gauge(
             "arbiter_ws_connections", "Open WebSocket connections", registry=r
         )

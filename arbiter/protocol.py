@@ -14,7 +14,9 @@ from typing import Any
 
 from .errors import MalformedInput
 
-ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features", "room"})
+ACTIONS = frozenset(
+    {"identify", "handshake", "disconnect", "chat", "features", "room", "moderate"}
+)
 
 # Documented messages, byte for byte (docs/PROTOCOL.md section 3).
 INVALID_JSON = "Invalid JSON"
@@ -34,6 +36,13 @@ TOO_MANY_REQUESTS = "Too many requests"
 OFFER_IN_FLIGHT = "Offer in flight"
 SFU_BUSY = "SFU busy, try again later"
 IDENTIFY_TIMEOUT = "Identify timeout"
+PASSWORD_REQUIRED = "Password required"
+WRONG_PASSWORD = "Wrong password"
+ROOM_LOCKED = "Room is locked"
+NOT_A_MODERATOR = "Not a moderator"
+INVALID_MODERATION = "Invalid moderation op"
+NOT_ON_A_MODERATOR = "Not allowed on a moderator"
+INVALID_PASSWORD = "Invalid password"
 
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 64

@@ -75,6 +75,11 @@ class Room:
     starts: int = 0
     # The client address (limits key) that created or claimed it: limits.rooms_per_address.
     owner: str | None = None
+    # Access (docs/PROTOCOL.md section 3): scrypt hashes and the lock, mirrored in SQLite so
+    # they survive a restart.
+    password_hash: str | None = None
+    moderator_key_hash: str | None = None
+    locked: bool = False
 
 
 class RoomManager:
@@ -130,7 +135,10 @@ class RoomManager:
             # Start-up recovery (docs/PROTOCOL.md section 5): every room that is not closed gets
             # its SFU again and keeps its urlPath, so room URLs survive a restart.
             for row in self.store.live_rooms():
-                self._start(row.id, row.status)
+                room = self._start(row.id, row.status)
+                room.password_hash = row.password_hash
+                room.moderator_key_hash = row.moderator_key_hash
+                room.locked = row.locked
             nursery.start_soon(self._keep_pool)
             nursery.start_soon(self._reap_empty_rooms)
             task_status.started()
@@ -201,17 +209,49 @@ class RoomManager:
         """Live rooms created or claimed by `owner` (idle-pool rooms belong to nobody)."""
         return sum(1 for r in self.rooms.values() if r.owner == owner)
 
-    def claim(self, url_path: str, owner: str | None = None) -> int | None:
-        room_id = self.store.claim(url_path, time.time())
-        if room_id is not None:
+    def claim(
+        self,
+        url_path: str,
+        owner: str | None = None,
+        *,
+        password_hash: str | None = None,
+        moderator_key_hash: str | None = None,
+    ) -> tuple[int, bool] | None:
+        """(room id, whether this call bound it) or None when no ready room is left."""
+        claimed = self.store.claim(
+            url_path,
+            time.time(),
+            password_hash=password_hash,
+            moderator_key_hash=moderator_key_hash,
+        )
+        if claimed is not None:
+            room_id, new = claimed
             room = self.rooms.get(room_id)
-            if room is not None and room.status != st.CLAIMED:
+            if room is not None and new:
                 room.status = st.CLAIMED
                 room.owner = owner
+                room.password_hash = password_hash
+                room.moderator_key_hash = moderator_key_hash
+                room.locked = False
                 if self.gateway is None or self.gateway.client_count(room_id) == 0:
                     room.empty_since = trio.current_time()
             self._pool_wakeup.set()
-        return room_id
+        return claimed
+
+    def room(self, room_id: int) -> Room | None:
+        return self.rooms.get(room_id)
+
+    def set_locked(self, room_id: int, locked: bool) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None and room.locked != locked:
+            room.locked = locked
+            self.store.set_locked(room_id, locked)
+
+    def set_password(self, room_id: int, password_hash: str | None) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.password_hash = password_hash
+            self.store.set_password(room_id, password_hash)
 
     def close_room(self, room_id: int) -> None:
         """Idempotent; stops the SFU task and frees the urlPath."""

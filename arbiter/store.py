@@ -39,6 +39,10 @@ class RoomRow:
     worker_id: str | None
     created_at: float
     claimed_at: float | None
+    # scrypt hashes (arbiter.credentials), never the secrets; None: no password / no key.
+    password_hash: str | None = None
+    moderator_key_hash: str | None = None
+    locked: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,14 @@ class ChatRow:
 
 
 def _room(row: sqlite3.Row | tuple[Any, ...]) -> RoomRow:
-    return RoomRow(*row)
+    *head, locked = row
+    return RoomRow(*head, locked=bool(locked))
 
 
-_ROOM_COLUMNS = "id, url_path, status, worker_id, created_at, claimed_at"
+_ROOM_COLUMNS = (
+    "id, url_path, status, worker_id, created_at, claimed_at,"
+    " password_hash, moderator_key_hash, locked"
+)
 
 
 class Store:
@@ -94,6 +102,11 @@ class Store:
             not_null={"status", "created_at"},
             if_not_exists=True,
         )
+        # Room access (added after the first release: existing databases gain the columns).
+        columns = db["rooms"].columns_dict
+        for name, kind in (("password_hash", str), ("moderator_key_hash", str), ("locked", int)):
+            if name not in columns:
+                db["rooms"].add_column(name, kind, not_null_default=0 if kind is int else None)
         # SQLite UNIQUE admits many NULLs: unclaimed and closed rooms have url_path NULL.
         db["rooms"].create_index(["url_path"], unique=True, if_not_exists=True)
         db["rooms"].create_index(["status"], if_not_exists=True)
@@ -172,11 +185,21 @@ class Store:
             [UNCLAIMED, room_id, STARTING],
         )
 
-    def claim(self, url_path: str, now: float) -> int | None:
+    def claim(
+        self,
+        url_path: str,
+        now: float,
+        *,
+        password_hash: str | None = None,
+        moderator_key_hash: str | None = None,
+    ) -> tuple[int, bool] | None:
         """Bind one ready unclaimed room to `url_path`, atomically; idempotent per path.
 
-        One IMMEDIATE transaction: the existing-binding check and the UPDATE ... RETURNING see
-        the same snapshot, and the UNIQUE index on url_path is the last line of defence.
+        Returns (room id, True) when this call bound it (the hashes are stored with it), or
+        (room id, False) when the path already had a room (nothing changes), or None when no
+        ready room is left. One IMMEDIATE transaction: the existing-binding check and the
+        UPDATE ... RETURNING see the same snapshot, and the UNIQUE index on url_path is the last
+        line of defence.
         """
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -184,26 +207,39 @@ class Store:
             row = conn.execute(
                 "SELECT id FROM rooms WHERE url_path = ? AND status != ?", [url_path, CLOSED]
             ).fetchone()
-            if row is None:
+            new = row is None
+            if new:
                 row = conn.execute(
-                    "UPDATE rooms SET url_path = ?, status = ?, claimed_at = ? WHERE id = ("
+                    "UPDATE rooms SET url_path = ?, status = ?, claimed_at = ?,"
+                    " password_hash = ?, moderator_key_hash = ?, locked = 0 WHERE id = ("
                     " SELECT id FROM rooms WHERE status = ? AND url_path IS NULL"
                     " ORDER BY created_at, id LIMIT 1) RETURNING id",
-                    [url_path, CLAIMED, now, UNCLAIMED],
+                    [url_path, CLAIMED, now, password_hash, moderator_key_hash, UNCLAIMED],
                 ).fetchone()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return int(row[0]) if row else None
+        return (int(row[0]), new) if row else None
+
+    def set_password(self, room_id: int, password_hash: str | None) -> None:
+        self.db.execute(
+            "UPDATE rooms SET password_hash = ? WHERE id = ?", [password_hash, room_id]
+        )
+
+    def set_locked(self, room_id: int, locked: bool) -> None:
+        self.db.execute("UPDATE rooms SET locked = ? WHERE id = ?", [int(locked), room_id])
 
     def close_room(self, room_id: int) -> None:
         """Closed rooms free their urlPath and forget their chat (names and messages)."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Its secrets go with it: a closed room's hashes protect nothing any more.
             conn.execute(
-                "UPDATE rooms SET status = ?, url_path = NULL WHERE id = ?", [CLOSED, room_id]
+                "UPDATE rooms SET status = ?, url_path = NULL, password_hash = NULL,"
+                " moderator_key_hash = NULL, locked = 0 WHERE id = ?",
+                [CLOSED, room_id],
             )
             conn.execute("DELETE FROM chat WHERE room_id = ?", [room_id])
             conn.execute("COMMIT")

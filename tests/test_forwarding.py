@@ -436,7 +436,9 @@ def test_a_failing_retransmission_costs_only_itself(room) -> None:  # type: igno
 
 
 def test_unexpected_errors_are_counted_and_logged_at_a_bounded_rate(
-    room, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    room,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     h, clients, _ = room
 

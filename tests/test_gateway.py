@@ -159,8 +159,18 @@ async def test_routing_isolation_between_two_rooms(tmp_path: Path) -> None:
             await b1.identify_client(r1, "bob")
             await a2.identify_client(r2, "alice")  # same id, other room: allowed
             await b2.identify_client(r2, "carol")
-            assert await a1.recv() == {"type": "clientJoin", "clientId": "bob", "name": "bob"}
-            assert await a2.recv() == {"type": "clientJoin", "clientId": "carol", "name": "carol"}
+            assert await a1.recv() == {
+                "type": "clientJoin",
+                "clientId": "bob",
+                "name": "bob",
+                "moderator": False,
+            }
+            assert await a2.recv() == {
+                "type": "clientJoin",
+                "clientId": "carol",
+                "name": "carol",
+                "moderator": False,
+            }
             sfu1, sfu2 = registry.sfus[r1], registry.sfus[r2]
 
             # A client handshake goes to its own room's SFU, with sender and roomId overwritten
@@ -271,7 +281,7 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                         await trio.sleep(0.01)
                 assert created == [{"message": "Task started successfully!", "roomId": room}]
                 r = await srv.http.patch("/claimRoom", json={"urlPath": "remote"})
-                assert r.json() == {"roomId": room}
+                assert r.json()["roomId"] == room
                 # A second SFU for the same room is refused.
                 async with ws_client(srv.ws_url) as sfu2:
                     await sfu2.send(
@@ -289,6 +299,7 @@ async def test_remote_sfu_token_and_routing(tmp_path: Path) -> None:
                         "type": "clientJoin",
                         "clientId": "dave",
                         "name": "Dave",
+                        "moderator": False,
                     }
                     await client.send(
                         "handshake", {"type": "producer", "description": {"type": "offer"}}
@@ -326,7 +337,7 @@ async def test_sfu_not_connected(tmp_path: Path) -> None:
                 await sfu.send("identify", {"type": "sfu", "id": str(room), "token": "t"})
                 await sfu.recv_type("identified")
                 r = await srv.http.patch("/claimRoom", json={"urlPath": "erin"})
-                assert r.json() == {"roomId": room}
+                assert r.json()["roomId"] == room
                 await client.identify_client(room, "erin")
                 await sfu.ws.aclose()
                 assert await client.recv() == {"type": "sfuDisconnect", "roomId": room}
@@ -353,10 +364,22 @@ async def test_disconnect_notices_roster_features_and_chat_history(tmp_path: Pat
             assert (await b.recv())["type"] == "identified"
             assert await b.recv() == {
                 "type": "roster",
-                "clients": [{"id": "a", "name": "Ann", "features": {"audio": True, "video": True}}],
+                "clients": [
+                    {
+                        "id": "a",
+                        "name": "Ann",
+                        "features": {"audio": True, "video": True},
+                        "moderator": False,
+                    }
+                ],
             }
             assert await b.recv() == {"type": "chatHistory", "messages": []}
-            assert await a.recv() == {"type": "clientJoin", "clientId": "b", "name": "Bea"}
+            assert await a.recv() == {
+                "type": "clientJoin",
+                "clientId": "b",
+                "name": "Bea",
+                "moderator": False,
+            }
 
             await a.send("features", {"audio": False, "video": True})
             assert await b.recv() == {

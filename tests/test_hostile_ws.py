@@ -328,7 +328,12 @@ async def test_only_an_sfu_of_the_room_can_evict(tmp_path: Path) -> None:
             b = await stack.enter_async_context(ws_client(srv.ws_url))
             await a.identify_client(room1, "a")
             await b.identify_client(room1, "b")
-            assert await a.recv() == {"type": "clientJoin", "clientId": "b", "name": "b"}
+            assert await a.recv() == {
+                "type": "clientJoin",
+                "clientId": "b",
+                "name": "b",
+                "moderator": False,
+            }
             # Room 2's SFU cannot evict (or reach) a client of room 1.
             await sfu2.send("disconnect", {"clientId": "a"})
             assert await sfu2.recv() == error("disconnect", 404, "Receiver not found")

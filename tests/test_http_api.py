@@ -39,7 +39,10 @@ async def test_create_claim_get_round_trip(config: Config) -> None:
         assert isinstance(room_id, int) and room_id > 0
 
         r = await srv.http.patch("/claimRoom", json={"urlPath": "/myRoom/"})
-        assert (r.status_code, r.json()) == (200, {"roomId": room_id})
+        # This call bound the name: its caller gets the moderator key, once.
+        key = r.json().get("moderatorKey")
+        assert (r.status_code, r.json()) == (200, {"roomId": room_id, "moderatorKey": key})
+        assert isinstance(key, str) and len(key) == 32
         # Idempotent: the same path (normalised) gets the same room, no new room is taken.
         r = await srv.http.patch("/claimRoom", json={"urlPath": "myRoom"})
         assert (r.status_code, r.json()) == (200, {"roomId": room_id})

@@ -53,7 +53,7 @@ async def test_crashing_sfu_is_restarted_and_siblings_untouched(tmp_path: Path) 
         assert ids[0] == first[0]
         for name, room_id in zip(("victim", "bystander"), ids, strict=True):
             r = await srv.http.patch("/claimRoom", json={"urlPath": name})
-            assert r.json() == {"roomId": room_id}
+            assert r.json()["roomId"] == room_id
         async with ws_client(srv.ws_url) as victim, ws_client(srv.ws_url) as bystander:
             await bystander.identify_client(ids[1], "bystander")
             await victim.identify_client(ids[0], "victim")
@@ -77,9 +77,7 @@ async def test_empty_claimed_room_is_closed_and_url_freed(tmp_path: Path) -> Non
     config = make_config(tmp_path, rooms={"idle_pool": 0, "empty_timeout": 0.4})
     async with running_server(config) as srv:
         first = (await srv.http.put("/createRoom")).json()["roomId"]
-        assert (await srv.http.patch("/claimRoom", json={"urlPath": "r"})).json() == {
-            "roomId": first
-        }
+        assert (await srv.http.patch("/claimRoom", json={"urlPath": "r"})).json()["roomId"] == first
         async with ws_client(srv.ws_url) as c:
             await c.identify_client(first, "present")
             await trio.sleep(0.8)  # occupied: never reaped
@@ -91,9 +89,9 @@ async def test_empty_claimed_room_is_closed_and_url_freed(tmp_path: Path) -> Non
         assert srv.server.store.get_room(first).status == "closed"  # type: ignore[union-attr]
         # The next visitor of the URL transparently gets a fresh room.
         second = (await srv.http.put("/createRoom")).json()["roomId"]
-        assert (await srv.http.patch("/claimRoom", json={"urlPath": "r"})).json() == {
-            "roomId": second
-        }
+        assert (await srv.http.patch("/claimRoom", json={"urlPath": "r"})).json()[
+            "roomId"
+        ] == second
         assert second != first
 
 

@@ -70,7 +70,10 @@ async def new_room(srv: Running, url_path: str) -> int:
     assert r.status_code == 200, r.text
     room_id = r.json()["roomId"]
     r = await srv.http.patch("/claimRoom", json={"urlPath": url_path})
-    assert r.json() == {"roomId": room_id}
+    body = r.json()
+    # This call bound the name: the claimer gets the room's moderator key, once.
+    assert body == {"roomId": room_id, "moderatorKey": body.get("moderatorKey")}, body
+    assert isinstance(body["moderatorKey"], str) and len(body["moderatorKey"]) >= 32
     return int(room_id)
 
 
