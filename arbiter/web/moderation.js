@@ -109,10 +109,18 @@ function moderate(op, data = {}) {
   if (!send("moderate", { op, ...data })) toast("Not connected: try again in a moment");
 }
 
-/** Mute and Remove on a peer's tile: for moderators, on everyone but moderators. */
+/**
+ * Mute and Remove on a peer's tile: for moderators, on everyone but moderators. Buttons are
+ * rebuilt only when what they say changes (a rebuilt button would lose the keyboard focus).
+ */
 export function renderTileActions(id) {
   const peer = state.peers.get(id);
-  if (!peer || !state.moderator || peer.moderator) {
+  const tile = grid.get(id);
+  if (!peer || !tile) return;
+  const wanted = state.moderator && !peer.moderator ? peer.name : null;
+  if (tile.actionsFor === wanted) return;
+  tile.actionsFor = wanted;
+  if (wanted === null) {
     grid.setActions(id, []);
     return;
   }
@@ -192,7 +200,7 @@ export function setupModeration() {
     event.preventDefault();
     const id = confirm.dataset.target;
     const name = state.peers.get(id)?.name;
-    confirm.returnFocus = $("#leave"); // the tile goes away with them
+    confirm.returnFocus = $("#controls"); // the tile goes away with them
     confirm.close();
     if (name === undefined) return;
     moderate("kick", { target: id });
