@@ -94,6 +94,8 @@ class Gateway:
         # Refused identifies per client address (guessing room ids, passwords).
         self.failed_identifies = AddressLimiter(config.limits.failed_identifies_per_minute)
         self.access = AccessChecker(hooks, self.failed_identifies, monotonic)
+        # Set when the server shuts down: departures then are not people leaving.
+        self.stopping = False
         self.moderation = Moderation(self)
         self.active_speaker: dict[int, str] = {}
 
@@ -131,12 +133,17 @@ class Gateway:
         return room.sfu if room else None
 
     def close_room(self, room_id: int) -> None:
-        """The room was closed: its clients are told the SFU is gone and are detached."""
+        """The room was closed (by an operator, or empty): its clients are told the SFU is
+        gone and their sockets are closed (1000 "Room closed"); the URL is free again."""
         room = self.rooms.get(room_id)
         if room is None:
             return
-        for peer in [*room.clients.values(), *([room.sfu] if room.sfu else [])]:
+        clients = list(room.clients.values())
+        self.broadcast(clients, {"type": "sfuDisconnect", "roomId": room_id})
+        for peer in [*clients, *([room.sfu] if room.sfu else [])]:
             self.leave(peer)
+        for peer in clients:
+            peer.request_close(CLOSE_NORMAL, "Room closed")
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -410,8 +417,9 @@ class Gateway:
                 room.everyone_but(peer), {"type": "clientDisconnect", "clientId": peer_id}
             )
             self.hooks.occupancy_changed(room_id, len(room.clients))
-            if not room.clients:
-                # A room that becomes empty unlocks: nobody is left who could unlock it.
+            if not room.clients and not self.stopping:
+                # A room that becomes empty unlocks: nobody is left who could unlock it. (Not
+                # when the server stops: the lock must survive a restart.)
                 self.hooks.set_locked(room_id, False)
         elif kind == "sfu" and room.sfu is peer:
             room.sfu = None

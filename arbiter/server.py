@@ -88,6 +88,8 @@ class Server:
         self._shutdown = trio.Event()
 
     def shutdown(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stopping = True
         self._shutdown.set()
 
     async def run(
