@@ -26,7 +26,9 @@ unpaced blaster would only measure the kernel's receive buffer. Kernel drops (Rc
 /proc/net/snmp) are reported anyway.
 
 Shared by scripts/udp_blast.py (100,000 datagrams, a report) and tests/test_udp_blast.py
-(5,000, asserted); `live_call` also hosts the dispatch fuzzer (`fuzz_dispatch`).
+(5,000, asserted); `live_call` also hosts the dispatch fuzzer (`fuzz_dispatch`), and
+`served_call`, the same call on a real `arbiter serve` child process, hosts the media-plane
+attack tests (tests/test_attack_media.py).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.srtp import SrtpSession
 
 from . import fuzz_corpus as corpus
+from .serve import served
 from .server import make_config, new_room, running_server
 
 CATEGORIES = ("random", "stun_badmi", "stun_unknown", "stun_wrongpwd", "dtls", "srtp_forged",
@@ -76,13 +79,14 @@ class Blast:
 
 @dataclass
 class Call:
-    srv: Any
+    srv: Any  # `Running` (live_call: in-process) or `serve.Served` (served_call: a child process)
     room: int
     participants: list[ArbiterParticipant]
     nursery: trio.Nursery
 
     @property
     def endpoint(self) -> Any:
+        """The in-process server's media endpoint (live_call only)."""
         return self.srv.server.endpoint
 
     def legs(self) -> list[Any]:
@@ -95,12 +99,41 @@ class Call:
 
 @asynccontextmanager
 async def live_call(tmp: Path, participants: int = 3) -> AsyncIterator[Call]:
-    """Every participant publishes and subscribes to every other one (n + n(n-1) transports)."""
+    """Every participant publishes and subscribes to every other one (n + n(n-1) transports),
+    on an in-process server (the blast and the dispatch fuzzer read its endpoint)."""
+    async with running_server(make_config(tmp)) as srv, _call(srv, participants) as call:
+        yield call
+
+
+# What make_config relaxes for tests, for a served call: one address creates every room.
+SERVED_TOML = """
+[rooms]
+idle_pool = 0
+[limits]
+create_room_per_minute = 0
+rooms_per_address = 0
+"""
+
+
+@asynccontextmanager
+async def served_call(tmp: Path, participants: int = 3, toml: str = "") -> AsyncIterator[Call]:
+    """live_call on a real `arbiter serve` child process (`serve.served`, its log kept:
+    `call.srv.log_problems()`); what the test learns of the server comes over its sockets
+    (`call.srv.counters(...)` reads /metrics)."""
+    async with (
+        served(tmp, SERVED_TOML + toml, stderr=True) as srv,
+        _call(srv, participants) as call,
+    ):
+        yield call
+
+
+@asynccontextmanager
+async def _call(srv: Any, participants: int) -> AsyncIterator[Call]:
     certificate = Certificate.generate()
-    async with running_server(make_config(tmp)) as srv, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         room = await new_room(srv, "blast")
         target = ArbiterTarget()
-        target.url = srv.url  # the in-process server under test
+        target.url = srv.url  # the server under test
         numbers = list(range(1, participants + 1))
         with trio.fail_after(20):
             joined = await join_call(target, room, numbers, certificate, nursery)
