@@ -25,7 +25,7 @@ import trio
 
 from arbiter.testing import make_config, running_server
 from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
-from tests.test_web_client import HOSTILE_NAME, INJECTED_MARKUP, Page, run_pages
+from tests.test_web_client import CSP_LISTENER, HOSTILE_NAME, INJECTED_MARKUP, Page, run_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -40,6 +40,17 @@ NO_LOOP_WAIT = 3.0  # seconds a refused page is watched for not trying again
 def _threads() -> Iterator[None]:
     with no_leaked_threads():
         yield
+
+
+def csp(context: Any) -> None:
+    """Page setup: record Content-Security-Policy violations (the dialogs and tile buttons
+    must need nothing the served policy forbids)."""
+    context.add_init_script(CSP_LISTENER)
+
+
+def no_violations(pages: dict[str, Page]) -> None:
+    for page in pages.values():
+        assert page.page.evaluate("cspViolations()") == [], page.label
 
 
 def lobby(page: Page, what: str, check: Any) -> dict[str, Any]:
@@ -76,7 +87,7 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
 
         def scenario(browser: Any, pages: dict[str, Page]) -> None:
             # A opens a new URL: the lobby says the room will be created, password optional.
-            a = pages["A"] = Page(browser, url, "A")
+            a = pages["A"] = Page(browser, url, "A", csp)
             lobby(a, "offering to create the room", lambda lb: lb["mode"] == "create")
             note = a.page.get_by_test_id("lobby-note").inner_text()
             assert "creates it" in note and "moderator" in note, note
@@ -90,7 +101,7 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
             a.page.get_by_test_id("moderator-controls").wait_for(state="visible")
 
             # B: the lobby asks for the password; a wrong one is refused and B may retry.
-            b = pages["B"] = Page(browser, url, "B")
+            b = pages["B"] = Page(browser, url, "B", csp)
             lobby(b, "asking for the password", lambda lb: lb["mode"] == "password")
             join_with_password(b, "Bruno", "not it")
             lobby(b, "saying the password is wrong", lambda lb: "Wrong password" in lb["message"])
@@ -102,7 +113,7 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
             join_with_password(b, "Bruno", PASSWORD)
             ids["B"] = b.wait_joined()["id"]
 
-            c = pages["C"] = Page(browser, url, "C")
+            c = pages["C"] = Page(browser, url, "C", csp)
             lobby(c, "asking for the password", lambda lb: lb["mode"] == "password")
             join_with_password(c, "Carla", PASSWORD)
             ids["C"] = c.wait_joined()["id"]
@@ -172,13 +183,14 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
             stays_refused(c, 1)
 
             # D: the room is locked, the right password is not enough: it says so, once.
-            d = pages["D"] = Page(browser, url, "D")
+            d = pages["D"] = Page(browser, url, "D", csp)
             lobby(d, "asking for the password", lambda lb: lb["mode"] == "password")
             join_with_password(d, "Dora", PASSWORD)
             lobby(d, "saying the room is locked", lambda lb: "locked" in lb["message"])
             assert "locked" in d.page.get_by_test_id("join-error").inner_text()
             stays_refused(d, 1)
             seen["states"] = {label: page.state() for label, page in pages.items()}
+            no_violations(pages)
 
         def body(browser: Any) -> None:
             pages: dict[str, Page] = {}
@@ -206,7 +218,7 @@ async def test_moderator_link_on_a_phone_and_the_password_dialog(tmp_path: Path)
         url = srv.url + "/link-room"
 
         def scenario(browser: Any, pages: dict[str, Page]) -> None:
-            a = pages["A"] = Page(browser, url, "A")
+            a = pages["A"] = Page(browser, url, "A", csp)
             a.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
             lobby(a, "offering to create the room", lambda lb: lb["mode"] == "create")
             a.join("Ana")  # no password: an open room
@@ -237,6 +249,7 @@ async def test_moderator_link_on_a_phone_and_the_password_dialog(tmp_path: Path)
                 browser,
                 link,
                 "B",
+                csp,
                 viewport={"width": 360, "height": 740},
                 is_mobile=True,
                 has_touch=True,
@@ -259,7 +272,7 @@ async def test_moderator_link_on_a_phone_and_the_password_dialog(tmp_path: Path)
             # C (a name that would be markup anywhere but textContent) is asked for the new
             # password and gets in with it; B, a moderator on a phone, has Mute and Remove on
             # C's tile, labelled with the name as text; Escape cancels the removal.
-            c = pages["C"] = Page(browser, url, "C")
+            c = pages["C"] = Page(browser, url, "C", csp)
             lobby(c, "asking for the password", lambda lb: lb["mode"] == "password")
             join_with_password(c, HOSTILE_NAME, "second secret")
             ids["C"] = c.wait_joined()["id"]
@@ -282,11 +295,12 @@ async def test_moderator_link_on_a_phone_and_the_password_dialog(tmp_path: Path)
             a.page.get_by_role("button", name="Room password", exact=True).click()
             a.page.get_by_role("button", name="Remove password").click()
             poll(lambda: a.state()["passwordRequired"] is False, timeout=5, what="roomState")
-            d = pages["D"] = Page(browser, url, "D")
+            d = pages["D"] = Page(browser, url, "D", csp)
             lobby(d, "offering a plain join", lambda lb: lb["mode"] == "join")
             d.join("Dan")
             d.wait_joined()
             seen["notices"] = a.state()["notices"]
+            no_violations(pages)
 
         def body(browser: Any) -> None:
             pages: dict[str, Page] = {}

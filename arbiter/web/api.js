@@ -150,6 +150,14 @@ function claimed(data) {
   return { roomId: Number(data.roomId), moderatorKey: key };
 }
 
+/** claimRoom's 400: the password (1 to 128 characters) or the name. */
+function claimRefused(urlPath, data) {
+  if (/password/i.test(String(data.message))) {
+    return new JoinError("That password cannot be used: it must be 1 to 128 characters.", { retryable: false });
+  }
+  return new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
+}
+
 /** One pass of the join flow; returns {roomId, moderatorKey} or throws a JoinError. */
 async function resolveOnce(urlPath, { signal, onStatus, password, lookup }) {
   const q = encodeURIComponent(urlPath);
@@ -165,7 +173,7 @@ async function resolveOnce(urlPath, { signal, onStatus, password, lookup }) {
   onStatus?.("Claiming the room…");
   r = await request("PATCH", "/claimRoom", { body, signal });
   if (r.status === 200) return claimed(r.data);
-  if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
+  if (r.status === 400) throw claimRefused(urlPath, r.data);
   if (r.status !== 404) throw new JoinError(`Could not claim the room (${r.status || r.data.message}).`);
 
   onStatus?.("Starting a new room…");
