@@ -9,12 +9,18 @@
   past the password; the fragment leaves the address bar; the password dialog sets and removes
   the password, and the lobby of the next page follows.
 
-Screenshots for the README: docs/lobby-password.png (a wrong password in the lobby) and
-docs/moderator-controls.png (a moderator's view of a locked room). Every wait is bounded.
+Screenshots for the README: lobby-password.png (a wrong password in the lobby) and
+moderator-controls.png (a moderator's view of a locked room) go to test-artifacts/, and to docs/
+with ARBITER_DOCS_SCREENSHOTS=1 (so that a plain test run leaves the tree clean):
+
+    ARBITER_DOCS_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_web_moderation.py
+
+Every wait is bounded.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +30,13 @@ import pytest
 import trio
 
 from arbiter.testing import make_config, running_server
-from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
+from arbiter.testing.browser import ARTIFACTS, no_leaked_threads, poll, require_chromium
 from tests.test_web_client import CSP_LISTENER, HOSTILE_NAME, INJECTED_MARKUP, Page, run_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+SHOTS = DOCS if os.environ.get("ARBITER_DOCS_SCREENSHOTS") else ARTIFACTS
 PASSWORD = "correct horse"
 # Markup a name could have injected into what moderation adds (dialogs, tile buttons).
 MODERATION_MARKUP = "() => document.querySelectorAll('dialog img, .tile-actions img').length"
@@ -109,7 +116,8 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
             assert b.page.get_by_test_id("password-input").evaluate(
                 "(e) => e === document.activeElement"
             )
-            b.page.screenshot(path=str(DOCS / "lobby-password.png"))
+            SHOTS.mkdir(exist_ok=True)
+            b.page.screenshot(path=str(SHOTS / "lobby-password.png"))
             join_with_password(b, "Bruno", PASSWORD)
             ids["B"] = b.wait_joined()["id"]
 
@@ -156,7 +164,7 @@ async def test_password_mute_lock_remove_and_a_locked_out_page(tmp_path: Path) -
                 )
             a.page.get_by_role("button", name="Unlock room", exact=True).wait_for(state="visible")
             a.page.locator("#toast").wait_for(state="hidden", timeout=5_000)
-            a.page.screenshot(path=str(DOCS / "moderator-controls.png"))
+            a.page.screenshot(path=str(SHOTS / "moderator-controls.png"))
 
             # Remove C (confirmed with the keyboard): C is told by whom and does not rejoin;
             # A and B see C go.
