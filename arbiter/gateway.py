@@ -139,7 +139,8 @@ class Gateway:
         if room is None:
             return
         clients = list(room.clients.values())
-        self.broadcast(clients, {"type": "sfuDisconnect", "roomId": room_id})
+        # Not sfuDisconnect: that means "rejoin", and rejoining would open a new room.
+        self.broadcast(clients, {"type": "roomClosed", "roomId": room_id})
         for peer in [*clients, *([room.sfu] if room.sfu else [])]:
             self.leave(peer)
         for peer in clients:

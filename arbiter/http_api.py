@@ -266,14 +266,15 @@ def create_app(
         if url_path is None:
             return answer("claimRoom", 400, {"message": MISSING_URL_PATH})
         assert isinstance(body, dict)
+        existing = store.room_by_path(url_path)
+        if existing is not None:
+            # Idempotent and free; the password is ignored (the room has its own rules).
+            return answer("claimRoom", 200, {"roomId": existing.id})
         password = body.get("password")
         if password is not None and not (
             isinstance(password, str) and 0 < len(password) <= MAX_SECRET_CHARS
         ):
             return answer("claimRoom", 400, {"message": INVALID_PASSWORD})
-        existing = store.room_by_path(url_path)
-        if existing is not None:
-            return answer("claimRoom", 200, {"roomId": existing.id})  # idempotent, free
         # Binding a new name takes a room out of everyone's pool: it costs the same budget
         # as creating one, and one address holds a bounded number of rooms.
         key = client_key()

@@ -69,10 +69,11 @@ class Moderation:
             else:
                 raise BadRequest(p.INVALID_PASSWORD)
         gateway.metrics.moderation.labels(op).inc()
-        self.announce(peer.room_id)
+        self.announce(peer.room_id, by=peer.peer_id)
 
-    def announce(self, room_id: int) -> None:
-        """Every client of the room learns its lock and password state."""
+    def announce(self, room_id: int, by: str | None = None) -> None:
+        """Every client of the room learns its lock and password state (and which moderator
+        changed it; an operator's change has no `by`)."""
         rules = self.gateway.hooks.room(room_id)
         room = self.gateway.rooms.get(room_id)
         if rules is None or room is None:
@@ -83,5 +84,6 @@ class Moderation:
                 "type": "roomState",
                 "locked": rules.locked,
                 "passwordRequired": rules.password_hash is not None,
+                **({"by": by} if by is not None else {}),
             },
         )

@@ -55,8 +55,11 @@ async def test_passwords_and_keys(tmp_path: Path) -> None:
         # and hands out no key (and ignores a password).
         r = await srv.http.get("/getRoomId", params={"urlPath": "secret-meeting"})
         assert r.json()["passwordRequired"] is True
-        r = await srv.http.patch("/claimRoom", json={"urlPath": "secret-meeting", "password": "x"})
-        assert r.json() == {"roomId": room}
+        for ignored in ("x", 5, ""):
+            r = await srv.http.patch(
+                "/claimRoom", json={"urlPath": "secret-meeting", "password": ignored}
+            )
+            assert (r.status_code, r.json()) == (200, {"roomId": room})
         for bad in (5, "", "x" * 129, ["a"]):
             r = await srv.http.patch("/claimRoom", json={"urlPath": "other", "password": bad})
             assert (r.status_code, r.json()) == (400, {"message": "Invalid password"}), bad
@@ -146,7 +149,7 @@ async def test_moderation_rules(tmp_path: Path) -> None:
             await host.send("moderate", {"op": "lock"})
             for ws in (host, cohost, guest, other):
                 assert await ws.recv() == {
-                    "type": "roomState", "locked": True, "passwordRequired": False,
+                    "type": "roomState", "locked": True, "passwordRequired": False, "by": "host",
                 }  # fmt: skip
             async with ws_client(srv.ws_url) as late:
                 assert await identify(late, room, "late") == error(
@@ -177,7 +180,7 @@ async def test_moderation_rules(tmp_path: Path) -> None:
             # Password: set, then removed; roomState says so.
             await host.send("moderate", {"op": "password", "password": "s3cret"})
             assert await guest.recv_type("roomState") == {
-                "type": "roomState", "locked": False, "passwordRequired": True,
+                "type": "roomState", "locked": False, "passwordRequired": True, "by": "host",
             }  # fmt: skip
             async with ws_client(srv.ws_url) as late:
                 assert await identify(late, room, "x") == error(
@@ -262,7 +265,10 @@ async def test_admin_routes_and_cli(tmp_path: Path) -> None:
             assert await trio.to_thread.run_sync(lambda: cli("password", str(room), "--clear")) == 0
             assert (await c.recv_type("roomState"))["passwordRequired"] is False
             assert await trio.to_thread.run_sync(lambda: cli("close", str(room))) == 0
-            assert await c.recv_type("sfuDisconnect") == {"type": "sfuDisconnect", "roomId": room}
+            assert await c.recv() == {"type": "roomClosed", "roomId": room}
+            with pytest.raises(ConnectionClosed) as closed:
+                await c.recv()
+            assert (closed.value.reason.code, closed.value.reason.reason) == (1000, "Room closed")
         assert await trio.to_thread.run_sync(lambda: cli("close", str(room))) == 1
         r = await srv.http.put(f"/admin/rooms/{room}/password", json={"password": "x"})
         assert (r.status_code, r.json()) == (404, {"message": "Room not found"})

@@ -213,7 +213,7 @@ function lost(reason) {
   connect(`${reason} Reconnecting…`);
 }
 
-export function leave(reason = "", { removed = false } = {}) {
+export function leave(reason = "", { removed = false, title = "" } = {}) {
   session.generation++;
   teardown();
   state.phase = removed ? "removed" : "left";
@@ -221,7 +221,8 @@ export function leave(reason = "", { removed = false } = {}) {
   stopShare({ republish: false });
   media.stopDevices();
   stopLocal();
-  $("#left-title").textContent = removed ? "You were removed from the call" : "You left the call";
+  $("#left-title").textContent =
+    title || (removed ? "You were removed from the call" : "You left the call");
   $("#left-reason").textContent = reason;
   show("left");
   $("#rejoin").focus();
@@ -252,6 +253,10 @@ function onMessage(msg) {
       break;
     case "sfuDisconnect":
       lost("The media server restarted.");
+      break;
+    case "roomClosed":
+      // An operator closed the room: the call is over; rejoining would open a new room.
+      leave("The server's operator closed this room.", { title: "The room was closed" });
       break;
     case "chat":
       chat.add(msg);
