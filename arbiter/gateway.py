@@ -534,8 +534,9 @@ class Gateway:
             max_rows=limits.chat_rows_per_room,
             max_bytes=limits.chat_bytes_per_room,
         )
+        # The room's SFU hears chat too: it relays it to data-channel users (channel 100).
         self.broadcast(
-            list(room.clients.values()),
+            [*room.clients.values(), *([room.sfu] if room.sfu else [])],
             {
                 "type": "chat",
                 "sender": row.sender,
@@ -574,6 +575,15 @@ class Gateway:
             if client is None or not isinstance(content, str) or not content.strip():
                 raise BadRequest("Invalid chat content")
             self._store_chat(room, peer.room_id, sender, client.name, content[: p.MAX_CHAT_CHARS])
+        elif kind == "features":
+            # A data-channel user's state (channel 110): treated like its `features` frame.
+            client_id = data.get("id")
+            client = room.clients.get(client_id) if isinstance(client_id, str) else None
+            if client is None:
+                raise NotFound(p.RECEIVER_NOT_FOUND)
+            self._features(
+                client, data.get("features") if isinstance(data.get("features"), dict) else {}
+            )
         elif kind == "activeSpeaker":
             speaker = data.get("id")
             if not isinstance(speaker, str) or speaker not in room.clients:

@@ -501,6 +501,27 @@ async def test_room_events_from_the_sfu(tmp_path: Path) -> None:
             assert (chat["type"], chat["sender"], chat["name"], chat["content"]) == (
                 "chat", "a", "Ann", "hi",
             )  # fmt: skip
+            # The SFU hears the room's chat too (it relays it to data-channel users).
+            await sfu.wait_for(lambda m: m.get("type") == "chat" and m["content"] == "hi")
+            await b.send("chat", {"content": "from the web"})
+            got = await sfu.wait_for(lambda m: m.get("content") == "from the web")
+            assert (got["sender"], got["name"]) == ("b", "Bob")
+            await a.recv_type("chat")
+            await b.recv_type("chat")
+            # A data-channel user's features, reported by the SFU, reach the web clients.
+            await sfu.link.send(
+                {
+                    "action": "room",
+                    "data": {
+                        "type": "features",
+                        "id": "a",
+                        "features": {"audio": False, "video": True},
+                    },
+                }
+            )
+            assert await b.recv() == {
+                "type": "features", "id": "a", "features": {"audio": False, "video": True},
+            }  # fmt: skip
             await a.send("room", {"type": "activeSpeaker", "id": "a"})
             assert await a.recv_type("error") == {
                 "type": "error",
