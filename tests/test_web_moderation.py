@@ -323,3 +323,38 @@ async def test_moderator_link_on_a_phone_and_the_password_dialog(tmp_path: Path)
         with trio.fail_after(60):
             await trio.to_thread.run_sync(run_pages, body)
     assert "The room password is removed" in seen["notices"], seen
+
+
+async def test_an_operator_closing_the_room_ends_the_call_without_a_rejoin(tmp_path: Path) -> None:
+    """`arbiter rooms close` (POST /admin/rooms/<id>/close) sends roomClosed, not
+    sfuDisconnect: the page says the room was closed and does not rejoin (which would open a
+    new room at the same URL)."""
+    require_chromium()
+    seen: dict[str, Any] = {}
+    async with running_server(make_config(tmp_path)) as srv:
+
+        def body(browser: Any) -> None:
+            import httpx
+
+            page = Page(browser, srv.url + "/closing-time", "A")
+            page.join("Ana")
+            page.wait_joined()
+            room = page.state()["roomId"]
+            r = httpx.post(f"{srv.url}/admin/rooms/{room}/close", timeout=10)
+            seen["close"] = (r.status_code, r.json())
+            poll(
+                lambda: page.state()["phase"] == "left",
+                timeout=10,
+                what=f"the page to end the call: {page.describe()}",
+            )
+            seen["title"] = page.page.locator("#left-title").inner_text()
+            time.sleep(NO_LOOP_WAIT)
+            r = httpx.get(f"{srv.url}/getRoomId", params={"urlPath": "closing-time"}, timeout=10)
+            seen["after"] = r.status_code
+            seen["room"] = room
+
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(run_pages, body)
+    assert seen["close"] == (200, {"roomId": seen["room"], "status": "closed"})
+    assert seen["title"] == "The room was closed"
+    assert seen["after"] == 404  # nobody rejoined: no new room at that URL
