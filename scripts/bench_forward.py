@@ -9,8 +9,12 @@ down): a sender that protects and sends `--rate` 1200-byte RTP packets per secon
 first packets of each to prove they are intact. This process's CPU time during the blast is
 the denominator.
 
+`--listen 0.0.0.0` binds the endpoint to the wildcard, where it reads each datagram's arrival
+address (IP_PKTINFO, `recvmsg`) and sends from it (`sendmsg`): what that costs the loop. The
+peers still reach it on 127.0.0.1.
+
 Usage: .venv/bin/python scripts/bench_forward.py [--fanout 4] [--rate 20000] [--seconds 5]
-       [--size 1200] [--json out.json]
+       [--size 1200] [--listen 127.0.0.1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ async def _handshake(
 async def bench(args: argparse.Namespace) -> dict[str, object]:
     cert = Certificate.generate()
     client_cert = Certificate.generate()
-    endpoint = MediaEndpoint(MediaConfig(listen="127.0.0.1", port=0), cert)
+    endpoint = MediaEndpoint(MediaConfig(listen=args.listen, port=0), cert)
     async with trio.open_nursery() as nursery:
         await nursery.start(endpoint.run)
         router = Router(endpoint.send, endpoint.counters)
@@ -215,6 +219,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     out_packets = sum(received["received"])
     expected = sent["sent"] * args.fanout
     return {
+        "listen": args.listen,
         "fanout": args.fanout,
         "packet_bytes": args.size,
         "srtp_profile": pub_client.dtls.srtp_keys.profile.name,  # type: ignore[union-attr]
@@ -238,6 +243,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20000, help="publisher packets per second")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=1200, help="RTP packet bytes (plaintext)")
+    parser.add_argument("--listen", default="127.0.0.1", help="the endpoint's bind address")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--role", choices=["bench", "sender", "sink"], default="bench")
     parser.add_argument("--fds", default="")

@@ -18,13 +18,25 @@ once authenticated SRTP/SRTCP comes from it (`WebRtcTransport.authenticated_from
 address another transport is actively receiving authenticated media from is not handed over on
 the strength of a check: a check replayed from a participant's address must not cost that
 participant its packets.
+
+Answering from the arrival address (issue 11). Bound to a wildcard (`media.listen = 0.0.0.0` or
+`::`), a reply leaves from whatever source the kernel's routing prefers, which on a multi-homed
+host (a second address, an announced address that is not the primary one) is not the address
+the browser sent to, and browsers drop answers from an unexpected address. So a wildcard socket
+asks for IP_PKTINFO / IPV6_PKTINFO and is read with `recvmsg`: a STUN check's arrival address
+is where its answer leaves from (`sendmsg` with that address as the source), and the last
+authenticated check from a remote address sets where everything sent to that address leaves
+from (`_via`; answers to an `stun_address_in_use` check change nothing). A socket bound to one
+address needs none of it: plain `recvfrom`/`sendto`, as before.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
+import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -66,6 +78,14 @@ CLOCK_EVERY = 16
 # every second or so; a transport silent this long has been closed or moved.
 ADDRESS_HOLD = 5.0
 REPORT_INTERVAL = 1.0  # consent checks and RTCP reports to publishers (RFC 3550 6.2)
+# Linux's IP_PKTINFO (Python 3.11's socket module lacks the IPv4 constant) and the ancillary
+# buffer recvmsg needs for it or for IPV6_PKTINFO (struct in_pktinfo: 12 bytes, in6_pktinfo: 20).
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+ANCILLARY = socket.CMSG_SPACE(20)
+WILDCARDS = ("0.0.0.0", "::", "")
+_NO_IFINDEX = bytes(4)
+
+Ancillary = list[tuple[int, int, bytes]]
 
 
 def _srtp_reason(message: str) -> str:
@@ -85,7 +105,7 @@ def default_announced_ip(listen: str) -> str:
 
     A UDP `connect` only asks the kernel for a route: no packet is sent.
     """
-    if listen not in ("0.0.0.0", "::", ""):
+    if listen not in WILDCARDS:
         return listen
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -95,6 +115,90 @@ def default_announced_ip(listen: str) -> str:
         return "127.0.0.1"
     finally:
         probe.close()
+
+
+def _is_local(ip: str, family: socket.AddressFamily) -> bool:
+    """Whether `ip` is an address of this host: binding a throwaway socket to it succeeds."""
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def unreachable_announced(listen: str, announced: list[str]) -> list[str]:
+    """The announced addresses a browser's packets cannot reach this socket on, each with why.
+
+    Reachable: the listen address itself; with a wildcard listen, any address of this host of
+    a family the socket receives; any global (public) address, taken to be forwarded here by a
+    NAT. Anything else (another host's private address, a typo, an address the interface lost,
+    an IPv6 address on an IPv4 socket) gets an ICE check that never arrives: no call connects.
+    """
+    problems = []
+    try:
+        listen_ip = ipaddress.ip_address(listen) if listen else ipaddress.ip_address("0.0.0.0")
+    except ValueError:
+        listen_ip = None
+    for text in announced:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            problems.append(f"{text!r} is not an IP address")
+            continue
+        if listen_ip is not None and ip == listen_ip:
+            continue
+        if ip.is_global:
+            continue  # a public address: presumably forwarded here (1:1 NAT)
+        wildcard = listen in WILDCARDS
+        # An IPv6 wildcard socket also receives IPv4 (dual stack); an IPv4 one only IPv4.
+        same_family = ip.version == 4 or (listen_ip is not None and listen_ip.version == 6)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        if wildcard and same_family and _is_local(text, family):
+            continue
+        if _is_local(text, family):
+            problems.append(f"{text} is an address of this host but the socket listens on {listen}")
+        else:
+            problems.append(f"{text} is neither an address of this host nor a public address")
+    return problems
+
+
+def _answer_from(arrival: Ancillary) -> Ancillary | None:
+    """The ancillary data that makes `sendmsg` use the arrival address of a datagram as its
+    source, from what `recvmsg` returned with it (IP_PKTINFO / IPV6_PKTINFO); None without."""
+    for level, kind, data in arrival:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            # struct in_pktinfo {ifindex; spec_dst; addr}: spec_dst is the local address the
+            # datagram was for (a local unicast) or the one to answer a broadcast from. Send
+            # with ifindex 0: the route decides the interface, the source is fixed.
+            return [(level, kind, _NO_IFINDEX + data[4:8] + _NO_IFINDEX)]
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+            # struct in6_pktinfo {addr; ifindex} (IPv4-mapped for IPv4 on a dual-stack socket).
+            # The interface only matters, and is only kept, for a link-local address.
+            link_local = data[0] == 0xFE and data[1] & 0xC0 == 0x80
+            return [(level, kind, data[:16] + (data[16:20] if link_local else _NO_IFINDEX))]
+    return None
+
+
+def _ask_arrival_address(sock: socket.socket, family: socket.AddressFamily) -> bool:
+    """Ask the kernel to report each datagram's local (arrival) address; False if it cannot."""
+    if not sys.platform.startswith("linux"):  # IP_PKTINFO's value and layout are Linux's here
+        log.warning("media.listen is a wildcard: replies leave from the kernel's preferred "
+                    "source address on this platform; set media.listen to the announced address "
+                    "on a multi-homed host")  # fmt: skip
+        return False
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except OSError as exc:  # pragma: no cover - every Linux has it
+        log.warning("media endpoint: no IP_PKTINFO (%s); replies leave from the kernel's "
+                    "preferred source address", exc)  # fmt: skip
+        return False
+    return True
 
 
 class MediaEndpoint:
@@ -114,6 +218,13 @@ class MediaEndpoint:
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._wake_writer = trio.Event()
         self._sendto: Callable[[bytes, Address], int] | None = None
+        self._sendmsg: Callable[..., int] | None = None
+        # Wildcard listen: where datagrams to a remote address leave from (module docstring),
+        # as sendmsg's ancillary data; its keys are addresses in `by_addr`. `_sources` shares
+        # one such list per local address.
+        self.answers_from_arrival = self.config.listen in WILDCARDS
+        self._via: dict[Address, Ancillary] = {}
+        self._sources: dict[bytes, Ancillary] = {}
         self._log = RateLimitedLog(log)
 
     # -- public API for rooms ------------------------------------------------------------------
@@ -135,6 +246,7 @@ class MediaEndpoint:
         for addr in self._addrs.pop(transport, ()):
             if self.by_addr.get(addr) is transport:
                 del self.by_addr[addr]
+                self._via.pop(addr, None)
 
     def send(self, datagram: bytes, addr: Address) -> None:
         """Non-blocking send; queued (bounded) only while the kernel buffer is full."""
@@ -142,7 +254,11 @@ class MediaEndpoint:
             self._queue(datagram, addr)
             return
         try:
-            self._sendto(datagram, addr)  # type: ignore[misc]
+            via = self._via.get(addr)
+            if via is None:
+                self._sendto(datagram, addr)  # type: ignore[misc]
+            else:
+                self._sendmsg((datagram,), via, 0, addr)  # type: ignore[misc]
         except BlockingIOError:
             self._queue(datagram, addr)
         except OSError as exc:
@@ -170,45 +286,67 @@ class MediaEndpoint:
                 except OSError:  # pragma: no cover - capped by the kernel, not fatal
                     pass
             sock.bind((self.config.listen, self.config.port))
+            if self.answers_from_arrival:
+                self.answers_from_arrival = _ask_arrival_address(sock, family)
             self.sock = sock
             self.port = sock.getsockname()[1]
             self._sendto = sock.sendto
-            log.info("media endpoint on udp %s:%d", self.config.listen, self.port)
+            self._sendmsg = sock.sendmsg
+            log.info("media endpoint on udp %s:%d%s", self.config.listen, self.port,
+                     ", answering from each datagram's arrival address"
+                     if self.answers_from_arrival else "")  # fmt: skip
+            problems = unreachable_announced(self.config.listen, self.config.announced_ip)
+            if problems:
+                log.warning(
+                    "media.announced_ip: %s; browsers will send media there and it will not "
+                    "arrive (announce this host's own address, or its public address behind a "
+                    "NAT that forwards udp port %d here)", "; ".join(problems), self.port,
+                )  # fmt: skip
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive_loop, sock)
                 nursery.start_soon(self._write_backlog, sock)
                 nursery.start_soon(self._timers)
                 task_status.started(self)
         finally:
-            self._sendto = None
+            self._sendto = self._sendmsg = None
             sock.close()
 
     async def _receive_loop(self, sock: socket.socket) -> None:
-        recvfrom = sock.recvfrom
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
+        pktinfo = self.answers_from_arrival
         dispatch = self.dispatch
         current_time = trio.current_time
         now = current_time()
+        arrival: Ancillary | None = None
         while True:
             for i in range(BATCH):
                 if not i % CLOCK_EVERY:
                     now = current_time()
                 try:
-                    data, addr = recvfrom(RECV_SIZE)
+                    if pktinfo:
+                        data, arrival, _, addr = recvmsg(RECV_SIZE, ANCILLARY)
+                    else:
+                        data, addr = recvfrom(RECV_SIZE)
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                         continue  # ICMP error from an earlier send: nothing to read
                     raise
-                dispatch(data, addr, now)
+                dispatch(data, addr, now, arrival)
             else:
                 # A full batch: more may be waiting. Let signaling run, then drain again.
                 await trio.lowlevel.checkpoint()
                 continue
             await trio.lowlevel.wait_readable(sock)
 
-    def dispatch(self, data: bytes, addr: Address, now: float) -> None:
-        """Handle one datagram. Never raises: bad input is dropped and counted."""
+    def dispatch(
+        self, data: bytes, addr: Address, now: float, arrival: Ancillary | None = None
+    ) -> None:
+        """Handle one datagram. Never raises: bad input is dropped and counted.
+
+        `arrival`: what `recvmsg` returned with it on a wildcard socket (its IP_PKTINFO).
+        """
         counters = self.counters
         n = len(data)
         if n > MAX_DATAGRAM:
@@ -246,7 +384,7 @@ class MediaEndpoint:
                     if router is not None:
                         router.on_rtp(transport, plain)
             elif kind == mux.STUN:
-                self._stun(data, addr, now)
+                self._stun(data, addr, now, arrival)
             elif kind == mux.DTLS:
                 transport = self.by_addr.get(addr)
                 if transport is None:
@@ -288,13 +426,24 @@ class MediaEndpoint:
         elif moved == ice.DEFERRED:
             self.counters["ice_switch_deferred"] += 1
 
-    def _stun(self, data: bytes, addr: Address, now: float) -> None:
+    def _stun(
+        self, data: bytes, addr: Address, now: float, arrival: Ancillary | None = None
+    ) -> None:
         local_ufrag, _ = stun.read_username_untrusted(data)
         transport = self.by_ufrag.get(local_ufrag)
         if transport is None:
             self.counters["stun_unknown_ufrag"] += 1
             return
-        event = transport.receive_stun_untrusted(data, addr, now)
+        via = self._via
+        previous = via.get(addr)
+        source = self._source(arrival) if arrival else None
+        if source is not None:
+            via[addr] = source  # the answer (sent while handling) leaves from the arrival address
+        try:
+            event = transport.receive_stun_untrusted(data, addr, now)
+        except BaseException:
+            self._restore_via(addr, previous)  # not authenticated: changes nothing
+            raise
         if event == "pending":
             self.counters["ice_nomination_pending"] += 1
         # The request carried a valid MESSAGE-INTEGRITY: this address knows the ice-pwd, which
@@ -303,12 +452,15 @@ class MediaEndpoint:
         if owner is not transport:
             addrs = self._addrs.get(transport)
             if addrs is None:  # closed while handling (e.g. DTLS failure)
+                self._restore_via(addr, previous)
                 return
             if owner is not None and not owner.closed and now - owner.last_rx < ADDRESS_HOLD:
                 # Its owner is receiving authenticated media from it right now: a browser never
                 # shares a live socket between two peer connections, so this check is a replay
-                # or a spoof. Answered (above), but the owner keeps its packets.
+                # or a spoof. Answered (above), but the owner keeps its packets, and the
+                # address they leave from.
                 self.counters["stun_address_in_use"] += 1
+                self._restore_via(addr, previous)
                 return
             if owner is not None:
                 # The address moved to another transport (a browser reusing a port after
@@ -320,8 +472,27 @@ class MediaEndpoint:
                 stale = addrs.pop(0)
                 if self.by_addr.get(stale) is transport and stale != transport.remote_addr:
                     del self.by_addr[stale]
+                    via.pop(stale, None)
             addrs.append(addr)
             self.by_addr[addr] = transport
+
+    def _source(self, arrival: Ancillary) -> Ancillary | None:
+        """`_answer_from(arrival)`, one shared list per local address."""
+        key = arrival[0][2] if arrival else b""
+        source = self._sources.get(key)
+        if source is None:
+            source = _answer_from(arrival)
+            if source is None:
+                return None
+            if len(self._sources) < 256:  # local addresses and interfaces: a handful
+                self._sources[key] = source
+        return source
+
+    def _restore_via(self, addr: Address, previous: Ancillary | None) -> None:
+        if previous is None:
+            self._via.pop(addr, None)
+        else:
+            self._via[addr] = previous
 
     def _queue(self, datagram: bytes, addr: Address) -> None:
         if len(self._backlog) >= SEND_BACKLOG:
@@ -340,7 +511,11 @@ class MediaEndpoint:
                 while backlog:
                     datagram, addr = backlog[0]
                     try:
-                        sock.sendto(datagram, addr)
+                        via = self._via.get(addr)
+                        if via is None:
+                            sock.sendto(datagram, addr)
+                        else:
+                            sock.sendmsg((datagram,), via, 0, addr)
                     except BlockingIOError:
                         break
                     except OSError:
