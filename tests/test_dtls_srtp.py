@@ -209,13 +209,18 @@ def test_close_notify_closes_peer_and_is_idempotent() -> None:
     assert server.close() == []
 
 
-def test_application_data_is_dropped() -> None:
+def test_application_data_is_collected_and_sent() -> None:
+    """Application data records (SCTP packets, RFC 8261) come out one per record, both ways."""
     server, client = handshake()
-    client._ssl.send(b"sctp would be here")  # noqa: SLF001 - simulate a data channel packet
-    datagrams = client._drain()  # noqa: SLF001
-    assert len(datagrams) == 1 and datagrams[0][0] == 23
+    datagrams = client.send_application_data([b"sctp would be here", b"and a second packet"])
+    assert len(datagrams) == 1 and datagrams[0][0] == 23  # both records in one datagram
     assert server.receive_untrusted(datagrams[0], 1.0) == []
     assert server.state == "connected" and not server.just_connected
+    assert server.take_application_data() == [b"sctp would be here", b"and a second packet"]
+    assert server.take_application_data() == []
+    for datagram in server.send_application_data([b"x" * 1100, b"y" * 1100]):
+        client.receive_untrusted(datagram, 1.0)
+    assert client.take_application_data() == [b"x" * 1100, b"y" * 1100]
 
 
 # -- SRTP ------------------------------------------------------------------------------------

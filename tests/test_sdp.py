@@ -31,6 +31,7 @@ from arbiter.sfu.sdp import (
     Codec,
     LocalParams,
     Track,
+    application_section,
     build_consumer_offer,
     build_producer_answer,
     ice_candidate_line,
@@ -130,7 +131,7 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
         "s=-",
         "t=0 0",
         "a=ice-lite",
-        "a=group:BUNDLE 0 1",
+        "a=group:BUNDLE 0 1 2",
         "a=msid-semantic: WMS",
     ]
     transport = transport_lines("passive")
@@ -167,12 +168,13 @@ def test_producer_answer_to_recorded_chrome_offer() -> None:
         "a=rtpmap:97 rtx/90000",
         "a=fmtp:97 apt=96",
     ]
-    # RFC 8843 §7.3.3: rejected, mid kept, not in the BUNDLE group.
+    # Data channels (RFC 8841): accepted in the same BUNDLE group, our SCTP port and limit.
     assert app == [
-        "m=application 0 UDP/DTLS/SCTP webrtc-datachannel",
-        "c=IN IP4 0.0.0.0",
-        *transport[3:],
+        "m=application 40000 UDP/DTLS/SCTP webrtc-datachannel",
+        *transport,
         "a=mid:2",
+        "a=sctp-port:5000",
+        "a=max-message-size:262144",
     ]
     assert "transport-cc" not in answer and "transport-wide-cc" not in answer
 
@@ -235,7 +237,7 @@ def test_producer_answer_directions_and_trackless_sections() -> None:
     assert "a=recvonly" in video
     assert [t.mid for t in tracks] == ["1"]
     # Still bundled: an inactive section is accepted, just not sending (RFC 3264 §6).
-    assert "a=group:BUNDLE 0 1" in session_of(answer)
+    assert "a=group:BUNDLE 0 1 2" in session_of(answer)
 
 
 def test_producer_answer_rejects_section_without_common_codec() -> None:
@@ -245,15 +247,33 @@ def test_producer_answer_rejects_section_without_common_codec() -> None:
     assert audio[0] == "m=audio 0 UDP/TLS/RTP/SAVPF 111"
     assert audio[-3:] == ["a=mid:0", "a=inactive", "a=rtcp-mux"]
     assert not any(line.startswith(("a=candidate", "a=rtpmap")) for line in audio)
-    assert "a=group:BUNDLE 1" in session_of(answer)
+    assert "a=group:BUNDLE 1 2" in session_of(answer)
     assert [t.mid for t in tracks] == ["1"]
 
 
 def test_producer_answer_with_nothing_acceptable_is_malformed() -> None:
     head, app = CHROME_OFFER.split("m=audio")[0], CHROME_OFFER.split("m=application")[1]
     only_app = head.replace("BUNDLE 0 1 2", "BUNDLE 2") + "m=application" + app
-    with pytest.raises(MalformedInput, match="^SDP: offer has no audio or video section we can"):
-        build_producer_answer(parse_offer_untrusted(only_app), LOCAL)
+    # A data-channel-only offer is fine (RFC 8841) ...
+    answer, tracks = build_producer_answer(parse_offer_untrusted(only_app), LOCAL)
+    assert tracks == [] and "a=group:BUNDLE 2" in session_of(answer)
+    assert application_section(parse_offer_untrusted(only_app)) is not None
+    # ... but not one whose data channel section is unusable.
+    for bad in (only_app.replace("webrtc-datachannel", "5000"),
+                only_app.replace("UDP/DTLS/SCTP", "DTLS/SCTP"),
+                only_app.replace("m=application 39945 ", "m=application 0 ")):  # fmt: skip
+        with pytest.raises(MalformedInput, match="^SDP: offer has no audio, video or data channel"):
+            build_producer_answer(parse_offer_untrusted(bad), LOCAL)
+
+
+def test_application_section_attributes() -> None:
+    """a=sctp-port and a=max-message-size (RFC 8841 §5, §6) are read and checked."""
+    app = application_section(parse_offer_untrusted(CHROME_OFFER))
+    assert app is not None and app.sctp_port == 5000 and app.max_message_size == 262144
+    for bad in ("a=sctp-port:70000", "a=sctp-port:x", "a=max-message-size:-1"):
+        text = CHROME_OFFER.replace("a=sctp-port:5000", bad)
+        with pytest.raises(MalformedInput, match="RFC 8841"):
+            parse_offer_untrusted(text)
 
 
 def test_several_candidates_and_ipv6() -> None:

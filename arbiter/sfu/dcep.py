@@ -199,6 +199,21 @@ class DataChannels:
         self.channels[channel.stream] = channel
         return channel
 
+    def negotiated(self, stream: int) -> Channel | None:
+        """The negotiated channel `stream` (made on first use: it needs no handshake), or None
+        when an in-band channel holds that stream or the association has no such stream."""
+        channel = self.channels.get(stream)
+        if channel is None and 0 <= stream < self.association.outbound_streams:
+            return self._add(Channel(stream))
+        return channel if channel is not None and channel.negotiated else None
+
+    def by_label(self, label: str) -> Channel | None:
+        """The in-band channel the peer opened with this label (the first, if several)."""
+        for channel in self.channels.values():
+            if not channel.negotiated and channel.label == label:
+                return channel
+        return None
+
     def send(self, channel: Channel, data: bytes, binary: bool, now: float) -> bool:
         """Queue one message on `channel` with its ordering and reliability; then `flush`."""
         if data:

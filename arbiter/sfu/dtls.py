@@ -53,6 +53,7 @@ _RECORD_HEADER = 13  # type(1) version(2) epoch(2) sequence_number(6) length(2)
 _MAX_RECORD_BODY = 2**14 + 2048
 # Outgoing datagrams: pack whole records up to this size (fits any path with IPv6 + UDP + TURN).
 _MAX_DATAGRAM = 1200
+MAX_PENDING_RECORDS = 64  # application data records kept until the transport takes them
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,8 @@ class DtlsSession:
         self.just_connected = False
         self._ssl = SSL.Connection(certificate.ssl_context(), None)
         self._now = 0.0
+        # Decrypted application data records (SCTP packets, RFC 8261), for `take_application_data`.
+        self._app_data: list[bytes] = []
 
     # -- driving -------------------------------------------------------------------------
 
@@ -366,11 +369,31 @@ class DtlsSession:
             return SrtpKeys(profile, tx_key=server, rx_key=client)
         return SrtpKeys(profile, tx_key=client, rx_key=server)
 
+    def take_application_data(self) -> list[bytes]:
+        """The application data records received since the last call (one SCTP packet each)."""
+        data, self._app_data = self._app_data, []
+        return data
+
+    def send_application_data(self, records: list[bytes]) -> list[bytes]:
+        """Encrypt one record per item (an SCTP packet); returns the datagrams to send."""
+        if self.state != "connected":
+            return []
+        for record in records:
+            try:
+                self._ssl.send(record)
+            except SSL.Error as exc:
+                self._fail(f"dtls send: {exc}")
+                return []
+        return self._drain()
+
     def _read_application_data(self) -> None:
-        # SCTP over DTLS (data channels) is not supported yet (docs/PROTOCOL.md section 4): drop it.
+        # SCTP over DTLS (data channels, RFC 8261): one record is one SCTP packet. A datagram
+        # holds at most ~1500 bytes, so this collects a handful of records per call.
         while True:
             try:
-                self._ssl.recv(65536)
+                record = self._ssl.recv(65536)
+                if len(self._app_data) < MAX_PENDING_RECORDS:
+                    self._app_data.append(record)
             except SSL.WantReadError:
                 return
             except SSL.ZeroReturnError:  # close_notify from the peer

@@ -528,7 +528,8 @@ class MediaEndpoint:
             await trio.sleep(TIMER_INTERVAL)
             now = trio.current_time()
             for transport in list(self._addrs):
-                if not transport.connected:
+                # DTLS retransmissions until connected; SCTP timers (data channels) after.
+                if not transport.connected or transport.datachannels is not None:
                     try:
                         transport.handle_timeout(now)
                     except Exception:

@@ -29,6 +29,7 @@ import trio
 from ..config import Config
 from ..errors import MalformedInput
 from . import sdp
+from .datachannels import RoomDataChannels
 from .router import Producer, Router
 from .transport import CONSUMER, PRODUCER, WebRtcTransport
 
@@ -65,6 +66,7 @@ class MediaRoom:
         self._session_id = secrets.randbits(62)
         self._version = 0
         self.closed = False
+        self.datachannels = RoomDataChannels(self)  # SCTP on producer transports (issue 11)
 
     # -- MediaHandler --------------------------------------------------------------------------
 
@@ -94,6 +96,15 @@ class MediaRoom:
         for publisher_id in list(self.publishers):
             if publisher_id != client_id:
                 await self._offer(client_id, publisher_id)
+        self.datachannels.on_features(client_id)
+
+    async def on_chat(self, message: dict[str, Any]) -> None:
+        """A gateway `chat` frame: data channel users hear it on channel 100."""
+        self.datachannels.on_chat(message)
+
+    async def on_features(self, client_id: str) -> None:
+        """A gateway `features` frame changed `client_id`'s state: channel 110 hears it."""
+        self.datachannels.on_features(client_id)
 
     async def on_client_disconnect(self, client_id: str) -> None:
         """Close the participant's producer (and so every consumer of it) and its consumers."""
@@ -142,6 +153,9 @@ class MediaRoom:
             await self._reject(sender, "producer", None, f"Invalid offer: {exc.message}")
             return
         remote = offer.remote
+        application = sdp.application_section(offer)
+        if application is not None:
+            self.datachannels.attach(transport, application)
         transport.set_remote(remote.ice_ufrag, remote.ice_pwd, remote.fingerprints, now)
         # Tracks without a signalled SSRC cannot be routed without rewriting: not forwarded.
         tracks = [t for t in tracks if t.ssrc is not None]
@@ -249,6 +263,8 @@ class MediaRoom:
             producer.rebuild_targets()
             # A new subscriber needs a keyframe to start decoding (docs/PROTOCOL.md section 4).
             self.router.request_keyframe(producer, now, force=True)
+        if transport.publisher is not None:
+            self.datachannels.on_consumer_connected(transport.owner, transport.publisher)
 
     def _address_changed(self, transport: WebRtcTransport, old: tuple[str, int] | None) -> None:
         if transport.role == CONSUMER:

@@ -28,6 +28,10 @@ class MediaHandler(Protocol):
 
     async def on_client_disconnect(self, client_id: str) -> None: ...
 
+    async def on_chat(self, message: dict[str, Any]) -> None: ...
+
+    async def on_features(self, client_id: str) -> None: ...
+
 
 @dataclass
 class Participant:
@@ -81,7 +85,9 @@ class RoomSFU:
             self.identified.set()
         elif kind == "roster":
             for client in message.get("clients", []):
-                self._participant(client.get("id"), client.get("name"))
+                participant = self._participant(client.get("id"), client.get("name"))
+                if participant is not None and isinstance(client.get("features"), dict):
+                    participant.features = client["features"]
         elif kind == "clientJoin":
             participant = self._participant(message.get("clientId"), message.get("name"))
             if participant is not None and self.media is not None:
@@ -104,6 +110,12 @@ class RoomSFU:
             participant = self.participants.get(message.get("id"))  # type: ignore[arg-type]
             if participant is not None and isinstance(message.get("features"), dict):
                 participant.features = message["features"]
+                if self.media is not None:
+                    await self.media.on_features(participant.id)
+        elif kind == "chat":
+            # Chat from any client of the room: the media half relays it to data channels.
+            if self.media is not None:
+                await self.media.on_chat(message)
         elif kind == "error":
             log.warning("room %d: gateway error %s", self.room_id, message)
         else:

@@ -26,6 +26,10 @@ MAX_SDP_CHARS = 64 * 1024
 MAX_SECTIONS = 16
 RTP_PROTOCOL = "UDP/TLS/RTP/SAVPF"  # RFC 5764 §8 + RFC 8829 §5.1.2
 SCTP_PROTOCOL = "UDP/DTLS/SCTP"
+# Data channels (RFC 8841): our SCTP port and the largest message we take (a=max-message-size).
+SCTP_PORT = 5000
+MAX_MESSAGE_SIZE = 262144
+DEFAULT_MAX_MESSAGE_SIZE = 65536  # RFC 8841 §6.1: when the peer does not say
 
 # RFC 8445 §5.1.2.1: type preference 126 (host), local preference 65535, component 1.
 HOST_PRIORITY = (126 << 24) | (65535 << 8) | (256 - 1)
@@ -143,6 +147,8 @@ class MediaSection:
     ice_pwd: str | None = None
     fingerprints: list[tuple[str, str]] = field(default_factory=list)
     setup: str | None = None
+    sctp_port: int | None = None  # m=application only (RFC 8841 §5)
+    max_message_size: int | None = None
 
     @property
     def rejected(self) -> bool:
@@ -255,6 +261,13 @@ def _parse_media_attr(
         if ssrc >= 1 << 32:
             raise _fail("a=ssrc out of range")
         section.ssrcs.setdefault(ssrc, {})[m[2]] = m[3] or ""
+    elif attr in ("sctp-port", "max-message-size"):
+        if not re.fullmatch(r"[0-9]{1,10}", value) or (attr == "sctp-port" and int(value) > 65535):
+            raise _fail(f"bad a={attr} (RFC 8841)")
+        if attr == "sctp-port":
+            section.sctp_port = int(value)
+        else:
+            section.max_message_size = int(value)
     elif attr == "ssrc-group":
         m = _codec_attr(section, _SSRC_GROUP, value, "ssrc-group")
         ssrcs = tuple(int(s) for s in m[2].split())
@@ -503,6 +516,29 @@ def _rejected_lines(section: MediaSection, local: LocalParams) -> list[str]:
     return lines
 
 
+def application_section(offer: Offer) -> MediaSection | None:
+    """The offer's data channel section we accept (RFC 8841), if any: the first bundled
+    `m=application ... UDP/DTLS/SCTP webrtc-datachannel` that is not rejected."""
+    for section in offer.sections:
+        if (
+            section.kind == "application"
+            and section.protocol == SCTP_PROTOCOL
+            and section.formats == ["webrtc-datachannel"]
+            and not section.rejected
+            and section.mid in offer.bundle
+        ):
+            return section
+    return None
+
+
+def _application_lines(section: MediaSection, local: LocalParams, port: int) -> list[str]:
+    lines = [f"m=application {port} {SCTP_PROTOCOL} webrtc-datachannel"]
+    lines += _transport_lines(local, "passive")
+    lines += [f"a=mid:{section.mid}", f"a=sctp-port:{SCTP_PORT}",
+              f"a=max-message-size:{MAX_MESSAGE_SIZE}"]  # fmt: skip
+    return lines
+
+
 def build_producer_answer(
     offer: Offer, local: LocalParams, *, video_codec: str = "VP8", session_id: int | None = None
 ) -> tuple[str, list[Track]]:
@@ -515,7 +551,12 @@ def build_producer_answer(
     bodies: list[list[str]] = []
     accepted: list[str] = []
     tracks: list[Track] = []
+    data = application_section(offer)
     for section in offer.sections:
+        if section is data:
+            accepted.append(section.mid)
+            bodies.append(_application_lines(section, local, port))
+            continue
         codecs: list[Codec] = []
         if (
             section.kind in ("audio", "video")
@@ -545,7 +586,7 @@ def build_producer_answer(
         if publishes:
             tracks.append(_track_of(section, codecs, extensions))
     if not accepted:
-        raise MalformedInput("SDP: offer has no audio or video section we can accept")
+        raise MalformedInput("SDP: offer has no audio, video or data channel section we can accept")
     head = _origin(secrets.randbits(62) if session_id is None else session_id, 1)
     head += [f"a=group:BUNDLE {' '.join(accepted)}", "a=msid-semantic: WMS"]
     return "\r\n".join(head + [line for body in bodies for line in body]) + "\r\n", tracks

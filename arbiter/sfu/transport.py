@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import MalformedInput
+from .dcep import Channel, ChannelEvent, DataChannels
 from .dtls import Certificate, DtlsSession
 from .ice import SWITCHED, IceLiteResponder
 from .srtp import SrtpSession
@@ -83,6 +84,9 @@ class WebRtcTransport:
         self.protect_rtp: Callable[[bytes], bytes] = _not_ready
         self.protect_rtcp: Callable[[bytes], bytes] = _not_ready
         self._pending_dtls: list[bytes] = []
+        # Data channels (SCTP over this DTLS association), when the SDP accepted m=application.
+        self.datachannels: DataChannels | None = None
+        self.on_datachannel: Callable[[WebRtcTransport, list[ChannelEvent]], None] | None = None
         # Hooks the room/endpoint set: called on connect, remote address change and close.
         self.on_connected: Callable[[WebRtcTransport], None] | None = None
         self.on_address_change: Callable[[WebRtcTransport, Address | None], None] | None = None
@@ -179,6 +183,8 @@ class WebRtcTransport:
         self._flush(datagrams)
         if not was_connected and dtls.state == "connected":
             self._dtls_connected()
+        if dtls.state == "connected":
+            self._receive_sctp(dtls.take_application_data(), now)
         elif dtls.state == "failed":
             log.info("%r: DTLS failed: %s", self, dtls.failure_reason)
             self.close("dtls")
@@ -194,6 +200,46 @@ class WebRtcTransport:
             deadline = dtls.next_timeout()
             if deadline is not None and now >= deadline:
                 self._flush(dtls.handle_timeout(now))
+        channels = self.datachannels
+        if channels is not None and dtls is not None and dtls.state == "connected":
+            deadline = channels.association.next_timeout()
+            if deadline is not None and now >= deadline:  # SACK delay, T3-rtx, stream reset
+                packets, events = channels.handle_timeout(now)
+                self._send_sctp(packets)
+                if events and self.on_datachannel is not None:
+                    self.on_datachannel(self, events)
+
+    # -- data channels -------------------------------------------------------------------------
+
+    def _receive_sctp(self, records: list[bytes], now: float) -> None:
+        channels = self.datachannels
+        if channels is None or not records:
+            return  # no m=application was accepted: nothing to say to SCTP
+        events: list[ChannelEvent] = []
+        for record in records:
+            try:
+                packets, new = channels.receive_untrusted(record, now)
+            except MalformedInput:
+                channels.counters["sctp_malformed"] += 1
+                continue
+            self._send_sctp(packets)
+            events += new
+        if events and self.on_datachannel is not None:
+            self.on_datachannel(self, events)
+
+    def _send_sctp(self, packets: list[bytes]) -> None:
+        dtls = self.dtls
+        if packets and dtls is not None and not self.closed:
+            self._flush(dtls.send_application_data(packets))
+
+    def send_datachannel(self, channel: Channel, data: bytes, binary: bool, now: float) -> bool:
+        """Queue one message on one of this transport's channels and send what fits."""
+        channels = self.datachannels
+        if channels is None or self.closed:
+            return False
+        ok = channels.send(channel, data, binary, now)
+        self._send_sctp(channels.flush(now))
+        return ok
 
     def consent_expired(self, now: float) -> bool:
         return self.ice.consent_expired(now)
@@ -246,6 +292,11 @@ class WebRtcTransport:
         self.producers.clear()
         self.producers_list.clear()
         self.consumers.clear()
+        if self.datachannels is not None and self.dtls is not None:
+            try:  # ABORT first, so the browser's channels close at once (RFC 9260 9.1)
+                self._flush(self.dtls.send_application_data(self.datachannels.association.abort()))
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                log.debug("%r: SCTP abort failed", self, exc_info=True)
         if self.dtls is not None:
             try:
                 self._flush(self.dtls.close())

@@ -170,8 +170,14 @@ class MediaPeer:
         audio: bool = True,
         video: bool = True,
         rtc_timeout: float = RTC_TIMEOUT,
+        channels: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.video_size = video_size
+        # Data channels on the producer pc: (label, createDataChannel keyword arguments).
+        self.channel_specs = list(channels or [])
+        # (label, message, loop time) of every data channel message received, in order.
+        self.channel_messages: list[tuple[str, str | bytes, float]] = []
+        self._channels: dict[str, Any] = {}
         self.send_audio = audio
         self.send_video = video
         self.rtc_timeout = rtc_timeout
@@ -474,6 +480,31 @@ class MediaPeer:
             self._accept_consumer_offer(publisher, description), self.rtc_timeout
         )
 
+    def channel_state(self, label: str) -> str:
+        channel = self._channels.get(label)
+        return channel.readyState if channel is not None else "none"
+
+    def received_on(self, label: str) -> list[str | bytes]:
+        with self._lock:
+            return [m for lbl, m, _ in self.channel_messages if lbl == label]
+
+    async def send_on_channel(self, label: str, message: str | bytes) -> None:
+        """Send on one of the producer pc's data channels (from the asyncio thread)."""
+
+        async def send() -> None:
+            self._channels[label].send(message)
+
+        await self.thread.run(send(), self.rtc_timeout)
+
+    async def wait_for_channel(self, label: str, timeout: float = 10.0) -> None:
+        try:
+            await self.wait_until(lambda: self.channel_state(label) == "open", timeout)
+        except trio.TooSlowError:
+            raise AssertionError(
+                f"{self.peer_id}: channel {label!r} not open within {timeout} s "
+                f"({self.channel_state(label)}); {self.describe()}"
+            ) from None
+
     async def close_consumer(self, publisher: str) -> None:
         if self.thread.alive:
             await self.thread.run(self._close_consumer(publisher), self.rtc_timeout)
@@ -496,6 +527,15 @@ class MediaPeer:
             with self._lock:
                 self._producer_state = pc.connectionState
 
+        loop = asyncio.get_running_loop()
+        for label, options in self.channel_specs:
+            channel = self._channels[label] = pc.createDataChannel(label, **options)
+
+            def received(message: str | bytes, label: str = label) -> None:
+                with self._lock:
+                    self.channel_messages.append((label, message, loop.time()))
+
+            channel.on("message", received)
         if self.send_audio:
             pc.addTrack(AudioStreamTrack())
         if self.send_video:
@@ -585,10 +625,12 @@ async def open_media_peer(
     audio: bool = True,
     video: bool = True,
     rtc_timeout: float = RTC_TIMEOUT,
+    channels: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> AsyncIterator[MediaPeer]:
     """A MediaPeer whose pcs, WebSocket and loop thread are always cleaned up on exit."""
     async with MediaPeer(
-        video_size=video_size, audio=audio, video=video, rtc_timeout=rtc_timeout
+        video_size=video_size, audio=audio, video=video, rtc_timeout=rtc_timeout,
+        channels=channels,
     ) as peer:
         yield peer
 
