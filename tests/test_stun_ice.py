@@ -493,6 +493,43 @@ def test_close_is_idempotent_and_stops_answering() -> None:
         ice.handle_request_untrusted(make_request(), ADDR, 102.0)
 
 
+def test_ice_restart_changes_credentials_and_starts_a_new_session() -> None:
+    """RFC 8445 section 9 (docs/PROTOCOL.md section 4, Renegotiation): new credentials on both
+    sides; the old session's checks no longer authenticate; nomination and consent start
+    over, the consent clock from the restart; the first nomination of the new session selects
+    its address at once (a new address needs no SRTP proof: only the real peer has the pwd)."""
+    ice = responder()
+    old_check = fresh_request()
+    ice.handle_request_untrusted(old_check, ADDR, 101.0)
+    assert ice.selected == ADDR and ice.last_consent == 101.0
+    ice.restart(110.0, remote_ufrag="Brw2", remote_pwd="BrowserPasswordBrowser34")
+    assert (ice.ufrag, ice.pwd) != (UFRAG, PWD)
+    assert len(ice.ufrag) == 16 and len(ice.pwd) == 32
+    assert (ice.remote_ufrag, ice.remote_pwd) == ("Brw2", "BrowserPasswordBrowser34")
+    assert ice.selected is None and ice.pending is None and ice.last_consent is None
+    # Old credentials (our old ufrag/pwd, or their old ufrag) no longer work.
+    with pytest.raises(MalformedInput):
+        ice.handle_request_untrusted(fresh_request(), ADDR, 111.0)
+    new = dict(local_ufrag=ice.ufrag, pwd=ice.pwd, remote_ufrag="Brw2")
+    with pytest.raises(MalformedInput, match="remote ufrag"):
+        ice.handle_request_untrusted(fresh_request(**{**new, "remote_ufrag": "Brws"}), ADDR, 111.0)
+    # The consent clock runs from the restart: 30 s to nominate in the new session.
+    assert not ice.consent_expired(139.9) and ice.consent_expired(140.1)
+    # A retransmitted transaction of the old session is a new one now (transactions forgotten).
+    other = ("198.51.100.9", 5555)
+    response, changed = ice.handle_request_untrusted(
+        make_request(transaction_id=old_check[8:20], **new), other, 112.0
+    )
+    assert changed is True and ice.selected == other and ice.last_consent == 112.0
+    assert parse_binding_response_untrusted(response, ice.pwd)[1] == other
+    assert not ice.consent_expired(141.9)
+    # Given credentials are kept (the answerer of an offer that did not restart).
+    ice.restart(120.0, ufrag=ice.ufrag, pwd=ice.pwd)
+    assert ice.remote_ufrag is None and ice.selected is None
+    _, changed = ice.handle_request_untrusted(fresh_request(**new), ADDR, 121.0)
+    assert changed is True and ice.selected == ADDR  # remote unknown: accepted until set
+
+
 # --- hostile input ----------------------------------------------------------------------------
 
 

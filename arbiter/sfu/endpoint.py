@@ -239,6 +239,14 @@ class MediaEndpoint:
         self._addrs[transport] = []
         transport.on_close.append(self.unregister)
 
+    def rekey(self, transport: WebRtcTransport, old_ufrag: str) -> None:
+        """`transport` restarted ICE (`WebRtcTransport.restart_ice`): STUN finds it by its new
+        local ufrag only; the addresses it proved keep working (media continues meanwhile)."""
+        if self.by_ufrag.get(old_ufrag) is transport:
+            del self.by_ufrag[old_ufrag]
+        if not transport.closed:
+            self.by_ufrag[transport.ufrag] = transport
+
     def unregister(self, transport: WebRtcTransport) -> None:
         """Idempotent: forget the transport's ufrag and every address it proved."""
         if self.by_ufrag.get(transport.ufrag) is transport:

@@ -131,6 +131,37 @@ class IceLiteResponder:
         self.remote_ufrag = ufrag
         self.remote_pwd = pwd
 
+    def restart(
+        self,
+        now: float,
+        *,
+        ufrag: str | None = None,
+        pwd: str | None = None,
+        remote_ufrag: str | None = None,
+        remote_pwd: str | None = None,
+    ) -> None:
+        """An ICE restart (RFC 8445 section 9): a new ICE session on the same transport.
+
+        Our credentials become `ufrag`/`pwd` (fresh ones unless given: the answerer of a
+        restart-less offer keeps its own), the remote's those of its new SDP (None until known,
+        like a first offer). Checks of the old session no longer authenticate, nomination and
+        consent start over (the consent clock from `now`), remembered transactions are
+        forgotten. The owner keeps sending media to the old address until the new session
+        nominates one (the first nomination is taken as it comes, as on a new transport), so a
+        restart costs no media while it runs. Switch accounting (`last_switch`) is kept.
+        """
+        self.ufrag = ufrag if ufrag is not None else random_ufrag()
+        self.pwd = pwd if pwd is not None else random_pwd()
+        self.remote_ufrag = remote_ufrag
+        self.remote_pwd = remote_pwd
+        self.selected = None
+        self.pending = None
+        self.pending_consent = 0.0
+        self._deferred_reported = False
+        self.last_consent = None
+        self.created_at = now
+        self._seen.clear()
+
     def handle_request_untrusted(
         self, data: bytes, addr: tuple[str, int], now: float
     ) -> tuple[bytes, bool]:

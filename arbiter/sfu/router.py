@@ -431,6 +431,18 @@ class Router:
         transport.producers_list.append(producer)
         return producer
 
+    def remove_producer(self, producer: Producer) -> None:
+        """A track its publisher stopped sending (a renegotiation removed or changed it): closed
+        with its consumers, and its SSRCs no longer route on the producer transport."""
+        producer.close()
+        transport = producer.transport
+        for ssrc in (producer.ssrc, producer.rtx_ssrc):
+            if ssrc is not None and transport.producers.get(ssrc) is producer:
+                del transport.producers[ssrc]
+        if producer in transport.producers_list:
+            transport.producers_list.remove(producer)
+        self._pli_pending.discard(producer)
+
     def create_consumer(self, producer: Producer, transport: WebRtcTransport) -> Consumer:
         """`producer`'s track on a subscriber's consumer transport (same SSRCs: no rewrite)."""
         consumer = Consumer(producer, transport)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from arbiter.errors import MalformedInput
@@ -66,8 +67,13 @@ _RTPMAP = re.compile(r"([0-9]{1,3}) ([A-Za-z0-9\-_.]{1,32})/([0-9]{1,6})(?:/([0-
 _FMTP = re.compile(r"([0-9]{1,3}) ([\x21-\x7e][\x20-\x7e]{0,511})")
 _RTCP_FB = re.compile(r"([0-9]{1,3}|\*) (" + _TOKEN + r")(?: (" + _TOKEN + r"))?")
 _EXTMAP = re.compile(
-    r"([0-9]{1,3})(?:/(?:sendrecv|sendonly|recvonly|inactive))? ([\x21-\x7e]{1,256})(?: .*)?"
+    r"([0-9]{1,3})(?:/(sendrecv|sendonly|recvonly|inactive))? ([\x21-\x7e]{1,256})(?: .*)?"
 )
+# RFC 8285 section 6: an answer's extmap direction mirrors the offer's. Consumer offers send
+# what the publisher sends (`CONSUMER_EXTMAP`): its sendonly stays sendonly, an extension it
+# only receives or never uses is offered inactive; sendrecv (or none) is written without one.
+ANSWER_EXTMAP = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+CONSUMER_EXTMAP = {"sendonly": "sendonly", "recvonly": "inactive", "inactive": "inactive"}
 _SSRC = re.compile(r"([0-9]{1,10}) (" + _TOKEN + r")(?::([\x20-\x7e]{0,256}))?")
 _SSRC_GROUP = re.compile(r"(" + _TOKEN + r")((?: [0-9]{1,10}){1,8})")
 _MSID = re.compile(r"(" + _TOKEN + r")(?: (" + _TOKEN + r"))?")
@@ -115,6 +121,8 @@ class Track:
     msid: str | None  # "<stream id> <track id>"
     codecs: list[Codec]  # primary codec first, then its rtx (apt=primary)
     header_extensions: list[tuple[int, str]]  # (id, uri) as accepted in the producer answer
+    # id -> the publisher's extmap direction when its offer gave one (RFC 8285 section 5)
+    extmap_directions: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +145,7 @@ class MediaSection:
     direction: str = "sendrecv"  # RFC 4566 §6: the default when absent
     codecs: list[Codec] = field(default_factory=list)  # rtpmap'd formats, in m-line order
     extmaps: list[tuple[int, str]] = field(default_factory=list)
+    extmap_directions: dict[int, str] = field(default_factory=dict)  # id -> "sendonly", ...
     ssrcs: dict[int, dict[str, str]] = field(default_factory=dict)  # ssrc → attribute → value
     ssrc_groups: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     msid: str | None = None
@@ -254,7 +263,9 @@ def _parse_media_attr(
         # RFC 8285 §5: 1-14 (one-byte) or up to 255 (two-byte); 15 is reserved.
         if not 1 <= ext_id <= 255 or ext_id == 15 or any(ext_id == i for i, _ in section.extmaps):
             raise _fail(f"bad or duplicate a=extmap id {ext_id} (RFC 8285)")
-        section.extmaps.append((ext_id, m[2]))
+        section.extmaps.append((ext_id, m[3]))
+        if m[2]:
+            section.extmap_directions[ext_id] = m[2]
     elif attr == "ssrc":
         m = _codec_attr(section, _SSRC, value, "ssrc")
         ssrc = int(m[1])
@@ -442,16 +453,24 @@ def _codec_lines(codecs: list[Codec]) -> list[str]:
     return lines
 
 
-def _choose_codecs(section: MediaSection, video_codec: str) -> list[Codec]:
-    """The codecs we accept from one offered section (empty: reject it)."""
+def _choose_codecs(
+    section: MediaSection, video_codec: str, previous: Track | None = None
+) -> list[Codec]:
+    """The codecs we accept from one offered section (empty: reject it). In a renegotiation
+    the codec this section already uses (`previous`) is kept while it is still offered, so a
+    re-offer that lists the codecs in another order changes nothing (RFC 8829 section 5.3.1)."""
+    offered = section.codecs
+    if previous is not None and previous.kind == section.kind and previous.codecs:
+        kept = previous.codecs[0].payload_type
+        offered = sorted(offered, key=lambda c: c.payload_type != kept)  # stable: kept first
     if section.kind == "audio":
         # RFC 7587 §7: Opus is always opus/48000/2 in SDP.
-        for c in section.codecs:
+        for c in offered:
             if c.name == "opus" and c.clock_rate == 48000 and c.channels == 2:
                 return [Codec(c.payload_type, "opus", 48000, 2, OPUS_FMTP)]
         return []
     primary: Codec | None = None
-    for c in section.codecs:
+    for c in offered:
         if c.clock_rate != 90000 or c.name != video_codec:
             continue
         params = c.parameters
@@ -489,9 +508,17 @@ def _track_of(
         ssrc = next(iter(section.ssrcs))
     attrs = section.ssrcs.get(ssrc, {}) if ssrc is not None else {}
     msid = section.msid or attrs.get("msid")
+    directions = {i: section.extmap_directions[i] for i, _ in extensions
+                  if i in section.extmap_directions}  # fmt: skip
     return Track(
-        section.kind, section.mid, ssrc, rtx_ssrc, attrs.get("cname"), msid, codecs, extensions
-    )
+        section.kind, section.mid, ssrc, rtx_ssrc, attrs.get("cname"), msid, codecs, extensions,
+        directions,
+    )  # fmt: skip
+
+
+def _extmap_line(ext_id: int, uri: str, direction: str | None) -> str:
+    """`a=extmap:<id>[/<direction>] <uri>` (RFC 8285 section 5)."""
+    return f"a=extmap:{ext_id}{'/' + direction if direction else ''} {uri}"
 
 
 def _rejected_lines(section: MediaSection, local: LocalParams) -> list[str]:
@@ -540,9 +567,21 @@ def _application_lines(section: MediaSection, local: LocalParams, port: int) -> 
 
 
 def build_producer_answer(
-    offer: Offer, local: LocalParams, *, video_codec: str = "VP8", session_id: int | None = None
+    offer: Offer,
+    local: LocalParams,
+    *,
+    video_codec: str = "VP8",
+    session_id: int | None = None,
+    version: int = 1,
+    previous: Mapping[str, Track] | None = None,
 ) -> tuple[str, list[Track]]:
-    """Answer a publisher's offer; returns the SDP and the tracks it will send us."""
+    """Answer a publisher's offer; returns the SDP and the tracks it will send us.
+
+    A renegotiation passes the same `session_id`, the next `version` (RFC 3264 section 8: the
+    o= line's version grows by one per new description) and the tracks of the previous answer
+    by mid (`previous`), whose codecs are kept while still offered: an identical re-offer gets
+    an identical answer but for the version.
+    """
     if video_codec not in ("VP8", "H264"):
         raise ValueError(f"unsupported video codec {video_codec!r}")
     if not local.candidates:
@@ -564,7 +603,7 @@ def build_producer_answer(
             and section.protocol == RTP_PROTOCOL
             and section.mid in offer.bundle
         ):
-            codecs = _choose_codecs(section, video_codec)
+            codecs = _choose_codecs(section, video_codec, (previous or {}).get(section.mid))
         if not codecs:
             bodies.append(_rejected_lines(section, local))
             continue
@@ -576,7 +615,10 @@ def build_producer_answer(
         ]
         lines += _transport_lines(local, "passive")
         lines.append(f"a=mid:{section.mid}")
-        lines += [f"a=extmap:{i} {uri}" for i, uri in extensions]
+        lines += [
+            _extmap_line(i, uri, ANSWER_EXTMAP.get(section.extmap_directions.get(i, "")))
+            for i, uri in extensions
+        ]
         lines.append("a=recvonly" if publishes else "a=inactive")
         lines.append("a=rtcp-mux")
         if section.rtcp_rsize:
@@ -587,15 +629,82 @@ def build_producer_answer(
             tracks.append(_track_of(section, codecs, extensions))
     if not accepted:
         raise MalformedInput("SDP: offer has no audio, video or data channel section we can accept")
-    head = _origin(secrets.randbits(62) if session_id is None else session_id, 1)
+    head = _origin(secrets.randbits(62) if session_id is None else session_id, version)
     head += [f"a=group:BUNDLE {' '.join(accepted)}", "a=msid-semantic: WMS"]
     return "\r\n".join(head + [line for body in bodies for line in body]) + "\r\n", tracks
 
 
+def _consumer_section(
+    track: Track,
+    local: LocalParams,
+    setup: str,
+    *,
+    active: bool = True,
+    codecs: list[Codec] | None = None,
+    extensions: list[tuple[int, str]] | None = None,
+    rtcp_rsize: bool = True,
+) -> list[str]:
+    """One m-section of a consumer connection, sent by the SFU: the publisher's track with its
+    numbers, `a=sendonly`; or, for a track the publisher no longer sends, `a=inactive` with
+    the same mid, kind and codecs and no SSRCs (RFC 8829 section 5.2.2: an m-section keeps
+    its place; it is never removed or reordered)."""
+    codecs = track.codecs if codecs is None else codecs
+    if extensions is None:
+        extensions = [(i, u) for i, u in track.header_extensions
+                      if u not in PER_TRANSPORT_EXTENSIONS]  # fmt: skip
+    port = local.candidates[0][1]
+    formats = " ".join(str(c.payload_type) for c in codecs)
+    lines = [f"m={track.kind} {port} {RTP_PROTOCOL} {formats}"]
+    lines += _transport_lines(local, setup)
+    lines.append(f"a=mid:{track.mid}")
+    lines += [
+        _extmap_line(i, uri, CONSUMER_EXTMAP.get(track.extmap_directions.get(i, "")))
+        for i, uri in extensions
+    ]
+    lines.append("a=sendonly" if active else "a=inactive")
+    if active and track.msid:
+        lines.append(f"a=msid:{track.msid}")
+    lines.append("a=rtcp-mux")
+    if rtcp_rsize:
+        lines.append("a=rtcp-rsize")
+    lines += _codec_lines(codecs)
+    if not active:
+        return lines
+    ssrcs = [s for s in (track.ssrc, track.rtx_ssrc) if s is not None]
+    if track.ssrc is not None and track.rtx_ssrc is not None:
+        lines.append(f"a=ssrc-group:FID {track.ssrc} {track.rtx_ssrc}")  # RFC 4588 §8.7
+    cname = track.cname or "arbiter"  # RFC 5576 §6.1: every a=ssrc group carries a cname
+    for ssrc in ssrcs:
+        lines.append(f"a=ssrc:{ssrc} cname:{cname}")
+        if track.msid:
+            lines.append(f"a=ssrc:{ssrc} msid:{track.msid}")
+    return lines
+
+
+def _consumer_head(
+    session_id: int, version: int, bundle: list[str], active: list[Track]
+) -> list[str]:
+    streams = list(dict.fromkeys(t.msid.split()[0] for t in active if t.msid))
+    lines = _origin(session_id, version)
+    lines += [f"a=group:BUNDLE {' '.join(bundle)}", "a=msid-semantic: WMS " + " ".join(streams)]
+    return lines
+
+
 def build_consumer_offer(
-    tracks: list[Track], local: LocalParams, *, session_id: int, version: int
+    tracks: list[Track],
+    local: LocalParams,
+    *,
+    session_id: int,
+    version: int,
+    inactive: Collection[str] = (),
 ) -> str:
-    """Offer one publisher's tracks to a consumer, sendonly, with the publisher's numbers."""
+    """Offer one publisher's tracks to a consumer, sendonly, with the publisher's numbers.
+
+    A re-offer on the same consumer connection passes every m-section offered so far, in
+    order (`tracks`: for each, the track it carries or last carried), the same `session_id`
+    and the next `version`; the mids in `inactive` are tracks the publisher stopped sending,
+    offered `a=inactive` in their place (RFC 8829 section 5.2.2).
+    """
     if not tracks:
         raise ValueError("a consumer offer needs at least one track (zero m-sections is invalid)")
     if not local.candidates:
@@ -603,32 +712,72 @@ def build_consumer_offer(
     mids = [t.mid for t in tracks]
     if len(set(mids)) != len(mids):
         raise ValueError("tracks must have distinct mids")
-    port = local.candidates[0][1]
-    streams = list(dict.fromkeys(t.msid.split()[0] for t in tracks if t.msid))
-    lines = _origin(session_id, version)
-    lines += [f"a=group:BUNDLE {' '.join(mids)}", "a=msid-semantic: WMS " + " ".join(streams)]
+    active = [t for t in tracks if t.mid not in inactive]
+    lines = _consumer_head(session_id, version, mids, active)
     for track in tracks:
-        lines.append(
-            f"m={track.kind} {port} {RTP_PROTOCOL} {' '.join(str(c.payload_type) for c in track.codecs)}"
-        )
-        lines += _transport_lines(local, "actpass")
-        lines.append(f"a=mid:{track.mid}")
-        lines += [
-            f"a=extmap:{i} {uri}"
-            for i, uri in track.header_extensions
-            if uri not in PER_TRANSPORT_EXTENSIONS
-        ]
-        lines.append("a=sendonly")
-        if track.msid:
-            lines.append(f"a=msid:{track.msid}")
-        lines += ["a=rtcp-mux", "a=rtcp-rsize"]
-        lines += _codec_lines(track.codecs)
-        ssrcs = [s for s in (track.ssrc, track.rtx_ssrc) if s is not None]
-        if track.ssrc is not None and track.rtx_ssrc is not None:
-            lines.append(f"a=ssrc-group:FID {track.ssrc} {track.rtx_ssrc}")  # RFC 4588 §8.7
-        cname = track.cname or "arbiter"  # RFC 5576 §6.1: every a=ssrc group carries a cname
-        for ssrc in ssrcs:
-            lines.append(f"a=ssrc:{ssrc} cname:{cname}")
-            if track.msid:
-                lines.append(f"a=ssrc:{ssrc} msid:{track.msid}")
+        lines += _consumer_section(track, local, "actpass", active=track.mid not in inactive)
     return "\r\n".join(lines) + "\r\n"
+
+
+def build_consumer_answer(
+    offer: Offer,
+    tracks: list[Track],
+    local: LocalParams,
+    *,
+    session_id: int,
+    version: int,
+    inactive: Collection[str] = (),
+) -> str:
+    """Answer a subscriber's offer on its consumer connection (it renegotiates, e.g. an ICE
+    restart from `pc.restartIce()`): the SFU stays the sender of `tracks` (by mid, as in
+    `build_consumer_offer`) and the DTLS server.
+
+    An offered section is answered `a=sendonly` with the track's numbers when its mid is one
+    of `tracks`, its kind matches, the subscriber still receives it (recvonly/sendrecv) and
+    it still offers the track's primary payload type (rtx, extensions and rtcp-rsize only as
+    offered); an inactive track's section is answered `a=inactive`. Anything else is rejected
+    (port 0, mid kept). Nothing acceptable at all: MalformedInput.
+    """
+    if not local.candidates:
+        raise ValueError("LocalParams needs at least one candidate")
+    by_mid = {t.mid: t for t in tracks}
+    bodies: list[list[str]] = []
+    accepted: list[str] = []
+    answered: list[Track] = []
+    for section in offer.sections:
+        track = by_mid.get(section.mid)
+        offered_pts = {c.payload_type for c in section.codecs}
+        if (
+            track is None
+            or section.kind != track.kind
+            or section.rejected
+            or section.protocol != RTP_PROTOCOL
+            or section.mid not in offer.bundle
+            or not track.codecs
+            or track.codecs[0].payload_type not in offered_pts
+        ):
+            bodies.append(_rejected_lines(section, local))
+            continue
+        codecs = [c for c in track.codecs if c.payload_type in offered_pts]
+        offered_ext = set(section.extmaps)
+        extensions = [(i, u) for i, u in track.header_extensions
+                      if u not in PER_TRANSPORT_EXTENSIONS and (i, u) in offered_ext]  # fmt: skip
+        active = track.mid not in inactive and section.direction in ("recvonly", "sendrecv")
+        accepted.append(section.mid)
+        if active:
+            answered.append(track)
+        bodies.append(
+            _consumer_section(
+                track,
+                local,
+                "passive",
+                active=active,
+                codecs=codecs,
+                extensions=extensions,
+                rtcp_rsize=section.rtcp_rsize,
+            )
+        )
+    if not accepted:
+        raise MalformedInput("SDP: offer has no m-section of this consumer connection")
+    lines = _consumer_head(session_id, version, accepted, answered)
+    return "\r\n".join(lines + [line for body in bodies for line in body]) + "\r\n"

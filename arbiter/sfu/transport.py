@@ -55,14 +55,23 @@ class WebRtcTransport:
         now: float,
         consent_timeout: float = 30.0,
         publisher: str | None = None,
+        ice_ufrag: str | None = None,
+        ice_pwd: str | None = None,
     ) -> None:
         self.role = role
         self.owner = owner  # the participant whose browser holds this peer connection
         self.publisher = publisher  # consumer transports: whose tracks they carry
         self.certificate = certificate
         self.send = send
-        self.ice = IceLiteResponder(consent_timeout=consent_timeout, created_at=now)
+        # Our ICE credentials: fresh, or given (a peer connection rebuilt by the browser
+        # answers the offer that carried them, docs/PROTOCOL.md section 4).
+        self.ice = IceLiteResponder(
+            ufrag=ice_ufrag, pwd=ice_pwd, consent_timeout=consent_timeout, created_at=now
+        )
         self.dtls: DtlsSession | None = None
+        # The remote SDP's DTLS fingerprints (RFC 8122): the same ones in a later offer or
+        # answer mean the same peer connection, hence the same DTLS association.
+        self.remote_fingerprints: list[tuple[str, str]] = []
         self.srtp: SrtpSession | None = None
         self.remote_addr: Address | None = None
         # A nominated address media does not follow until it proves itself (`ice.pending`,
@@ -108,6 +117,7 @@ class WebRtcTransport:
         if self.closed or self.dtls is not None:
             return
         self.ice.set_remote(ice_ufrag, ice_pwd)
+        self.remote_fingerprints = list(fingerprints)
         self.dtls = DtlsSession(self.certificate, role="server", remote_fingerprints=fingerprints)
         pending, self._pending_dtls = self._pending_dtls, []
         for datagram in pending:
@@ -115,6 +125,27 @@ class WebRtcTransport:
                 self._receive_dtls_untrusted(datagram, now)
             except MalformedInput:
                 pass
+
+    def restart_ice(
+        self,
+        now: float,
+        *,
+        ufrag: str | None = None,
+        pwd: str | None = None,
+        remote_ufrag: str | None = None,
+        remote_pwd: str | None = None,
+    ) -> str:
+        """ICE restart on this transport (RFC 8445 section 9, docs/PROTOCOL.md section 4):
+        new local credentials (`ufrag`/`pwd`, fresh when None), the remote's new ones (None
+        until its SDP says). DTLS and the SRTP keys are kept, and media keeps going to the
+        current address until the new ICE session nominates one. Returns the old local ufrag:
+        the endpoint finds STUN by ufrag and must be told (`MediaEndpoint.rekey`)."""
+        old = self.ice.ufrag
+        self.ice.restart(
+            now, ufrag=ufrag, pwd=pwd, remote_ufrag=remote_ufrag, remote_pwd=remote_pwd
+        )
+        self.pending_addr = None
+        return old
 
     # -- datagrams from the endpoint -----------------------------------------------------------
 
