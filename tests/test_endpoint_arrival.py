@@ -158,6 +158,21 @@ def test_closing_a_transport_forgets_its_sources() -> None:
     assert net.source_now(BROWSER) is None
 
 
+def test_no_ancillary_data_where_the_kernel_picks_the_arrival_address_anyway() -> None:
+    net = Captured()
+    t, client = net.transport()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        net.endpoint._probe = probe  # what run() makes: the kernel's choice, by a route lookup
+        # The kernel answers 127.0.0.1 from 127.0.0.1: a plain sendto, nothing recorded.
+        assert net.check(client, ("127.0.0.1", 5000), "127.0.0.1") is None
+        assert net.endpoint._via == {}
+        # ... but 127.0.0.1 from 127.0.0.2 only when told to.
+        assert net.check(client, ("127.0.0.1", 5000), "127.0.0.2") == "127.0.0.2"
+        assert net.endpoint.reply_source(("127.0.0.1", 5000)) == "127.0.0.2"
+        assert net.check(client, ("127.0.0.1", 5000), "127.0.0.1") is None
+        assert net.endpoint._via == {}
+
+
 def test_a_socket_bound_to_one_address_sends_plainly() -> None:
     endpoint = MediaEndpoint(MediaConfig(listen="127.0.0.1", port=0), SFU_CERT)
     assert not endpoint.answers_from_arrival
@@ -288,6 +303,8 @@ async def test_a_wildcard_server_answers_from_the_announced_second_address() -> 
                 await _connect(sub_sock, target, sub, sources)
                 producer.rebuild_targets()
                 assert sources == {target}
+                for sock in (pub_sock, sub_sock):
+                    assert endpoint.reply_source(sock.getsockname()) == host.secondary
                 # Media, forwarded to the subscriber, comes from the announced address too.
                 assert pub.srtp is not None and sub.srtp is not None
                 packets = [rtp.build_rtp(96, i, 3000 * i, VIDEO, bytes(800)) for i in range(5)]
@@ -300,4 +317,6 @@ async def test_a_wildcard_server_answers_from_the_announced_second_address() -> 
                 again = await _exchange(pub_sock, (host.primary, endpoint.port),
                                         [pub.binding_request()])  # fmt: skip
                 assert [s for _, s in again] == [(host.primary, endpoint.port)]
+                # (the kernel's own choice for that address: no source is forced any more)
+                assert endpoint.reply_source(pub_sock.getsockname()) is None
             nursery.cancel_scope.cancel()

@@ -26,8 +26,11 @@ the browser sent to, and browsers drop answers from an unexpected address. So a 
 asks for IP_PKTINFO / IPV6_PKTINFO and is read with `recvmsg`: a STUN check's arrival address
 is where its answer leaves from (`sendmsg` with that address as the source), and the last
 authenticated check from a remote address sets where everything sent to that address leaves
-from (`_via`; answers to an `stun_address_in_use` check change nothing). A socket bound to one
-address needs none of it: plain `recvfrom`/`sendto`, as before.
+from (`_via`; answers to an `stun_address_in_use` check change nothing). Where the kernel's
+own choice of source for that remote address already is the arrival address (a single-homed
+host: the usual case), nothing is recorded and the plain `sendto` stays: a route lookup on a
+connected probe socket per check decides, not per packet. A socket bound to one address needs
+none of it: plain `recvfrom`/`sendto`, as before.
 """
 
 from __future__ import annotations
@@ -219,12 +222,14 @@ class MediaEndpoint:
         self._wake_writer = trio.Event()
         self._sendto: Callable[[bytes, Address], int] | None = None
         self._sendmsg: Callable[..., int] | None = None
-        # Wildcard listen: where datagrams to a remote address leave from (module docstring),
-        # as sendmsg's ancillary data; its keys are addresses in `by_addr`. `_sources` shares
-        # one such list per local address.
+        # Wildcard listen: where datagrams to a remote address leave from when that is not the
+        # kernel's own choice (module docstring), as sendmsg's ancillary data; its keys are
+        # addresses in `by_addr`. `_sources` shares one such list per local address; `_probe`
+        # asks the kernel which source it would pick.
         self.answers_from_arrival = self.config.listen in WILDCARDS
         self._via: dict[Address, Ancillary] = {}
-        self._sources: dict[bytes, Ancillary] = {}
+        self._sources: dict[bytes, tuple[Ancillary, bytes]] = {}
+        self._probe: socket.socket | None = None
         self._log = RateLimitedLog(log)
 
     # -- public API for rooms ------------------------------------------------------------------
@@ -279,6 +284,19 @@ class MediaEndpoint:
     def transport_count(self) -> int:
         return len(self._addrs)
 
+    def reply_source(self, addr: Address) -> str | None:
+        """The local address datagrams to `addr` leave from; None: the kernel's choice."""
+        via = self._via.get(addr)
+        if via is None:
+            return None
+        level, _, data = via[0]
+        if level == socket.IPPROTO_IP:
+            return socket.inet_ntop(socket.AF_INET, data[4:8])
+        packed = data[:16]
+        if packed[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped, on a dual-stack socket
+            return socket.inet_ntop(socket.AF_INET, packed[12:])
+        return socket.inet_ntop(socket.AF_INET6, packed)
+
     # -- running -------------------------------------------------------------------------------
 
     async def run(
@@ -296,6 +314,8 @@ class MediaEndpoint:
             sock.bind((self.config.listen, self.config.port))
             if self.answers_from_arrival:
                 self.answers_from_arrival = _ask_arrival_address(sock, family)
+            if self.answers_from_arrival:
+                self._probe = socket.socket(family, socket.SOCK_DGRAM)
             self.sock = sock
             self.port = sock.getsockname()[1]
             self._sendto = sock.sendto
@@ -318,6 +338,9 @@ class MediaEndpoint:
         finally:
             self._sendto = self._sendmsg = None
             sock.close()
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
 
     async def _receive_loop(self, sock: socket.socket) -> None:
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
@@ -444,9 +467,13 @@ class MediaEndpoint:
             return
         via = self._via
         previous = via.get(addr)
-        source = self._source(arrival) if arrival else None
-        if source is not None:
-            via[addr] = source  # the answer (sent while handling) leaves from the arrival address
+        if arrival:
+            # The answer (sent while handling) leaves from the arrival address.
+            source = self._source(addr, arrival)
+            if source is None:
+                via.pop(addr, None)
+            else:
+                via[addr] = source
         try:
             event = transport.receive_stun_untrusted(data, addr, now)
         except BaseException:
@@ -484,16 +511,28 @@ class MediaEndpoint:
             addrs.append(addr)
             self.by_addr[addr] = transport
 
-    def _source(self, arrival: Ancillary) -> Ancillary | None:
-        """`_answer_from(arrival)`, one shared list per local address."""
-        key = arrival[0][2] if arrival else b""
-        source = self._sources.get(key)
-        if source is None:
+    def _source(self, addr: Address, arrival: Ancillary) -> Ancillary | None:
+        """`_answer_from(arrival)` (one shared list per local address), or None when the kernel
+        would pick the arrival address as the source for `addr` anyway."""
+        key = arrival[0][2]
+        known = self._sources.get(key)
+        if known is None:
             source = _answer_from(arrival)
             if source is None:
                 return None
+            level, _, data = source[0]
+            known = (source, data[4:8] if level == socket.IPPROTO_IP else data[:16])
             if len(self._sources) < 256:  # local addresses and interfaces: a handful
-                self._sources[key] = source
+                self._sources[key] = known
+        source, local = known
+        probe = self._probe
+        if probe is not None:
+            try:
+                probe.connect(addr)  # a route lookup: nothing is sent
+                if socket.inet_pton(probe.family, probe.getsockname()[0]) == local:
+                    return None
+            except OSError:
+                pass  # no route, or a scoped address: say the source explicitly
         return source
 
     def _restore_via(self, addr: Address, previous: Ancillary | None) -> None:
