@@ -1,7 +1,8 @@
 // A minimal Arbiter participant for the browser tests (tests/test_media_browser.py).
 // Test harness only, not the product's web client. Injected into a page served from the
 // Arbiter server's own origin; the test calls `await window.arbiterJoin(wsUrl, roomId, id, name)`
-// and later `await window.stats()`, `window.arbiterState()` and `window.arbiterLeave()`.
+// and later `await window.stats()`, `window.arbiterState()`, `window.channelSend(label, text)`
+// and `window.arbiterLeave()`.
 (() => {
   "use strict";
 
@@ -17,6 +18,9 @@
     producerState: "new",
     consumerStates: {},
     media: {}, // remotePeerId -> {video: <video>, audio: <audio>}
+    channels: {}, // label -> RTCDataChannel (the producer pc's)
+    channelMessages: [], // [label, data] received, in order
+    negotiationNeeded: 0, // the producer pc's negotiationneeded events
   };
 
   function send(action, data) {
@@ -110,9 +114,15 @@
       state.producerState = pc.connectionState;
     };
     for (const track of stream.getTracks()) pc.addTrack(track, stream);
-    // The deployed client's negotiated data channels: the SFU rejects m=application (port 0).
-    pc.createDataChannel("chat", { negotiated: true, id: 100 });
-    pc.createDataChannel("features", { negotiated: true, id: 110 });
+    // The deployed client's negotiated data channels, terminated and relayed by the SFU. It
+    // re-offers on every negotiationneeded: counted here (a rejected m=application loops).
+    pc.onnegotiationneeded = () => {
+      state.negotiationNeeded += 1;
+    };
+    for (const [label, id] of [["chat", 100], ["features", 110]]) {
+      const channel = (state.channels[label] = pc.createDataChannel(label, { negotiated: true, id }));
+      channel.onmessage = (event) => state.channelMessages.push([label, event.data]);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const local = pc.localDescription;
     send("handshake", {
@@ -204,7 +214,13 @@
     producerAnswered: state.producerAnswered,
     producerState: state.producerState,
     consumerStates: state.consumerStates,
+    channelStates: Object.fromEntries(
+      Object.entries(state.channels).map(([label, channel]) => [label, channel.readyState])),
+    channelMessages: state.channelMessages,
+    negotiationNeeded: state.negotiationNeeded,
   });
+
+  window.channelSend = (label, text) => state.channels[label].send(text);
 
   window.arbiterLeave = () => {
     for (const pc of state.consumers.values()) pc.close();

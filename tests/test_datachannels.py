@@ -168,3 +168,42 @@ async def test_round_trip_time_through_the_sfu(tmp_path: Path) -> None:
             print(f"data channel round trip through the SFU: median {median * 1000:.1f} ms, "
                   f"max {max(samples) * 1000:.1f} ms over {len(samples)}")  # fmt: skip
             assert median < 0.25
+
+
+@pytest.mark.browser
+async def test_chromium_pages_chat_on_the_deployed_clients_channels(tmp_path: Path) -> None:
+    """Two Chromium pages with the deployed client's negotiated channels 100 and 110 on their
+    producer pc chat both ways, and a web-client (WebSocket) user's chat reaches them; the SFU
+    accepted m=application, so Chrome asks for no further negotiation (no re-offer loop)."""
+    from arbiter.testing.browser import no_leaked_threads, require_chromium
+    from arbiter.testing.dc_browser import chat_scenario
+
+    require_chromium()
+    with trio.fail_after(30), no_leaked_threads():
+        async with running_server(make_config(tmp_path)) as srv, AsyncExitStack() as stack:
+            room = await new_room(srv, "chromium")
+            web = await stack.enter_async_context(ws_client(srv.ws_url))
+            await web.send_identify(room, "W", "Web user")
+            await web.recv_type("identified")
+
+            async def web_chat() -> None:
+                await web.send("chat", {"content": "hello pages"})
+
+            states = await trio.to_thread.run_sync(
+                lambda: chat_scenario(srv.url, srv.ws_url, room, ["A", "B"],
+                                      web_chat=web_chat))  # fmt: skip
+            contents = []
+            while len(contents) < 3:
+                frame = await web.recv_type("chat")
+                contents.append((frame["sender"], frame["content"]))
+            assert contents == [("A", "hello from the first page"),
+                                ("B", "and back from the second"), ("W", "hello pages")]
+            for peer_id, state in states.items():
+                assert state["errors"] == [], state
+                assert state["negotiationNeeded"] == 1, state  # the first offer only
+                chats = [json.loads(d) for label, d in state["channelMessages"] if label == "chat"]
+                other = "B" if peer_id == "A" else "A"
+                assert [(m["id"], m["sender"]) for m in chats] == [(other, f"name-{other}"),
+                                                                   ("W", "Web user")]  # fmt: skip
+            counters = srv.server.endpoint.counters  # type: ignore[union-attr]
+            assert counters["sctp_malformed"] == 0 and counters["internal_error"] == 0

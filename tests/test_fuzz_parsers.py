@@ -36,7 +36,10 @@ def test_every_untrusted_parser_has_a_target() -> None:
                      "rtcp.parse_bye", "rtcp.keyframe_request_ssrcs", "rtcp.parse_nack",
                      "rtcp.parse_remb", "rtcp.parse_twcc", "sdp.parse_offer", "sdp.parse_answer",
                      "dtls.receive", "srtp.unprotect_rtp[gcm]", "srtp.unprotect_rtcp[gcm]",
-                     "srtp.unprotect_rtp[cm]", "srtp.unprotect_rtcp[cm]"):  # fmt: skip
+                     "srtp.unprotect_rtp[cm]", "srtp.unprotect_rtcp[cm]", "sctp.parse_packet",
+                     "sctp.parse_init", "sctp.parse_data", "sctp.parse_sack",
+                     "sctp.parse_forward_tsn", "sctp.parse_reconfig", "sctp.association",
+                     "dcep.parse_open", "dcep.receive"):  # fmt: skip
         assert required in names
 
 

@@ -40,7 +40,7 @@ from .sctp_rx import Message, Receiver, after
 
 PORT = 5000
 MTU = 1150  # SCTP packet bytes: + DTLS record overhead (<= 37) stays within 1200
-MAX_PAYLOAD = MTU - c.HEADER - c.DATA_HEADER
+MAX_PAYLOAD = (MTU - c.HEADER - c.DATA_HEADER) & ~3  # whole DATA chunks, padding included
 MAX_MESSAGE_SIZE = 262144  # what we advertise in a=max-message-size (RFC 8841 6)
 MAX_BUFFERED = 1 << 20  # queued outbound bytes per association
 MAX_STREAMS = 256  # streams each way, so data channel ids 0..255
@@ -477,12 +477,6 @@ class SctpAssociation:
         if self.state in ("established", "shutdown-pending", "shutdown-received"):
             self._advance_peer_ack_point(now)
             self._send_reset(now)
-        if self._sack_now or (self._sack_deadline is not None and now >= self._sack_deadline):
-            first = self._out[0][0] if self._out else None
-            if self._rx is not None:
-                sack = self._rx.sack()
-                self._out.insert(1 if first == c.COOKIE_ACK else 0, sack)  # 5.1: COOKIE-ACK first
-            self._rx_unacked, self._sack_now, self._sack_deadline = 0, False, None
         chunks: list[bytes] = []
         for out in self._outstanding:  # T3 marked these; they fit in cwnd first
             if out.retransmit:
@@ -500,6 +494,14 @@ class SctpAssociation:
             self._lifetimes -= out.expires is not None
             self._outstanding.append(out)
             chunks.append(self._send_chunk(out, now))
+        # A delayed SACK rides along with our DATA (6.2: bundle it rather than wait).
+        due = self._sack_deadline is not None and (now >= self._sack_deadline or chunks)
+        if self._sack_now or due:
+            first = self._out[0][0] if self._out else None
+            if self._rx is not None:
+                sack = self._rx.sack()
+                self._out.insert(1 if first == c.COOKIE_ACK else 0, sack)  # 5.1: COOKIE-ACK first
+            self._rx_unacked, self._sack_now, self._sack_deadline = 0, False, None
         self._out += chunks
         return self._flush()
 
@@ -507,7 +509,7 @@ class SctpAssociation:
         """RFC 9260 6.1 A and B: the peer's window and cwnd, or one chunk when nothing flies."""
         if self.state == "closed":
             return False
-        return self._flight == 0 or (self._flight < self._cwnd and size <= self._peer_rwnd)
+        return self._flight == 0 or (self._flight + size <= self._cwnd and size <= self._peer_rwnd)
 
     def _send_chunk(self, out: _Out, now: float) -> bytes:
         size = len(out.data.payload)

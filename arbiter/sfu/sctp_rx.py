@@ -59,7 +59,8 @@ class Receiver:
         self._inbound: dict[int, _Inbound] = {}
 
     def on_data(self, d: c.Data) -> bool:
-        """Take one DATA chunk; True when the SACK should go at once (a gap or a duplicate)."""
+        """Take one DATA chunk; True when the SACK should go at once: a duplicate, a gap, or
+        a chunk that filled one (RFC 9260 6.7)."""
         offset = (d.tsn - self.cumulative) % _MOD
         if offset == 0 or offset >= 1 << 31 or d.tsn in self.above:
             if len(self.duplicates) < c.MAX_DUPS:
@@ -68,19 +69,21 @@ class Receiver:
         if offset > MAX_TSN_AHEAD or self.buffered + len(d.payload) > self.buffer:
             self.counters["sctp_rwnd_drop"] += 1  # not acknowledged: the peer resends later
             return False
+        gap = bool(self.above)
         self.above.add(d.tsn)
         self._advance()
+        gap = gap or bool(self.above) or bool(d.flags & c.FLAG_IMMEDIATE)
         if d.stream >= self.streams:
             self.counters["sctp_bad_stream"] += 1  # acknowledged, not delivered
-            return bool(self.above)
+            return gap
         unordered = bool(d.flags & c.FLAG_UNORDERED)
         inbound = self._inbound.setdefault(-1 if unordered else d.stream, _Inbound())
         if not unordered and (d.ssn - inbound.next_ssn) % 65536 >= 32768:
-            return bool(self.above)  # a message FORWARD-TSN skipped
+            return gap  # a message FORWARD-TSN skipped
         inbound.fragments[d.tsn] = d
         self.buffered += len(d.payload)
         self._assemble(inbound, d, unordered)
-        return bool(self.above) or bool(d.flags & c.FLAG_IMMEDIATE)
+        return gap
 
     def _advance(self) -> None:
         while (self.cumulative + 1) % _MOD in self.above:

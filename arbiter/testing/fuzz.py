@@ -197,6 +197,9 @@ def build_targets() -> list[Target]:
         Target("dtls.receive", c.dtls_receiver(), c.dtls_mutator(),
                BYTES | st.sampled_from(c.dtls_records)),
     ]
+    from . import fuzz_sctp  # data channels: SCTP chunks, the association, DCEP
+
+    targets += fuzz_sctp.targets(Target)
     for index, profile in enumerate(("gcm", "cm")):
         for rtcp_ in (False, True):
             call, mutate, seeds = c.srtp_target(index, rtcp_)
