@@ -15,6 +15,7 @@
     errors: [], // error frames, frames carrying an `error` object, harness failures
     frames: [], // every received frame's type, for diagnostics
     producerAnswered: false,
+    producerAnswers: 0, // answers applied (the first offer's and every re-offer's)
     producerState: "new",
     consumerStates: {},
     media: {}, // remotePeerId -> {video: <video>, audio: <audio>}
@@ -97,6 +98,7 @@
     if (message.type === "producer" && description.type === "answer") {
       await state.producer.setRemoteDescription(description);
       state.producerAnswered = true;
+      state.producerAnswers += 1;
     } else if (message.type === "consumer" && description.type === "offer") {
       await onConsumerOffer(message.remotePeerId, description);
     }
@@ -212,6 +214,7 @@
     errors: state.errors,
     frames: state.frames,
     producerAnswered: state.producerAnswered,
+    producerAnswers: state.producerAnswers,
     producerState: state.producerState,
     consumerStates: state.consumerStates,
     channelStates: Object.fromEntries(
@@ -221,6 +224,17 @@
   });
 
   window.channelSend = (label, text) => state.channels[label].send(text);
+
+  // A re-offer on the producer pc, as the deployed client sends on negotiationneeded.
+  window.reoffer = async () => {
+    const pc = state.producer;
+    await pc.setLocalDescription(await pc.createOffer());
+    send("handshake", {
+      type: "producer",
+      roomId: state.roomId,
+      description: { type: pc.localDescription.type, sdp: pc.localDescription.sdp },
+    });
+  };
 
   window.arbiterLeave = () => {
     for (const pc of state.consumers.values()) pc.close();

@@ -207,3 +207,31 @@ async def test_chromium_pages_chat_on_the_deployed_clients_channels(tmp_path: Pa
                                                                    ("W", "Web user")]  # fmt: skip
             counters = srv.server.endpoint.counters  # type: ignore[union-attr]
             assert counters["sctp_malformed"] == 0 and counters["internal_error"] == 0
+
+
+@pytest.mark.browser
+@pytest.mark.firefox
+async def test_a_firefox_page_chats_with_a_chromium_page(tmp_path: Path) -> None:
+    """Firefox's SCTP stack (usrsctp) on the same channels; Firefox ignores loopback
+    candidates, so the server announces a veth address of this host."""
+    from arbiter.testing.browser import no_leaked_threads, require_chromium
+    from arbiter.testing.dc_browser import chat_scenario
+    from arbiter.testing.firefox import require_firefox
+    from arbiter.testing.hostaddr import veth_addresses
+
+    require_chromium()
+    require_firefox()
+    with trio.fail_after(45), no_leaked_threads(), veth_addresses() as host:
+        config = make_config(tmp_path, media={"listen": "0.0.0.0", "port": 0,
+                                              "announced_ip": [host.secondary]})  # fmt: skip
+        async with running_server(config) as srv:
+            room = await new_room(srv, "firefox")
+            states = await trio.to_thread.run_sync(
+                lambda: chat_scenario(srv.url, srv.ws_url, room, ["F", "C"], first="firefox"))
+            for peer_id, state in states.items():
+                assert state["errors"] == [], state
+                other = "C" if peer_id == "F" else "F"
+                chats = [json.loads(d) for label, d in state["channelMessages"] if label == "chat"]
+                assert [m["id"] for m in chats] == [other], state
+            counters = srv.server.endpoint.counters  # type: ignore[union-attr]
+            assert counters["sctp_malformed"] == 0 and counters["internal_error"] == 0

@@ -4,7 +4,8 @@
 participant with tests/browser_participant.js (which publishes camera and microphone and opens
 the deployed client's negotiated channels "chat" 100 and "features" 110 on its producer pc, and
 counts negotiationneeded instead of re-offering), waits for both channels to open, then has
-the pages chat both ways and turn the first page's camera off on channel 110. `web_chat`, when
+the pages chat both ways (the second page re-offers on its producer pc in between, as the
+deployed client does on negotiationneeded) and turn the first page's camera off on channel 110. `web_chat`, when
 given, is called (on the trio side, through `trio.from_thread.run`) once the channels are open:
 the test's web-client user chats then. Returns every page's `arbiterState()`.
 """
@@ -79,6 +80,11 @@ def chat_scenario(srv_url: str, ws_url: str, room_id: int, peers: list[str], *,
             poll(lambda: any(m.get("content") == "hello from the first page"
                              for m in received(second, "chat")),
                  timeout=TIMEOUT, what="chat from the first page")  # fmt: skip
+            # A re-offer (the deployed client sends one on every negotiationneeded) renegotiates
+            # the same connection: the SCTP association and its channels carry on.
+            pages[second].evaluate("window.reoffer()")
+            poll(lambda: state(second)["producerAnswers"] == 2, timeout=TIMEOUT,
+                 what="the answer to the re-offer")  # fmt: skip
             pages[second].evaluate("window.channelSend('chat', JSON.stringify("
                                    "{content: 'and back from the second'}))")
             poll(lambda: any(m.get("content") == "and back from the second"
