@@ -7,7 +7,9 @@ the server's figure; the generator's CPU is reported next to it so saturation is
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -61,7 +63,11 @@ async def server_process(
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     process = await trio.lowlevel.open_process(
-        list(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=_die_with_parent,
     )
     try:
         assert process.stdout is not None
@@ -85,6 +91,16 @@ async def server_process(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG),
+    so a test killed by its timeout leaves no server behind. Best effort elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def spawn_serve(config: Path) -> tuple[subprocess.Popen[str], str]:
