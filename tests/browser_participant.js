@@ -2,7 +2,12 @@
 // Test harness only, not the product's web client. Injected into a page served from the
 // Arbiter server's own origin; the test calls `await window.arbiterJoin(wsUrl, roomId, id, name)`
 // and later `await window.stats()`, `window.arbiterState()`, `window.channelSend(label, text)`
-// and `window.arbiterLeave()`.
+// and `window.arbiterLeave()`. Renegotiation (issue 11): `window.harness.autoReoffer = true`
+// re-offers on every negotiationneeded of the producer pc, as the deployed client does;
+// `addVideo()`, `removeVideo()` and `restartIce()` change the producer pc, `restartConsumerIce(p)`
+// offers on a consumer pc after restartIce(), `askConsumerRestart(p)` asks the SFU for new ICE
+// credentials there. A consumer offer for a publisher we have a pc for is applied to that pc
+// (JSEP renegotiation) unless `window.harness.rebuildConsumers` (close it, answer on a new one).
 (() => {
   "use strict";
 
@@ -22,7 +27,14 @@
     channels: {}, // label -> RTCDataChannel (the producer pc's)
     channelMessages: [], // [label, data] received, in order
     negotiationNeeded: 0, // the producer pc's negotiationneeded events
+    producerOffers: 0, // producer offers sent (the first and every re-offer)
+    answerUfrags: [], // the SFU's a=ice-ufrag in each producer answer
+    consumerOffers: {}, // remotePeerId -> consumer offers received
+    consumerAnswers: {}, // remotePeerId -> SFU answers to our consumer offers
+    consumerPcs: {}, // remotePeerId -> consumer RTCPeerConnections created
+    extraVideo: null, // the RTCRtpSender addVideo() added
   };
+  const harness = (window.harness = { autoReoffer: false, rebuildConsumers: false });
 
   function send(action, data) {
     state.ws.send(JSON.stringify({ action, data }));
@@ -57,10 +69,30 @@
     return entry;
   }
 
+  function ufragOf(sdp) {
+    const match = /a=ice-ufrag:(\S+)/.exec(sdp);
+    return match ? match[1] : null;
+  }
+
   async function onConsumerOffer(publisher, description) {
-    const old = state.consumers.get(publisher);
-    if (old) old.close();
+    state.consumerOffers[publisher] = (state.consumerOffers[publisher] || 0) + 1;
+    const current = state.consumers.get(publisher);
+    if (current && !harness.rebuildConsumers && current.signalingState !== "closed") {
+      // A re-offer on the connection we have: JSEP renegotiation on the same pc.
+      await current.setRemoteDescription(description);
+      await current.setLocalDescription(await current.createAnswer());
+      const answer = current.localDescription;
+      send("handshake", {
+        type: "consumer",
+        remotePeerId: publisher,
+        roomId: state.roomId,
+        description: { type: answer.type, sdp: answer.sdp },
+      });
+      return;
+    }
+    if (current) current.close();
     const pc = new RTCPeerConnection({ iceServers: [] });
+    state.consumerPcs[publisher] = (state.consumerPcs[publisher] || 0) + 1;
     state.consumers.set(publisher, pc);
     state.consumerStates[publisher] = pc.connectionState;
     pc.onconnectionstatechange = () => {
@@ -70,7 +102,13 @@
     };
     pc.ontrack = (event) => {
       const elements = mediaElements(publisher);
-      const element = event.track.kind === "video" ? elements.video : elements.audio;
+      let element = event.track.kind === "video" ? elements.video : elements.audio;
+      if (element.srcObject) {
+        // A track added by a renegotiation: its own element, next to the first.
+        element = document.createElement(event.track.kind);
+        Object.assign(element, { autoplay: true, muted: true, width: 160, height: 120 });
+        elements.box.append(element);
+      }
       element.srcObject = new MediaStream([event.track]);
       element.play().catch((err) => fail("play " + event.track.kind, err));
     };
@@ -99,8 +137,14 @@
       await state.producer.setRemoteDescription(description);
       state.producerAnswered = true;
       state.producerAnswers += 1;
+      state.answerUfrags.push(ufragOf(description.sdp));
     } else if (message.type === "consumer" && description.type === "offer") {
       await onConsumerOffer(message.remotePeerId, description);
+    } else if (message.type === "consumer" && description.type === "answer") {
+      // The SFU's answer to our offer on a consumer pc (restartConsumerIce).
+      const publisher = message.remotePeerId;
+      await state.consumers.get(publisher).setRemoteDescription(description);
+      state.consumerAnswers[publisher] = (state.consumerAnswers[publisher] || 0) + 1;
     }
   }
 
@@ -120,6 +164,9 @@
     // re-offers on every negotiationneeded: counted here (a rejected m=application loops).
     pc.onnegotiationneeded = () => {
       state.negotiationNeeded += 1;
+      if (harness.autoReoffer && state.producerAnswered && pc.signalingState === "stable") {
+        window.reoffer().catch((err) => fail("reoffer", err));
+      }
     };
     for (const [label, id] of [["chat", 100], ["features", 110]]) {
       const channel = (state.channels[label] = pc.createDataChannel(label, { negotiated: true, id }));
@@ -127,6 +174,7 @@
     }
     await pc.setLocalDescription(await pc.createOffer());
     const local = pc.localDescription;
+    state.producerOffers += 1;
     send("handshake", {
       type: "producer",
       roomId: state.roomId,
@@ -170,7 +218,7 @@
     });
 
   async function inbound(pc) {
-    const out = { framesDecoded: 0, videoPacketsReceived: 0, packetsReceived: 0, totalSamplesReceived: 0 };
+    const out = { framesDecoded: 0, videoPacketsReceived: 0, packetsReceived: 0, totalSamplesReceived: 0, videos: {} };
     if (!pc) return out;
     const report = await pc.getStats();
     report.forEach((s) => {
@@ -178,6 +226,7 @@
       if (s.kind === "video") {
         out.framesDecoded += s.framesDecoded || 0;
         out.videoPacketsReceived += s.packetsReceived || 0;
+        out.videos[s.mid || s.ssrc] = s.framesDecoded || 0; // per video m-section
         if (s.frameWidth) out.frameWidth = s.frameWidth;
         if (s.frameHeight) out.frameHeight = s.frameHeight;
         if (s.decoderImplementation) out.decoder = s.decoderImplementation;
@@ -221,6 +270,11 @@
       Object.entries(state.channels).map(([label, channel]) => [label, channel.readyState])),
     channelMessages: state.channelMessages,
     negotiationNeeded: state.negotiationNeeded,
+    producerOffers: state.producerOffers,
+    answerUfrags: state.answerUfrags,
+    consumerOffers: state.consumerOffers,
+    consumerAnswers: state.consumerAnswers,
+    consumerPcs: state.consumerPcs,
   });
 
   window.channelSend = (label, text) => state.channels[label].send(text);
@@ -229,11 +283,50 @@
   window.reoffer = async () => {
     const pc = state.producer;
     await pc.setLocalDescription(await pc.createOffer());
+    state.producerOffers += 1;
     send("handshake", {
       type: "producer",
       roomId: state.roomId,
       description: { type: pc.localDescription.type, sdp: pc.localDescription.sdp },
     });
+  };
+
+  // Producer pc changes: each fires negotiationneeded (re-offered when autoReoffer is set).
+  window.addVideo = async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 160, height: 120 } });
+    state.extraVideo = state.producer.addTrack(stream.getVideoTracks()[0], stream);
+  };
+  window.removeVideo = () => {
+    const sender = state.extraVideo;
+    state.extraVideo = null;
+    sender.track.stop();
+    state.producer.removeTrack(sender);
+  };
+  window.restartIce = () => state.producer.restartIce();
+
+  // An ICE restart of one consumer pc, offered by us (the SFU answers on the same transport).
+  window.restartConsumerIce = async (publisher) => {
+    const pc = state.consumers.get(publisher);
+    pc.restartIce();
+    await pc.setLocalDescription(await pc.createOffer());
+    send("handshake", {
+      type: "consumer",
+      remotePeerId: publisher,
+      roomId: state.roomId,
+      description: { type: pc.localDescription.type, sdp: pc.localDescription.sdp },
+    });
+    return ufragOf(pc.localDescription.sdp);
+  };
+  // ... or asked of the SFU, which re-offers with new credentials.
+  window.askConsumerRestart = (publisher) =>
+    send("handshake", { type: "consumer", remotePeerId: publisher, roomId: state.roomId, restartIce: true });
+
+  window.consumerUfrags = (publisher) => {
+    const pc = state.consumers.get(publisher);
+    return pc && {
+      local: ufragOf(pc.localDescription && pc.localDescription.sdp),
+      remote: ufragOf(pc.remoteDescription && pc.remoteDescription.sdp),
+    };
   };
 
   window.arbiterLeave = () => {
