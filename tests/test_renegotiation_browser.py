@@ -249,3 +249,35 @@ async def test_chromium_restarts_ice_on_producer_and_consumer_connections(tmp_pa
                 print(f"\nICE restarts: producer ufrags {ufrags}, consumer {c_ufrag} -> {ufrags_c}")
 
             await trio.to_thread.run_sync(run_pages, srv, room_id, scenario)
+
+
+async def test_a_subscriber_that_rebuilds_its_consumer_pc_keeps_receiving(tmp_path: Path) -> None:
+    """Older clients close their consumer pc and answer every offer on a new one: the SFU's
+    re-offer is then answered from a new peer connection, which gets a new transport with the
+    credentials of that offer (the old one is closed), and media goes on."""
+    with trio.fail_after(30):
+        async with running_server(make_config(tmp_path)) as srv:
+            room_id = await new_room(srv, "renegotiate-rebuild")
+
+            def scenario(pages: Pages) -> None:
+                pages.join("B", autoReoffer=True)
+                pages.join("C", rebuildConsumers=True)
+                pages.wait(lambda: pages.frames("C", "B") > 0, "C decoding B", timeout=15)
+                room = trio.from_thread.run_sync(room_of, srv, room_id)
+                old = room.subscriptions[("C", "B")].transport
+                pages.pages["B"].evaluate("window.addVideo()")
+                pages.wait(lambda: pages.state("C")["consumerPcs"] == {"B": 2},
+                           "C rebuilding its consumer pc for B's re-offer")  # fmt: skip
+                pages.wait(lambda: len(v := pages.videos("C", "B")) == 2 and min(v.values()) > 0,
+                           "C decoding B's two videos on its new pc")  # fmt: skip
+                pages.keeps_decoding("C", "B", 15)
+                room = trio.from_thread.run_sync(room_of, srv, room_id)
+                new = room.subscriptions[("C", "B")].transport
+                assert new is not old and old.closed and not new.closed
+                assert new.ice.ufrag == old.ice.ufrag  # the credentials of the offer it answered
+                c = pages.state("C")
+                assert c["errors"] == [] and c["consumerStates"] == {"B": "connected"}
+                assert metrics(srv)["transports"] == 4
+                assert room.publishers["B"].transport.connected  # nobody was evicted
+
+            await trio.to_thread.run_sync(run_pages, srv, room_id, scenario)
