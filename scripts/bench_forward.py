@@ -10,11 +10,13 @@ first packets of each to prove they are intact. This process's CPU time during t
 the denominator.
 
 `--listen 0.0.0.0` binds the endpoint to the wildcard, where it reads each datagram's arrival
-address (IP_PKTINFO, `recvmsg`) and sends from it (`sendmsg`): what that costs the loop. The
-peers still reach it on 127.0.0.1.
+address (IP_PKTINFO, `recvmsg`): what that costs the loop. The peers reach it on `--connect`
+(127.0.0.1): an address the kernel would answer them from anyway, so it sends with `sendto`.
+`--connect` another local address (a second address of the host) makes it send every datagram
+from that address (`sendmsg` with IP_PKTINFO): the forced-source path's cost.
 
 Usage: .venv/bin/python scripts/bench_forward.py [--fanout 4] [--rate 20000] [--seconds 5]
-       [--size 1200] [--listen 127.0.0.1] [--json out.json]
+       [--size 1200] [--listen 127.0.0.1] [--connect 127.0.0.1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -118,9 +120,13 @@ def run_sink(fds: list[int], keys: list[str], seconds: float, size: int) -> None
 
 
 async def _handshake(
-    endpoint: MediaEndpoint, transport: WebRtcTransport, sock: socket.socket, client: PeerClient
+    endpoint: MediaEndpoint,
+    transport: WebRtcTransport,
+    sock: socket.socket,
+    client: PeerClient,
+    connect: str,
 ) -> None:
-    target = ("127.0.0.1", endpoint.port)
+    target = (connect, endpoint.port)
     transport.set_remote(
         client.ufrag, client.pwd, [("sha-256", client.fingerprint)], trio.current_time()
     )
@@ -174,13 +180,13 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         pub_t = new(PRODUCER, "publisher")
         producer = router.create_producer(pub_t, "video", SSRC, None)
         pub_sock, pub_client = sock(), client_for(pub_t)
-        await _handshake(endpoint, pub_t, pub_sock, pub_client)
+        await _handshake(endpoint, pub_t, pub_sock, pub_client, args.connect)
         sub_socks, sub_clients = [], []
         for i in range(args.fanout):
             t = new(CONSUMER, f"subscriber-{i}")
             router.create_consumer(producer, t)
             s, c = sock(), client_for(t)
-            await _handshake(endpoint, t, s, c)
+            await _handshake(endpoint, t, s, c, args.connect)
             sub_socks.append(s)
             sub_clients.append(c)
         producer.rebuild_targets()
@@ -199,7 +205,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         cpu0, wall0, in0 = time.process_time(), time.perf_counter(), endpoint.counters["rtp_in"]
         sender = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, HERE, "--role", "sender", "--fds", str(pub_sock.fileno()),
-             "--target", f"127.0.0.1:{endpoint.port}", "--keys", pub_keys,
+             "--target", f"{args.connect}:{endpoint.port}", "--keys", pub_keys,
              "--rate", str(args.rate), "--seconds", str(args.seconds), "--size", str(args.size)],
             pass_fds=[pub_sock.fileno()], stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -220,6 +226,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     expected = sent["sent"] * args.fanout
     return {
         "listen": args.listen,
+        "connect": args.connect,
         "fanout": args.fanout,
         "packet_bytes": args.size,
         "srtp_profile": pub_client.dtls.srtp_keys.profile.name,  # type: ignore[union-attr]
@@ -234,6 +241,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "sfu_cpu_utilisation": round(cpu / wall, 3),
         "forwarded_pps_per_cpu_s": round(out_packets / cpu) if cpu else None,
         "drops": {k: v for k, v in endpoint.counters.items() if k not in ("rtp_in", "rtcp_in")},
+        # Destinations the endpoint sends to from a forced source address (sendmsg).
+        "forced_sources": len(getattr(endpoint, "_via", {})),
     }
 
 
@@ -244,6 +253,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=1200, help="RTP packet bytes (plaintext)")
     parser.add_argument("--listen", default="127.0.0.1", help="the endpoint's bind address")
+    parser.add_argument("--connect", default="127.0.0.1", help="the address peers send to")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--role", choices=["bench", "sender", "sink"], default="bench")
     parser.add_argument("--fds", default="")

@@ -27,7 +27,7 @@ from arbiter.config import MediaConfig
 from arbiter.sfu import rtp
 from arbiter.sfu.client import PeerClient
 from arbiter.sfu.dtls import Certificate
-from arbiter.sfu.endpoint import IP_PKTINFO, MediaEndpoint, unreachable_announced
+from arbiter.sfu.endpoint import IP_PKTINFO, MediaEndpoint, _answer_from, unreachable_announced
 from arbiter.sfu.router import Router
 from arbiter.sfu.transport import CONSUMER, PRODUCER, WebRtcTransport
 from arbiter.testing.hostaddr import veth_addresses
@@ -171,6 +171,28 @@ def test_no_ancillary_data_where_the_kernel_picks_the_arrival_address_anyway() -
         assert net.endpoint.reply_source(("127.0.0.1", 5000)) == "127.0.0.2"
         assert net.check(client, ("127.0.0.1", 5000), "127.0.0.1") is None
         assert net.endpoint._via == {}
+
+
+def test_ipv6_arrival_addresses() -> None:
+    """in6_pktinfo {addr; ifindex}: the interface is kept for a link-local address only; an
+    IPv4 datagram on a dual-stack socket arrives IPv4-mapped and is answered the same way."""
+    ifindex = struct.pack("=i", 3)
+
+    def arrival(ip: str) -> list[tuple[int, int, bytes]]:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                 socket.inet_pton(socket.AF_INET6, ip) + ifindex)]  # fmt: skip
+
+    endpoint = MediaEndpoint(MediaConfig(listen="::", port=0), SFU_CERT)
+    for ip, kept in (("2001:db8::7", False), ("fe80::7", True), ("::ffff:198.51.100.2", False)):
+        via = _answer_from(arrival(ip))
+        assert via is not None
+        [(level, kind, data)] = via
+        assert (level, kind) == (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
+        assert data == socket.inet_pton(socket.AF_INET6, ip) + (ifindex if kept else bytes(4))
+        endpoint._via[("remote", 1)] = via
+        assert endpoint.reply_source(("remote", 1)) == ip.removeprefix("::ffff:")
+    assert _answer_from([]) is None
+    assert _answer_from([(socket.SOL_SOCKET, 1, b"x" * 12)]) is None
 
 
 def test_a_socket_bound_to_one_address_sends_plainly() -> None:
