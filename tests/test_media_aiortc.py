@@ -122,3 +122,40 @@ async def test_late_joiner_receives_everyone(tmp_path: Path) -> None:
             for peer_id in "ABC":
                 assert peers[peer_id].joins[-1] == "D"
                 assert peers[peer_id].stats()["D"]["video"] >= 5
+
+
+async def test_reoffers_keep_the_media_flowing(tmp_path: Path) -> None:
+    """Issue 11: re-offers renegotiate the producer connection instead of replacing it. A
+    re-offers its unchanged tracks three times, then once more with a second camera: B keeps
+    decoding A through all of it on its one consumer pc (the second camera arrives as a
+    re-offer on that pc), and the SFU keeps the same transports."""
+    with trio.fail_after(30):
+        async with running_server(make_config(tmp_path)) as srv, AsyncExitStack() as stack:
+            room_id = await new_room(srv, "reoffers")
+            peers = await join_all(stack, srv, room_id, "AB")
+            await all_receive_all(peers)
+            a, b = peers["A"], peers["B"]
+            assert srv.server.endpoint is not None
+            room = srv.server.endpoint.rooms[room_id]
+            producer_transport = room.publishers["A"].transport
+            consumer_transport = room.subscriptions[("B", "A")].transport
+            producers = dict(room.publishers["A"].producers)
+            for _ in range(3):
+                before = b.stats()["A"]["video"]
+                await a.reoffer()
+                await b.wait_for_media({"A"}, video_frames=before + 10, audio_frames=0)
+            assert room.publishers["A"].producers == producers  # not a single Producer replaced
+            assert b.consumer_offers == {"A": 1} and a.consumer_offers == {"B": 1}
+            assert sfu_transport_count(srv, room_id) == 4
+            # A second camera: one re-offer to B, on the same pc.
+            before = b.stats()["A"]["video"]
+            await a.reoffer(add_video=True)
+            await b.wait_until(lambda: b.consumer_offers == {"A": 2}, 5)
+            await b.wait_for_media({"A"}, video_frames=before + 20, audio_frames=0)
+            assert a.producer_answers == 5
+            assert b.consumer_pcs == {"A": 1} and a.consumer_pcs == {"B": 1}
+            assert room.publishers["A"].transport is producer_transport
+            assert room.subscriptions[("B", "A")].transport is consumer_transport
+            assert len(room.publishers["A"].producers) == 3
+            assert sfu_transport_count(srv, room_id) == 4
+            assert_healthy(peers)

@@ -161,6 +161,10 @@ class MediaPeer:
       joins / disconnects: client ids from `clientJoin` / `clientDisconnect`
       sfu_disconnects: the `sfuDisconnect` frames
       producer_answered: the SFU's producer answer arrived and was applied
+      producer_answers: how many producer answers were applied (first offer and re-offers)
+      consumer_offers / consumer_pcs: per publisher, consumer offers received and consumer
+        pcs created; a re-offer is applied to the existing pc (JSEP renegotiation, issue 11)
+        unless `rebuild_consumers` (close it, answer on a new one: the older clients)
     """
 
     def __init__(
@@ -192,6 +196,10 @@ class MediaPeer:
         self.disconnects: list[str] = []
         self.sfu_disconnects: list[dict[str, Any]] = []
         self.producer_answered = False
+        self.producer_answers = 0
+        self.consumer_offers: dict[str, int] = {}
+        self.consumer_pcs: dict[str, int] = {}
+        self.rebuild_consumers = False
         self.left = False
 
         self.thread = AsyncioThread(name="aiortc-peer")
@@ -454,6 +462,7 @@ class MediaPeer:
                 await self.accept_producer_answer(description)
             elif kind == "consumer" and description.get("type") == "offer":
                 publisher = message["remotePeerId"]
+                self.consumer_offers[publisher] = self.consumer_offers.get(publisher, 0) + 1
                 answer = await self.accept_consumer_offer(publisher, description)
                 assert self._ws is not None
                 await self._ws.send_handshake(
@@ -470,12 +479,28 @@ class MediaPeer:
     async def accept_producer_answer(self, description: dict[str, str]) -> None:
         await self.thread.run(self._accept_producer_answer(description), self.rtc_timeout)
         self.producer_answered = True
+        self.producer_answers += 1
         self._wake()
+
+    async def reoffer(self, timeout: float = 10.0, *, add_video: bool = False) -> None:
+        """Offer again on the producer pc (what a browser does on negotiationneeded), with a
+        second synthetic camera when `add_video`, and wait for the SFU's answer."""
+        assert self._ws is not None
+        answers = self.producer_answers
+        offer = await self.thread.run(self._reoffer(add_video), self.rtc_timeout)
+        await self._ws.send_handshake("producer", offer, room_id=self.room_id)
+        try:
+            await self.wait_until(lambda: self.producer_answers > answers, timeout)
+        except trio.TooSlowError:
+            raise AssertionError(
+                f"{self.peer_id}: no answer to the re-offer within {timeout} s; {self.describe()}"
+            ) from None
 
     async def accept_consumer_offer(
         self, publisher: str, description: dict[str, str]
     ) -> dict[str, str]:
-        """New consumer pc for `publisher` (replacing any existing one); returns the answer."""
+        """Apply a consumer offer (on the existing pc for `publisher`, else a new one);
+        returns the answer."""
         return await self.thread.run(
             self._accept_consumer_offer(publisher, description), self.rtc_timeout
         )
@@ -550,11 +575,31 @@ class MediaPeer:
             RTCSessionDescription(sdp=description["sdp"], type=description["type"])
         )
 
+    async def _reoffer(self, add_video: bool) -> dict[str, str]:
+        pc = self._producer
+        if pc is None:
+            raise RuntimeError(f"{self.peer_id}: re-offer before publishing")
+        if add_video:
+            pc.addTrack(ColourBarsTrack(*self.video_size))
+        await pc.setLocalDescription(await pc.createOffer())
+        return {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp}
+
     async def _accept_consumer_offer(
         self, publisher: str, description: dict[str, str]
     ) -> dict[str, str]:
-        await self._close_consumer(publisher)  # a re-offer replaces the old pc
+        current = self._consumers.get(publisher)
+        if current is not None and current.signalingState != "closed":
+            if not self.rebuild_consumers:
+                # A re-offer on the connection we have: renegotiate it.
+                await current.setRemoteDescription(
+                    RTCSessionDescription(sdp=description["sdp"], type=description["type"])
+                )
+                await current.setLocalDescription(await current.createAnswer())
+                return {"type": current.localDescription.type, "sdp": current.localDescription.sdp}
+        await self._close_consumer(publisher)
         pc = self._consumers[publisher] = self._new_pc()
+        with self._lock:
+            self.consumer_pcs[publisher] = self.consumer_pcs.get(publisher, 0) + 1
 
         def record_state() -> None:
             with self._lock:
