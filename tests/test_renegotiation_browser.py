@@ -281,3 +281,69 @@ async def test_a_subscriber_that_rebuilds_its_consumer_pc_keeps_receiving(tmp_pa
                 assert room.publishers["B"].transport.connected  # nobody was evicted
 
             await trio.to_thread.run_sync(run_pages, srv, room_id, scenario)
+
+
+COUNT_PCS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = 0;
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs += 1; }
+  };
+})();
+"""
+
+
+async def test_the_web_client_renegotiates_its_consumer_pc(tmp_path: Path) -> None:
+    """The served web client (arbiter/web) receives re-offers on its consumer pc when a
+    publisher adds and removes a camera: the same pc (two pcs in the page all along), its tile
+    keeps showing the first camera, and it keeps decoding."""
+    with trio.fail_after(30):
+        async with running_server(make_config(tmp_path)) as srv:
+
+            def scenario(browser: Any) -> None:
+                context = browser.new_context(viewport={"width": 960, "height": 600})
+                context.add_init_script(COUNT_PCS)
+                web = context.new_page()
+                web.goto(srv.url + "/renegotiate-web")
+                web.get_by_label("Your name").fill("Web")
+                web.get_by_role("button", name="Join call").click()
+                state = poll(lambda: (s := web.evaluate("window.arbiter.state()"))["joined"] and s,
+                             timeout=15, what="the web client to join")  # fmt: skip
+                pages = Pages(browser, srv, state["roomId"])
+                b = pages.join("B", autoReoffer=True)
+
+                def web_frames() -> int:
+                    remote = web.evaluate("window.arbiter.stats()")["remote"]
+                    return int(remote.get("B", {}).get("framesDecoded", 0))
+
+                def tile_video() -> dict[str, Any]:
+                    return dict(web.evaluate("""() => {
+                        const v = document.querySelector('[data-peer-id="B"] video');
+                        return {width: v.videoWidth, height: v.videoHeight, time: v.currentTime};
+                    }"""))  # fmt: skip
+
+                poll(lambda: web_frames() > 0, timeout=15, what="the web client decoding B")
+                poll(lambda: tile_video()["width"] == 320, timeout=5, what="B's camera in its tile")
+                assert web.evaluate("window.__pcs") == 2  # its producer pc and one consumer pc
+                for action, offers in (("addVideo()", 2), ("removeVideo()", 3)):
+                    b.evaluate(f"window.{action}")
+                    pages.wait(lambda o=offers: pages.state("B")["producerOffers"] == o,
+                               f"B's re-offer after {action}")  # fmt: skip
+                    start, shown = web_frames(), tile_video()
+                    poll(lambda s=start: web_frames() > s + 15, timeout=STEP_TIMEOUT,
+                         what=f"the web client decoding B after {action}")  # fmt: skip
+                    now = tile_video()
+                    assert now["width"] == 320 and now["time"] > shown["time"], (shown, now)
+                assert web.evaluate("window.__pcs") == 2
+                assert web.evaluate("window.arbiter.state()")["errors"] == []
+                assert pages.state("B")["errors"] == []
+                assert metrics(srv)["transports"] == 4
+
+            require_chromium()
+            await trio.to_thread.run_sync(lambda: _with_browser(scenario))
+
+
+def _with_browser(scenario: Callable[[Any], None]) -> None:
+    with chromium() as browser:
+        scenario(browser)

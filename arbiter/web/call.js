@@ -26,6 +26,7 @@ export class Call {
     // Publisher ids are whatever the server relays (any string a peer chose): they key Maps
     // only, never plain objects, and nothing of ours shares a Map with them.
     this.consumers = new Map(); // publisher id -> RTCPeerConnection
+    this.shown = new Map(); // publisher id -> {audio, video}: the tracks handed to onTrack
     this.producerQueue = Promise.resolve(); // in-order handling of producer frames
     this.queues = new Map(); // publisher id -> promise chain (in-order handling)
     this.previous = new Map(); // publisher id -> last stats snapshot (for loss over an interval)
@@ -112,21 +113,38 @@ export class Call {
   }
 
   async answerConsumer(publisher, description) {
-    this.consumers.get(publisher)?.close(); // a new offer for the same publisher replaces it
+    const current = this.consumers.get(publisher);
+    if (current && current.signalingState !== "closed") {
+      // A re-offer on the connection we have (the publisher added or stopped a track, or the
+      // SFU restarts ICE): renegotiate it, never rebuild it (docs/PROTOCOL.md section 4).
+      await current.setRemoteDescription(description);
+      await current.setLocalDescription(await current.createAnswer());
+      if (this.closed || this.consumers.get(publisher) !== current) return;
+      this.sendAnswer(publisher, current);
+      this.showActiveTracks(publisher, current);
+      return;
+    }
+    current?.close();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
     this.consumers.set(publisher, pc);
+    this.shown.delete(publisher);
     this.previous.delete(publisher);
     pc.onconnectionstatechange = () => {
       if (this.consumers.get(publisher) === pc) {
         this.events.onConsumerState?.(publisher, pc.connectionState);
       }
     };
-    pc.ontrack = (event) => {
-      if (this.consumers.get(publisher) === pc) this.events.onTrack?.(publisher, event.track);
+    pc.ontrack = () => {
+      if (this.consumers.get(publisher) === pc) this.showActiveTracks(publisher, pc);
     };
     await pc.setRemoteDescription(description);
     await pc.setLocalDescription(await pc.createAnswer());
     if (this.closed || this.consumers.get(publisher) !== pc) return;
+    this.sendAnswer(publisher, pc);
+    this.events.onConsumerState?.(publisher, pc.connectionState);
+  }
+
+  sendAnswer(publisher, pc) {
     const local = pc.localDescription;
     this.signaling.send("handshake", {
       type: "consumer",
@@ -134,12 +152,33 @@ export class Call {
       roomId: this.roomId,
       description: { type: local.type, sdp: local.sdp },
     });
-    this.events.onConsumerState?.(publisher, pc.connectionState);
+  }
+
+  /**
+   * Hand the tile the publisher's first live track of each kind. A renegotiation may add a
+   * track (a second camera: the tile keeps the first) or turn one inactive (the tile falls
+   * back to the next live one).
+   */
+  showActiveTracks(publisher, pc) {
+    const shown = this.shown.get(publisher) || {};
+    for (const kind of ["audio", "video"]) {
+      const live = pc.getTransceivers().find(
+        (t) => t.receiver.track.kind === kind && !t.stopped &&
+          t.currentDirection !== "inactive" && t.currentDirection !== "stopped",
+      );
+      const track = live?.receiver.track;
+      if (track && shown[kind] !== track) {
+        shown[kind] = track;
+        this.events.onTrack?.(publisher, track);
+      }
+    }
+    this.shown.set(publisher, shown);
   }
 
   closeConsumer(publisher) {
     this.consumers.get(publisher)?.close();
     this.consumers.delete(publisher);
+    this.shown.delete(publisher);
     this.previous.delete(publisher);
     this.queues.delete(publisher);
   }
