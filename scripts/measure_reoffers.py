@@ -19,8 +19,9 @@ connections created, B's `framesDecoded` from A at the start and end of the wind
 server's `arbiter_media_transports{kind="transports"}` and STUN/RTP counters from /metrics.
 
 The page code is self-contained (not tests/browser_participant.js), so the same script measures
-an older tree: `PYTHONPATH=/path/to/old/tree .venv/bin/python scripts/measure_reoffers.py`
-(the child server is imported from PYTHONPATH).
+an older tree (e.g. a `git worktree`): run it from that tree's directory with it on PYTHONPATH,
+`cd OLD && PYTHONPATH=OLD /work/main/.venv/bin/python /work/main/scripts/measure_reoffers.py`
+(`python -m arbiter.cli serve`, the child, imports from its working directory first).
 
 Usage: .venv/bin/python scripts/measure_reoffers.py [--seconds 30] [--subscriber reuse|rebuild]
        [--no-channels] [--loop] [--json out.json]
