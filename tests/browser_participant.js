@@ -74,20 +74,24 @@
     return match ? match[1] : null;
   }
 
+  async function answerOn(pc, publisher, description) {
+    await pc.setRemoteDescription(description);
+    await pc.setLocalDescription(await pc.createAnswer());
+    const local = pc.localDescription;
+    send("handshake", {
+      type: "consumer",
+      remotePeerId: publisher,
+      roomId: state.roomId,
+      description: { type: local.type, sdp: local.sdp },
+    });
+  }
+
   async function onConsumerOffer(publisher, description) {
     state.consumerOffers[publisher] = (state.consumerOffers[publisher] || 0) + 1;
     const current = state.consumers.get(publisher);
     if (current && !harness.rebuildConsumers && current.signalingState !== "closed") {
       // A re-offer on the connection we have: JSEP renegotiation on the same pc.
-      await current.setRemoteDescription(description);
-      await current.setLocalDescription(await current.createAnswer());
-      const answer = current.localDescription;
-      send("handshake", {
-        type: "consumer",
-        remotePeerId: publisher,
-        roomId: state.roomId,
-        description: { type: answer.type, sdp: answer.sdp },
-      });
+      await answerOn(current, publisher, description);
       return;
     }
     if (current) current.close();
@@ -112,15 +116,7 @@
       element.srcObject = new MediaStream([event.track]);
       element.play().catch((err) => fail("play " + event.track.kind, err));
     };
-    await pc.setRemoteDescription(description);
-    await pc.setLocalDescription(await pc.createAnswer());
-    const local = pc.localDescription;
-    send("handshake", {
-      type: "consumer",
-      remotePeerId: publisher,
-      roomId: state.roomId,
-      description: { type: local.type, sdp: local.sdp },
-    });
+    await answerOn(pc, publisher, description);
   }
 
   async function onMessage(message) {

@@ -21,6 +21,7 @@ from arbiter.sfu import sdp
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.endpoint import MediaEndpoint
 from arbiter.sfu.media import MediaRoom
+from arbiter.testing.sdp_mirror import mirror
 
 DATA = Path(__file__).parent / "data"
 STEPS = {s["step"]: s["offer"] for s in json.loads((DATA / "chrome_reoffers.json").read_text())}
@@ -69,19 +70,7 @@ def ice_of(text: str) -> tuple[str, str, str]:
 
 def browser_answer(offer: str, ufrag: str = "subU", fingerprint: str = OTHER_FINGERPRINT) -> str:
     """A subscriber's answer to our consumer offer: recvonly, its credentials, setup:active."""
-    out = []
-    for line in offer.split("\r\n")[:-1]:
-        if line.startswith(("a=ssrc", "a=msid:", "a=candidate", "a=end-of-candidates")):
-            continue
-        if line == "a=ice-lite":
-            continue
-        line = re.sub(r"^a=ice-ufrag:.*", f"a=ice-ufrag:{ufrag}", line)
-        line = re.sub(r"^a=ice-pwd:.*", "a=ice-pwd:subscriberpasswordsubscriber", line)
-        line = re.sub(r"^a=fingerprint:sha-256 .*", f"a=fingerprint:sha-256 {fingerprint}", line)
-        line = line.replace("a=setup:actpass", "a=setup:active")
-        line = {"a=sendonly": "a=recvonly", "a=inactive": "a=inactive"}.get(line, line)
-        out.append(line)
-    return "\r\n".join(out) + "\r\n"
+    return mirror(offer, setup="active", ufrag=ufrag, fingerprint=fingerprint)
 
 
 def producer(text: str) -> dict[str, Any]:
@@ -227,9 +216,9 @@ async def test_subscriber_offers_and_restart_requests_on_a_consumer_connection()
     # The subscriber restarts ICE itself (its offer: new ufrag, same certificate).
     ours = ice_of(sdp.build_consumer_offer(subscription.sections, room._local(transport),
                                            session_id=1, version=1))  # fmt: skip
-    offer = browser_answer(sdp.build_consumer_offer(subscription.sections, room._local(transport),
-                                                    session_id=1, version=1), ufrag="rstU")
-    offer = offer.replace("a=setup:active", "a=setup:actpass")
+    offer = mirror(sdp.build_consumer_offer(subscription.sections, room._local(transport),
+                                            session_id=1, version=1),
+                   setup="actpass", ufrag="rstU", fingerprint=OTHER_FINGERPRINT)  # fmt: skip
     await room.on_handshake(consumer("B", "A", "offer", offer))
     (answer,) = sfu.take()
     assert answer["type"] == "consumer" and answer["description"]["type"] == "answer"

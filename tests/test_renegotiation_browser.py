@@ -111,6 +111,12 @@ def room_of(srv: Running, room_id: int) -> MediaRoom:
     return srv.server.endpoint.rooms[room_id]
 
 
+def b_and_c_transports(srv: Running, room_id: int) -> tuple[Any, Any]:
+    """B's producer transport and C's consumer transport of B, read from the worker thread."""
+    room = trio.from_thread.run_sync(room_of, srv, room_id)
+    return room.publishers["B"].transport, room.subscriptions[("C", "B")].transport
+
+
 def run_pages(srv: Running, room_id: int, scenario: Callable[[Pages], None]) -> None:
     require_chromium()
     with chromium() as browser:
@@ -149,9 +155,7 @@ async def test_chromium_reoffers_after_adding_and_removing_a_transceiver(tmp_pat
 
             def scenario(pages: Pages) -> None:
                 joined_and_decoding(pages)
-                room = trio.from_thread.run_sync(room_of, srv, room_id)
-                producer_transport = room.publishers["B"].transport
-                consumer_transport = room.subscriptions[("C", "B")].transport
+                producer_transport, consumer_transport = b_and_c_transports(srv, room_id)
                 before = metrics(srv)
                 started = time.monotonic()
                 # A second camera: B re-offers (negotiationneeded), C gets a re-offer on the
@@ -183,9 +187,7 @@ async def test_chromium_reoffers_after_adding_and_removing_a_transceiver(tmp_pat
                 assert b["producerOffers"] == 3 and b["producerAnswers"] == 3  # a handful
                 assert len(set(b["answerUfrags"])) == 1  # one set of SFU credentials
                 # The same transports on the server all along.
-                room = trio.from_thread.run_sync(room_of, srv, room_id)
-                assert room.publishers["B"].transport is producer_transport
-                assert room.subscriptions[("C", "B")].transport is consumer_transport
+                assert b_and_c_transports(srv, room_id) == (producer_transport, consumer_transport)
                 assert not producer_transport.closed and not consumer_transport.closed
                 now = metrics(srv)
                 assert now.get("stun_unknown_ufrag", 0) == before.get("stun_unknown_ufrag", 0)
@@ -201,9 +203,7 @@ async def test_chromium_restarts_ice_on_producer_and_consumer_connections(tmp_pa
 
             def scenario(pages: Pages) -> None:
                 joined_and_decoding(pages)
-                room = trio.from_thread.run_sync(room_of, srv, room_id)
-                producer_transport = room.publishers["B"].transport
-                consumer_transport = room.subscriptions[("C", "B")].transport
+                producer_transport, consumer_transport = b_and_c_transports(srv, room_id)
                 first_ufrag = producer_transport.ice.ufrag
                 dtls = producer_transport.dtls
                 # B: pc.restartIce() -> negotiationneeded -> an offer with a new ufrag -> an
@@ -242,9 +242,7 @@ async def test_chromium_restarts_ice_on_producer_and_consumer_connections(tmp_pa
                 )
                 pages.keeps_decoding("B", "C")
                 assert_no_new_connections(pages, 2)
-                room = trio.from_thread.run_sync(room_of, srv, room_id)
-                assert room.publishers["B"].transport is producer_transport
-                assert room.subscriptions[("C", "B")].transport is consumer_transport
+                assert b_and_c_transports(srv, room_id) == (producer_transport, consumer_transport)
                 assert pages.state("B")["producerOffers"] == 2
                 print(f"\nICE restarts: producer ufrags {ufrags}, consumer {c_ufrag} -> {ufrags_c}")
 

@@ -28,6 +28,7 @@ from arbiter.sfu.sdp import (
     parse_answer_untrusted,
     parse_offer_untrusted,
 )
+from arbiter.testing.sdp_mirror import mirror
 
 DATA = Path(__file__).parent / "data"
 STEPS = {s["step"]: s["offer"] for s in json.loads((DATA / "chrome_reoffers.json").read_text())}
@@ -166,17 +167,7 @@ def subscriber_offer(consumer_offer: str, ufrag: str = "subU") -> str:
     """What Chrome offers on a consumer connection it renegotiates (e.g. after restartIce()):
     our offer's m-sections in the same order with the same payload types, recvonly, its own
     ICE credentials and certificate, a=setup:actpass, no SSRCs of ours."""
-    out = []
-    for line in consumer_offer.split("\r\n")[:-1]:
-        if line.startswith(("a=ssrc", "a=msid:", "a=candidate", "a=end-of-candidates")):
-            continue
-        if line == "a=ice-lite":
-            continue
-        line = re.sub(r"^a=ice-ufrag:.*", f"a=ice-ufrag:{ufrag}", line)
-        line = re.sub(r"^a=ice-pwd:.*", "a=ice-pwd:subscriberpasswordsubscriber", line)
-        line = re.sub(r"^a=fingerprint:sha-256 .*", f"a=fingerprint:sha-256 {'CD:' * 31}CD", line)
-        out.append("a=recvonly" if line == "a=sendonly" else line)
-    return "\r\n".join(out) + "\r\n"
+    return mirror(consumer_offer, setup="actpass", ufrag=ufrag)
 
 
 (_, TRACKS), = negotiate("initial")
