@@ -259,7 +259,7 @@ class MediaEndpoint:
         for addr in self._addrs.pop(transport, ()):
             if self.by_addr.get(addr) is transport:
                 del self.by_addr[addr]
-                self._via.pop(addr, None)
+                self._set_via(addr, None)
 
     def send(self, datagram: bytes, addr: Address) -> None:
         """Non-blocking send; queued (bounded) only while the kernel buffer is full."""
@@ -465,19 +465,14 @@ class MediaEndpoint:
         if transport is None:
             self.counters["stun_unknown_ufrag"] += 1
             return
-        via = self._via
-        previous = via.get(addr)
+        previous = self._via.get(addr)
         if arrival:
             # The answer (sent while handling) leaves from the arrival address.
-            source = self._source(addr, arrival)
-            if source is None:
-                via.pop(addr, None)
-            else:
-                via[addr] = source
+            self._set_via(addr, self._source(addr, arrival))
         try:
             event = transport.receive_stun_untrusted(data, addr, now)
         except BaseException:
-            self._restore_via(addr, previous)  # not authenticated: changes nothing
+            self._set_via(addr, previous)  # not authenticated: changes nothing
             raise
         if event == "pending":
             self.counters["ice_nomination_pending"] += 1
@@ -487,7 +482,7 @@ class MediaEndpoint:
         if owner is not transport:
             addrs = self._addrs.get(transport)
             if addrs is None:  # closed while handling (e.g. DTLS failure)
-                self._restore_via(addr, previous)
+                self._set_via(addr, previous)
                 return
             if owner is not None and not owner.closed and now - owner.last_rx < ADDRESS_HOLD:
                 # Its owner is receiving authenticated media from it right now: a browser never
@@ -495,7 +490,7 @@ class MediaEndpoint:
                 # or a spoof. Answered (above), but the owner keeps its packets, and the
                 # address they leave from.
                 self.counters["stun_address_in_use"] += 1
-                self._restore_via(addr, previous)
+                self._set_via(addr, previous)
                 return
             if owner is not None:
                 # The address moved to another transport (a browser reusing a port after
@@ -507,7 +502,7 @@ class MediaEndpoint:
                 stale = addrs.pop(0)
                 if self.by_addr.get(stale) is transport and stale != transport.remote_addr:
                     del self.by_addr[stale]
-                    via.pop(stale, None)
+                    self._set_via(stale, None)
             addrs.append(addr)
             self.by_addr[addr] = transport
 
@@ -535,11 +530,17 @@ class MediaEndpoint:
                 pass  # no route, or a scoped address: say the source explicitly
         return source
 
-    def _restore_via(self, addr: Address, previous: Ancillary | None) -> None:
-        if previous is None:
-            self._via.pop(addr, None)
-        else:
-            self._via[addr] = previous
+    def _set_via(self, addr: Address, source: Ancillary | None) -> None:
+        """Datagrams to `addr` leave from `source` (None: the kernel's choice). An IPv6 socket
+        reports sources as (host, port, flowinfo, scope_id) but transports keep (host, port)
+        and send there: both keys, so the send path needs no conversion."""
+        via = self._via
+        keys = (addr,) if len(addr) == 2 else (addr, (addr[0], addr[1]))
+        for key in keys:
+            if source is None:
+                via.pop(key, None)
+            else:
+                via[key] = source
 
     def _queue(self, datagram: bytes, addr: Address) -> None:
         if len(self._backlog) >= SEND_BACKLOG:
