@@ -235,3 +235,79 @@ async def test_a_firefox_page_chats_with_a_chromium_page(tmp_path: Path) -> None
                 assert [m["id"] for m in chats] == [other], state
             counters = srv.server.endpoint.counters  # type: ignore[union-attr]
             assert counters["sctp_malformed"] == 0 and counters["internal_error"] == 0
+
+
+def _deployed_client_for_30_seconds(srv_url: str, ws_url: str, room_id: int) -> dict[str, Any]:
+    """Two Chromium pages behaving like the deployed Arbiter client for 30 s: negotiated
+    channels 100/110 on the producer pc and a re-offer on EVERY negotiationneeded. Returns
+    what each page counted and decoded."""
+    import time
+
+    from arbiter.testing.browser import chromium, poll
+    from arbiter.testing.dc_browser import HARNESS
+
+    harness = HARNESS.read_text()
+    out: dict[str, Any] = {}
+    with chromium() as browser:
+        pages: dict[str, Any] = {}
+        started = time.monotonic()
+        for peer_id in ("A", "B"):
+            page = pages[peer_id] = browser.new_context(bypass_csp=True).new_page()
+            page.goto(srv_url + "/")
+            page.add_script_tag(content=harness)
+            page.evaluate("window.harness.autoReoffer = true")
+            args = json.dumps([ws_url, room_id, peer_id, f"name-{peer_id}"])
+            page.evaluate(f"window.arbiterJoin(...{args})")
+
+        def decoded(peer_id: str, other: str) -> int:
+            stats = pages[peer_id].evaluate("window.stats()")
+            return int(stats["remote"].get(other, {}).get("framesDecoded", 0))
+
+        for peer_id, other in (("A", "B"), ("B", "A")):
+            poll(lambda p=peer_id, o=other: decoded(p, o) > 0, timeout=15,
+                 what=f"{peer_id} decoding {other}")  # fmt: skip
+            poll(lambda p=peer_id: pages[p].evaluate("window.arbiterState()")["channelStates"]
+                 == {"chat": "open", "features": "open"}, timeout=10,
+                 what=f"{peer_id}'s channels")  # fmt: skip
+        pages["A"].evaluate("window.channelSend('chat', JSON.stringify({content: 'ping'}))")
+        pages["B"].evaluate("window.channelSend('chat', JSON.stringify({content: 'pong'}))")
+        halfway = {p: decoded(p, o) for p, o in (("A", "B"), ("B", "A"))}
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - started)))
+        for peer_id, other in (("A", "B"), ("B", "A")):
+            state = pages[peer_id].evaluate("window.arbiterState()")
+            out[peer_id] = {
+                "offers": state["producerOffers"],
+                "negotiationNeeded": state["negotiationNeeded"],
+                "errors": state["errors"],
+                "chat": [json.loads(d)["content"] for lbl, d in state["channelMessages"]
+                         if lbl == "chat"],  # fmt: skip
+                "decoded_halfway": halfway[peer_id],
+                "decoded_at_30s": decoded(peer_id, other),
+                "consumerPcs": state["consumerPcs"],
+            }
+            pages[peer_id].evaluate("window.arbiterLeave()")
+    return out
+
+
+@pytest.mark.browser
+async def test_the_deployed_clients_behaviour_for_30_seconds(tmp_path: Path) -> None:
+    """Issue 11: with its data channels rejected, the deployed client re-offered ~65 times a
+    second and never played video. Now, re-offering on every negotiationneeded for 30 s, each
+    page sends fewer than 5 offers, chats both ways and keeps decoding the other's video."""
+    from arbiter.testing.browser import no_leaked_threads, require_chromium
+
+    require_chromium()
+    with trio.fail_after(60), no_leaked_threads():
+        async with running_server(make_config(tmp_path)) as srv:
+            room = await new_room(srv, "deployed")
+            pages = await trio.to_thread.run_sync(
+                _deployed_client_for_30_seconds, srv.url, srv.ws_url, room
+            )
+    print(f"deployed client, 30 s: {pages}")
+    for peer_id, other_says in (("A", "pong"), ("B", "ping")):
+        page = pages[peer_id]
+        assert page["errors"] == [], page
+        assert page["offers"] < 5, page
+        assert page["chat"] == [other_says], page
+        assert page["decoded_at_30s"] > page["decoded_halfway"] > 0, page
+        assert page["consumerPcs"] == {"B" if peer_id == "A" else "A": 1}, page  # one pc
