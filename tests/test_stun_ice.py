@@ -602,3 +602,20 @@ def test_fuzz_mutated_valid_request(pos: int, xor: int, fix_crc: bool) -> None:
     # the HMAC (RFC 5389 15.4), and without the refix by the CRC too.
     assert 37 <= pos <= 39 and fix_crc
     assert request.local_ufrag == UFRAG
+
+
+def test_binding_success_reports_ipv4_mapped_peers_as_ipv4() -> None:
+    """A dual-stack (::) socket sees an IPv4 browser as ::ffff:a.b.c.d; XOR-MAPPED-ADDRESS
+    must carry the IPv4 address it knows itself by."""
+    from aioice import stun as aioice_stun
+
+    from arbiter.sfu import stun as our_stun
+
+    message = aioice_stun.Message(
+        message_method=aioice_stun.Method.BINDING, message_class=aioice_stun.Class.REQUEST
+    )
+    # binding_success reads only the request's transaction id.
+    fake = type("Req", (), {"transaction_id": message.transaction_id})()
+    raw = our_stun.binding_success(fake, ("::ffff:192.0.2.7", 5000), "pwd")  # type: ignore[arg-type]
+    parsed = aioice_stun.parse_message(raw)
+    assert parsed.attributes["XOR-MAPPED-ADDRESS"] == ("192.0.2.7", 5000)

@@ -164,9 +164,14 @@ def binding_success(request: BindingRequest, addr: tuple[str, int], local_pwd: s
     """
     host, port = addr[0], addr[1]
     try:
-        ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"binding_success needs an IP address, not {host!r}") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # A dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d; the browser knows itself by
+        # its IPv4 address, so report that family (RFC 8489 14.2: the address as the client
+        # would see it).
+        host = str(ip.ipv4_mapped)
     response = stun.Message(
         message_method=stun.Method.BINDING,
         message_class=stun.Class.RESPONSE,
