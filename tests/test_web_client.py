@@ -274,7 +274,12 @@ async def test_three_pages_call_chat_mute_share_leave_rejoin(tmp_path: Path) -> 
             )
             pages["D"].join("Person D")
             ids["D"] = pages["D"].wait_joined()["id"]
-            history = pages["D"].state()["chat"]
+            # The history frame follows `identified` and the roster: wait for it, then exactly.
+            history = poll(
+                lambda: pages["D"].state()["chat"],
+                timeout=5,
+                what=f"D's chat history: {pages['D'].describe()}",
+            )
             assert [(m["name"], m["content"]) for m in history] == [("Person A", "hello from A")]
             poll(
                 lambda: pages["D"].decoding({ids["A"], ids["B"], ids["C"]}),
