@@ -14,9 +14,11 @@ from typing import Any
 
 from .errors import MalformedInput
 
-ACTIONS = frozenset(
-    {"identify", "handshake", "disconnect", "chat", "features", "room", "moderate"}
-)
+# Shared with the SFU, which must not import the gateway: defined there, re-exported here.
+from .sfu.bucket import TokenBucket as TokenBucket
+from .sfu.link import MAX_CHAT_CHARS as MAX_CHAT_CHARS
+
+ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features", "room", "moderate"})
 
 # Documented messages, byte for byte (docs/PROTOCOL.md section 3).
 INVALID_JSON = "Invalid JSON"
@@ -46,7 +48,6 @@ INVALID_PASSWORD = "Invalid password"
 
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 64
-MAX_CHAT_CHARS = 2000
 CHAT_HISTORY = 50
 
 
@@ -123,43 +124,6 @@ def action_of_untrusted(text: str | bytes) -> str | None:
         if isinstance(frame, dict) and isinstance(frame.get("action"), str):
             return frame["action"][:64]
     return None
-
-
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; each admitted event takes one.
-
-    Pure: the caller passes a monotonic `now`, so tests drive it without a clock. Starts full,
-    so a client's first burst (identify, offers, answers) is never refused.
-    """
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def _refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def take(self, now: float) -> bool:
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until `take` would succeed (0 when it would now)."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.burst
 
 
 def error_frame(action: str | None, status: int, message: str) -> dict[str, Any]:

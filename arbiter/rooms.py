@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -23,22 +22,11 @@ from .config import Config
 from .errors import ServerFault
 from .gateway import Gateway, Peer, sfu_queue_size
 from .metrics import Metrics
+from .sfu.link import SfuFactory as SfuFactory
+from .sfu.link import SignalingLink as SignalingLink
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-
-class SignalingLink(Protocol):
-    """How a room SFU talks to the gateway: the same frames over memory or a WebSocket."""
-
-    async def send(self, message: dict[str, Any]) -> None: ...
-
-    async def receive(self) -> dict[str, Any]:
-        """The next frame for the SFU; raises trio.EndOfChannel when the link is gone."""
-        ...
-
-
-SfuFactory = Callable[[int, SignalingLink], Awaitable[None]]
 
 
 class InProcessLink:

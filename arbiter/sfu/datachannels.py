@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..protocol import MAX_CHAT_CHARS, TokenBucket
 from . import sdp
+from .bucket import TokenBucket
 from .dcep import (
     AssociationDown,
     AssociationUp,
@@ -43,6 +43,7 @@ from .dcep import (
     ChannelMessage,
     DataChannels,
 )
+from .link import MAX_CHAT_CHARS
 from .sctp import SctpAssociation
 
 if TYPE_CHECKING:

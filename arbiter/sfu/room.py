@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..rooms import SignalingLink
+from .link import SignalingLink
 
 log = logging.getLogger(__name__)
 
