@@ -8,6 +8,7 @@ SFU sends; media legs do real ICE, DTLS and SRTP (`engine.Leg`).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,19 +20,38 @@ from trio_websocket import ConnectionClosed
 
 from ..sfu.dtls import Certificate
 from ..testing.signaling import WsClient, consumer_offer, is_error, producer_answer, ws_client
-from . import procstat, sdp_client
+from . import feedback, procstat, sdp_client
 from .engine import Leg
 from .participant import Participant, Target
+
+
+def workers_available() -> bool:
+    """Does this build's config accept `workers.local` (local SFU worker processes)?"""
+    import dataclasses
+
+    from ..config import WorkersConfig
+
+    return "local" in {f.name for f in dataclasses.fields(WorkersConfig)}
 
 
 class ArbiterTarget(Target):
     name = "arbiter"
 
-    def __init__(self, *, media_port: int = 0, cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        media_port: int = 0,
+        cpu: int | str | None = None,
+        workers: int = 0,
+        name: str = "arbiter",
+    ) -> None:
         self.media_port = media_port
-        self.cpu = cpu  # pin the server to this core (taskset), as the benchmark does
+        self.cpu = cpu  # pin the server to this core or cores (taskset), as the benchmark does
+        self.name = name
+        # `workers.local` SFU worker processes, written only when this build's config has it.
+        self.workers = workers if workers and workers_available() else 0
         self.url = ""
-        self.process: trio.Process | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._rooms = 0
 
     @property
@@ -49,6 +69,7 @@ class ArbiterTarget(Target):
                 # Every room of a benchmark is created from this one address.
                 "[limits]\ncreate_room_per_minute = 0\nrooms_per_address = 0\n"
                 f"[store]\npath = \"{tmp}/arbiter.db\"\n"
+                + (f"[workers]\nlocal = {self.workers}\n" if self.workers else "")
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
             command = [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)]
@@ -86,9 +107,10 @@ class ArbiterParticipant(Participant):
 
     async def join(self, nursery: trio.Nursery, publish: bool) -> None:
         ws_url = self.target.url.replace("http://", "ws://") + "/ws"
+        # The join timer starts before the signaling connection opens, for every target.
+        self.joined_at = trio.current_time()
         self.ws = await nursery.start(_open_ws, ws_url)
         self._answer, self._answers = trio.open_memory_channel[str](1)
-        self.joined_at = trio.current_time()
         await self.ws.send_identify(self.room_id, self.peer_id)
         nursery.start_soon(self._read, nursery)
         if publish:
@@ -136,6 +158,7 @@ class ArbiterParticipant(Participant):
 
     async def _consume(self, publisher_id: str, offer: str) -> None:
         leg = Leg(self.certificate)
+        leg.twcc_id = feedback.twcc_extension_id(offer)  # follow the SDP (Arbiter: none yet)
         me = leg.prepare(sdp_client.remote_media_params(offer))
         answer = sdp_client.build_subscriber_answer(
             offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address

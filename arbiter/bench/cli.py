@@ -53,10 +53,17 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--out", default="benchmarks", help="directory for bench.json and bench.png")
     bench.add_argument("--markdown", default=None, help="also write this Markdown report")
     bench.add_argument("--no-pin", action="store_true", help="do not pin server and generator")
+    bench.add_argument("--repeats", type=int, default=1,
+                       help="interleaved runs per figure (the report gives median, min, max)")
+    bench.add_argument("--two-core", action="append", type=_scenario, default=[],
+                       help="scenario run again with both cores for the server: Arbiter "
+                       "workers.local = 2 (when built), Janus event_loops = 2")  # fmt: skip
     bench.set_defaults(func=run)
 
 
 def make_target(name: str, pin: bool) -> Target:
+    """The single-core targets: each server pinned to the server core, Janus with one event
+    loop for its one core."""
     cpu = SERVER_CPU if pin else None
     if name == "arbiter":
         from .arbiter_target import ArbiterTarget
@@ -65,38 +72,112 @@ def make_target(name: str, pin: bool) -> Target:
     if name == "janus":
         from .janus_target import JanusTarget
 
-        return JanusTarget(cpu=cpu)
+        return JanusTarget(cpu=cpu, event_loops=1)
     from .relay_target import RelayTarget
 
     return RelayTarget(cpu=cpu)
 
 
-async def _run_target(
-    name: str, args: argparse.Namespace, recording: payloads.Recording, out: dict[str, Any]
+def two_core_targets(names: list[str]) -> tuple[list[Target], dict[str, dict[str, str]]]:
+    """Both cores for the server: Arbiter with `workers.local = 2` when this build has it,
+    Janus with two event loops; the generator shares the same two cores (labelled)."""
+    from .arbiter_target import ArbiterTarget, workers_available
+    from .janus_target import JanusTarget
+
+    targets: list[Target] = []
+    labels: dict[str, dict[str, str]] = {}
+    shared = "the same 2 cores (unpinned, shared with the server)"
+    if "arbiter" in names:
+        if workers_available():
+            targets.append(ArbiterTarget(workers=2, name="arbiter-2core"))
+            note = "workers.local = 2 (CPU summed over all its processes)"
+        else:
+            targets.append(ArbiterTarget(name="arbiter-2core"))
+            note = "workers not available in this build: one process, one forwarding thread"
+        labels["arbiter-2core"] = {"server": f"2 cores, {note}", "generator": shared}
+    if "janus" in names:
+        targets.append(JanusTarget(event_loops=2, name="janus-2core"))
+        labels["janus-2core"] = {"server": "2 cores, event_loops = 2", "generator": shared}
+    return targets, labels
+
+
+def _print(result: dict[str, Any], repeat: int) -> None:
+    name, scenario = result["target"], result["scenario"]
+    if "error" in result:
+        print(f"  [{repeat}] {name} {scenario}: FAILED {result['error']}", flush=True)
+        return
+    print(f"  [{repeat}] {name} {scenario}: {result['forwarded_pps']} pkt/s, "
+          f"{result['packets_per_cpu_s']} pkt/CPU-s, loss {result['loss']}, "
+          f"p99 {result['latency_ms_p99']} ms, rtcp {result['subscriber_rtcp']}",
+          flush=True)  # fmt: skip
+
+
+async def _interleaved(
+    targets: list[Target],
+    scenarios: list[runner.Scenario],
+    args: argparse.Namespace,
+    recording: payloads.Recording,
+    into: list[dict[str, Any]],
 ) -> None:
-    target = make_target(name, pin=not args.no_pin)
+    """Every scenario `repeats` times, the targets taking turns (the order rotates each round)
+    so slow drift of the machine (other work, thermal) falls on every target alike."""
+    for scenario in scenarios:
+        for repeat in range(args.repeats):
+            shift = repeat % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                result = await runner.run_or_report(target, scenario, args.seconds, recording)
+                result["repeat"] = repeat
+                into.append(result)
+                _print(result, repeat)
+
+
+async def _ramp(
+    targets: list[Target], args: argparse.Namespace, recording: payloads.Recording,
+    out: dict[str, Any],
+) -> None:  # fmt: skip
+    """Meetings of growing size, each size interleaved `repeats` times; a target stops once its
+    median loss passes 1 % or its generator saturates."""
+    active = list(targets)
+    n = args.ramp_start
+    while n <= args.ramp_limit and active:
+        runs: list[dict[str, Any]] = []
+        await _interleaved(active, [runner.meeting(n)], args, recording, runs)
+        for target in list(active):
+            mine = [r for r in runs if r["target"] == target.name]
+            out["ramps"].setdefault(target.name, []).extend(mine)
+            row = report.aggregate(mine)[0]
+            if row.get("loss") is None or row["loss"] > 0.01 or row.get("generator_saturated"):
+                active.remove(target)
+        n += args.ramp_step
+
+
+async def _run_all(
+    args: argparse.Namespace, recording: payloads.Recording, out: dict[str, Any]
+) -> None:
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    targets = [make_target(name, pin=not args.no_pin) for name in args.target]
+    for t in targets:
+        out["labels"][t.name] = {
+            "server": "1 core (pinned)" + (", event_loops = 1" if t.name == "janus" else ""),
+            "generator": "the other core (pinned)" if pin else "unpinned",
+        }
     async with trio.open_nursery() as nursery:
-        await nursery.start(target.run)
-        for scenario in args.scenario:
-            result = await runner.run_or_report(target, scenario, args.seconds, recording)
-            out["runs"].append(result)
-            if "error" in result:
-                print(f"  {name} {scenario.name}: FAILED {result['error']}", flush=True)
-                continue
-            print(f"  {name} {scenario.name}: {result['forwarded_pps']} pkt/s, "
-                  f"{result['packets_per_cpu_s']} pkt/CPU-s, loss {result['loss']}, "
-                  f"p99 {result['latency_ms_p99']} ms", flush=True)  # fmt: skip
+        for target in targets:
+            await nursery.start(target.run)
+        await _interleaved(targets, args.scenario, args, recording, out["runs"])
         if args.ramp:
-            ramp = await runner.ramp(
-                target, recording, seconds=args.seconds, start=args.ramp_start,
-                step=args.ramp_step, limit=args.ramp_limit,
-            )  # fmt: skip
-            out["ramps"][target.name] = ramp
-            for r in ramp:
-                print(f"  {name} ramp {r['participants']}: loss {r['loss']}, "
-                      f"server CPU {r.get('server_cpu_utilisation')}, "
-                      f"{r.get('error', '')}", flush=True)  # fmt: skip
+            await _ramp(targets, args, recording, out)
         nursery.cancel_scope.cancel()
+    if args.two_core:
+        two, labels = two_core_targets(args.target)
+        out["labels"].update(labels)
+        if pin:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
+        async with trio.open_nursery() as nursery:
+            for target in two:
+                await nursery.start(target.run)
+            await _interleaved(two, args.two_core, args, recording, out["two_core"])
+            nursery.cancel_scope.cancel()
 
 
 def _versions() -> dict[str, str]:
@@ -125,10 +206,13 @@ def run(args: argparse.Namespace) -> int:
             runner.meeting(6), runner.broadcast(24), runner.small_rooms(6, 3)
         ]
         args.ramp = True
-        args.seconds = max(args.seconds, 6.0)
+        args.ramp_start, args.ramp_step, args.ramp_limit = 12, 8, 20
+        args.two_core = args.two_core or [runner.meeting(12)]
+        args.seconds = max(args.seconds, 4.0)
+        args.repeats = max(args.repeats, 3)
         args.markdown = args.markdown or "BENCHMARKS.md"
-    targets = args.target or ["arbiter", "janus", "relay"]
-    if not args.scenario and not args.ramp:
+    args.target = args.target or ["arbiter", "janus", "relay"]
+    if not args.scenario and not args.ramp and not args.two_core:
         args.scenario = [runner.meeting(4)]
     if not args.no_pin and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {GENERATOR_CPU})
@@ -138,18 +222,20 @@ def run(args: argparse.Namespace) -> int:
         "command": "arbiter bench " + shlex.join(sys.argv[2:]),
         "machine": report.machine(),
         "versions": _versions(),
+        "repeats": args.repeats,
+        "labels": {},
         "runs": [],
         "ramps": {},
+        "two_core": [],
     }
-    for name in targets:
-        print(f"{name}:", flush=True)
-        trio.run(_run_target, name, args, recording, out)
+    trio.run(_run_all, args, recording, out)
     out["seconds"] = round(time.time() - started, 1)
     directory = Path(args.out)
     directory.mkdir(parents=True, exist_ok=True)
-    forward = directory / "forward.json"
-    if forward.exists():  # scripts/bench runs scripts/bench_forward.py first
-        out["forward"] = json.loads(forward.read_text())
+    for name in ("forward.json", "profile.json"):  # scripts/bench measures these first
+        extra = directory / name
+        if extra.exists() and extra.stat().st_mtime >= started - 900:
+            out[name.split(".")[0]] = json.loads(extra.read_text())
     report.write_json(directory / "bench.json", out)
     plotted = bool(out["ramps"]) and report.plot(directory / "bench.png", out)
     if args.markdown:
@@ -157,4 +243,3 @@ def run(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(report.markdown(out, plot_name))
     print(f"wrote {directory / 'bench.json'}" + (f" and {args.markdown}" if args.markdown else ""))
     return 0
-

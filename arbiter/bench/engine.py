@@ -13,11 +13,16 @@ unchanged (Janus rewrites SSRCs and sequence numbers, never payloads).
 
 Subscribing legs count every RTP packet per SSRC from its clear header (RFC 3711 3.1: the
 header is not encrypted), including sequence continuity, and decrypt one packet in
-`LATENCY_SAMPLE` to read its stamp.
+`LATENCY_SAMPLE` to read its stamp. They send back what a browser sends (`feedback.py`:
+receiver reports every second, NACKs for missing video packets, a PLI per video stream at start,
+transport-cc feedback where the server's SDP negotiates it) and read the server's sender
+reports for the LSR/DLSR of their receiver reports. Publishing legs send a sender report and
+SDES for their two streams every second, as browsers do.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import time
@@ -27,10 +32,11 @@ from dataclasses import dataclass, field
 import trio
 
 from ..errors import MalformedInput
-from ..sfu import mux, rtp
+from ..sfu import mux, rtcp, rtp
 from ..sfu.client import PeerClient
 from ..sfu.dtls import Certificate
-from . import payloads
+from . import feedback, payloads
+from .feedback import ReceptionState
 from .sdp_client import RemoteMedia, peer_client_for
 
 STAMP = struct.Struct("!QII")  # send time ns, publisher number, counter
@@ -50,6 +56,8 @@ class StreamStats:
     highest: int = -1  # extended highest sequence number
     latencies_ns: list[int] = field(default_factory=list)
     first_at: float = 0.0
+    # Extended seq -> [first noticed, last NACKed] (0.0: not yet), kept for video streams only.
+    missing: dict[int, list[float]] | None = None
 
     def note(self, seq: int) -> None:
         if self.first_seq < 0:
@@ -58,7 +66,13 @@ class StreamStats:
         # RFC 3550 A.1: extend the 16-bit sequence number across wraps.
         delta = (seq - self.highest) & 0xFFFF
         if delta < 0x8000:
+            missing = self.missing
+            if delta > 1 and missing is not None and delta < 512:
+                for ext in range(self.highest + 1, self.highest + delta):
+                    missing[ext] = [0.0, 0.0]
             self.highest += delta
+        elif self.missing:  # a late or retransmitted packet: no longer missing
+            self.missing.pop(self.highest - ((self.highest - seq) & 0xFFFF), None)
 
     @property
     def expected(self) -> int:
@@ -86,6 +100,16 @@ class Leg:
         self.sent_bytes = 0
         self.sent_by_ssrc: dict[int, int] = {}
         self.closed = False
+        # What a browser's receiver sends back (feedback.py); off for the plain relay.
+        self.rtcp_ssrc = random.getrandbits(32) | 1
+        self.send_feedback = True
+        self.twcc_id: int | None = None  # the transport-wide-cc extension id, when negotiated
+        self.reception: dict[int, ReceptionState] = {}
+        self.twcc_arrivals: list[tuple[int, float]] = []
+        self.pli_pending: list[int] = []
+        self.drop_one_in = 0  # tests: drop every Nth media packet on arrival (a lossy link)
+        self.rtcp_counts: dict[str, int] = {"rr": 0, "nack": 0, "nacked_seqs": 0, "pli": 0,
+                                            "twcc": 0, "sr_in": 0, "sr_out": 0}  # fmt: skip
 
     @property
     def address(self) -> tuple[str, int]:
@@ -223,6 +247,8 @@ class Leg:
         a_seq = v_seq = 0
         a_ts = v_ts = 0
         counter = 0
+        srtcp = self.client.srtp.protect_rtcp if self.client and self.client.srtp else None
+        next_sr = start + 1.0
         while True:
             a_due = start + a_index * payloads.AUDIO_FRAME_MS / 1000
             v_due = start + v_index / payloads.VIDEO_FPS
@@ -230,6 +256,9 @@ class Leg:
             if due >= until:
                 break
             await trio.sleep_until(due)
+            if srtcp is not None and due >= next_sr:
+                next_sr += 1.0
+                self._sender_report(srtcp, audio_ssrc, a_ts, video_ssrc, v_ts)
             if a_due <= v_due:
                 packet = audio[a_index % len(audio)]
                 a_ts += 960
@@ -261,6 +290,110 @@ class Leg:
                 self.sent_bytes += len(datagram)
                 self.sent_by_ssrc[ssrc] = self.sent_by_ssrc.get(ssrc, 0) + 1
 
+    def _sender_report(self, srtcp: Callable[[bytes], bytes], audio_ssrc: int, a_ts: int,
+                       video_ssrc: int, v_ts: int) -> None:  # fmt: skip
+        """SR + SDES for each of the two streams (one compound each), as a browser sends."""
+        ntp = feedback.ntp_now()
+        for ssrc, ts in ((audio_ssrc, a_ts), (video_ssrc, v_ts)):
+            sent = self.sent_by_ssrc.get(ssrc, 0)
+            compound = rtcp.build_sender_report(ssrc, ntp, ts, sent, sent * 1000, []) + \
+                rtcp.build_sdes(ssrc, "bench")  # fmt: skip
+            self._send_rtcp(srtcp, compound)
+        self.rtcp_counts["sr_out"] += 2
+
+    def _send_rtcp(self, srtcp: Callable[[bytes], bytes], compound: bytes) -> None:
+        if self.closed or self.remote is None:
+            return
+        try:
+            self.sock.sendto(srtcp(compound), self.remote)
+        except OSError:
+            pass  # a full buffer or a closed leg: a lost report, as on a real link
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        """A sender report's NTP time for the LSR/DLSR of our next receiver report."""
+        client = self.client
+        if client is None or client.srtp is None:
+            return
+        try:
+            plain = client.srtp.unprotect_rtcp_untrusted(data)
+            packets = rtcp.iter_packets_untrusted(plain)
+        except MalformedInput:
+            return
+        for pkt in packets:
+            if pkt.packet_type != rtcp.PT_SR:
+                continue
+            try:
+                sr = rtcp.parse_sender_report_untrusted(pkt)
+            except MalformedInput:
+                continue
+            self.rtcp_counts["sr_in"] += 1
+            state = self.reception.get(sr.ssrc)
+            if state is not None:
+                state.last_sr = rtcp.ntp_middle32(sr.ntp_timestamp)
+                state.last_sr_at = now
+
+    async def feedback(self, stop: trio.Event) -> None:
+        """The subscriber's RTCP (feedback.py): NACK and PLI at 20 ms ticks, transport-cc every
+        100 ms where negotiated, a receiver report (with SDES) every second."""
+        client = self.client
+        if client is None or client.srtp is None or not self.send_feedback:
+            return  # the plain relay (no SRTCP), or not connected: nothing a browser would send
+        srtcp = client.srtp.protect_rtcp
+        me = self.rtcp_ssrc
+        counts = self.rtcp_counts
+        next_rr = time.monotonic() + feedback.RR_INTERVAL
+        next_twcc = time.monotonic() + feedback.TWCC_INTERVAL
+        twcc_count = 0
+        empty_rr = rtcp.build_receiver_report(me, [])
+        while not stop.is_set() and not self.closed:
+            with trio.move_on_after(feedback.NACK_TICK):
+                await stop.wait()
+            now = time.monotonic()
+            out = b""
+            while self.pli_pending:
+                out += rtcp.build_pli(me, self.pli_pending.pop())
+                counts["pli"] += 1
+            for ssrc, stats in self.streams.items():
+                missing = stats.missing
+                if not missing:
+                    continue
+                ask = []
+                for ext, times in list(missing.items()):
+                    if times[0] == 0.0:
+                        times[0] = now
+                    elif now - times[0] > feedback.NACK_GIVE_UP:
+                        del missing[ext]
+                        continue
+                    if times[1] == 0.0 or now - times[1] >= feedback.NACK_REPEAT:
+                        times[1] = now
+                        ask.append(ext & 0xFFFF)
+                if ask:
+                    out += rtcp.build_nack(me, ssrc, ask)
+                    counts["nack"] += 1
+                    counts["nacked_seqs"] += len(ask)
+            if self.twcc_id is not None and now >= next_twcc:
+                next_twcc = now + feedback.TWCC_INTERVAL
+                arrivals = self.twcc_arrivals[:]
+                self.twcc_arrivals.clear()  # the receive task holds this same list
+                media = next(iter(self.streams), 0)
+                twcc = feedback.build_twcc(me, media, twcc_count, arrivals)
+                if twcc is not None:
+                    twcc_count += 1
+                    out += twcc
+                    counts["twcc"] += 1
+            if now >= next_rr:
+                next_rr = now + feedback.RR_INTERVAL
+                blocks = [
+                    feedback.block(ssrc, s.packets, s.expected, s.highest, self.reception[ssrc],
+                                   now)  # fmt: skip
+                    for ssrc, s in self.streams.items() if ssrc in self.reception
+                ]
+                self._send_rtcp(srtcp, rtcp.build_receiver_report(me, blocks)
+                                + rtcp.build_sdes(me, "bench"))  # fmt: skip
+                counts["rr"] += 1
+            if out:  # feedback goes in a compound that starts with a report (RFC 3550 6.1)
+                self._send_rtcp(srtcp, empty_rr + out)
+
     async def receive(self, stop: trio.Event) -> None:
         """Count RTP per SSRC until `stop`; decrypt a sample for latency."""
         sock, unprotect = self.sock, self.unprotect
@@ -269,6 +402,13 @@ class Leg:
         streams = self.streams
         ssrc_of, seq_of = rtp.ssrc_of, rtp.seq_of
         monotonic_ns = time.monotonic_ns
+        monotonic = time.monotonic
+        reception = self.reception
+        respond = self.send_feedback and self.client is not None
+        twcc_id = self.twcc_id if respond else None
+        arrivals = self.twcc_arrivals
+        timestamp_of = struct.Struct("!I").unpack_from
+        drop_one_in, arrived = self.drop_one_in, 0
         sample = 0
         while not stop.is_set():
             while True:
@@ -278,16 +418,38 @@ class Leg:
                     break
                 except OSError:
                     return  # the leg was closed under us
-                if len(data) < 12 or not 128 <= data[0] < 192 or 192 <= data[1] <= 223:
-                    continue  # RTCP (SR, PLI), STUN or DTLS: not media
+                if len(data) < 12 or not 128 <= data[0] < 192:
+                    continue  # STUN or DTLS: not media
+                if 192 <= data[1] <= 223:
+                    if respond:
+                        self._on_rtcp(data, monotonic())
+                    continue
+                if drop_one_in:
+                    arrived += 1
+                    if arrived % drop_one_in == 0:
+                        continue
                 ssrc = ssrc_of(data)
                 stats = streams.get(ssrc)
                 if stats is None:
                     stats = streams[ssrc] = StreamStats(first_at=trio.current_time())
+                    if respond:
+                        video = data[1] & 0x7F != OPUS_PT
+                        if video:
+                            stats.missing = {}
+                            self.pli_pending.append(ssrc)
+                        clock = feedback.VIDEO_CLOCK if video else feedback.AUDIO_CLOCK
+                        reception[ssrc] = ReceptionState(clock, video)
                     self.first_packet.set()
                 stats.packets += 1
                 stats.bytes += len(data)
                 stats.note(seq_of(data))
+                if respond:
+                    now = monotonic()
+                    reception[ssrc].arrival(timestamp_of(data, 4)[0], now)
+                    if twcc_id is not None:
+                        tseq = feedback.transport_seq(data, twcc_id)
+                        if tseq is not None:
+                            arrivals.append((tseq, now))
                 sample += 1
                 if sample % LATENCY_SAMPLE == 0:
                     now = monotonic_ns()

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from ..sfu.dtls import Certificate
-from . import sdp_client
+from . import feedback, sdp_client
 from .engine import Leg
 from .janus import JanusServer, JanusSignaling
 from .participant import Participant, Target
@@ -33,9 +33,16 @@ def pin_threads(pid: int, cpu: int) -> None:
 class JanusTarget(Target):
     name = "janus"
 
-    def __init__(self, *, cpu: int | None = None) -> None:
+    def __init__(
+        self, *, cpu: int | None = None, event_loops: int = 1, name: str = "janus"
+    ) -> None:
+        """`event_loops`: Janus's `general.event_loops`, as its documentation advises for load
+        (a fixed pool of GLib loops shared by all handles instead of one thread per handle):
+        the benchmark gives it one loop per core Janus is given."""
         self.cpu = cpu
-        self.server = JanusServer()
+        self.name = name
+        self.event_loops = event_loops
+        self.server = JanusServer(event_loops=event_loops)
         self.control: JanusSignaling | None = None
         self._rooms = 0
 
@@ -104,6 +111,7 @@ class JanusParticipant(Participant):
         assert other.feed is not None
         subscription, offer = await self.signaling.subscribe(self.room, other.feed)
         leg = self._leg()
+        leg.twcc_id = feedback.twcc_extension_id(offer)  # our answer mirrors the offer's extmaps
         me = leg.prepare(sdp_client.remote_media_params(offer))
         answer = sdp_client.build_subscriber_answer(
             offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address

@@ -54,6 +54,7 @@ class Participant:
         assert self.nursery is not None
         self.nursery.start_soon(leg.receive, self.stop)
         self.nursery.start_soon(leg.keep_consent, self.stop)
+        self.nursery.start_soon(leg.feedback, self.stop)
         self._changed.set()
         self._changed = trio.Event()
 

@@ -7,9 +7,7 @@ the server's figure; the generator's CPU is reported next to it so saturation is
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -18,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+
+from ..process import die_with_parent
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 20.0  # seconds a server under test may take to say it is ready
@@ -43,6 +43,39 @@ def sample(pid: int) -> Sample:
     return Sample(cpu, rss)
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (Linux's /proc/<pid>/task/<tid>/children)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def total(pids: Sequence[int]) -> Sample:
+    """CPU and RSS summed over `pids` and all their child processes (a server with worker
+    processes is measured whole)."""
+    cpu, rss = 0.0, 0
+    for root in pids:
+        for pid in descendants(root):
+            try:
+                s = sample(pid)
+            except (OSError, IndexError):
+                continue  # exited between the listing and the read
+            cpu += s.cpu_s
+            rss += s.rss_kib
+    return Sample(cpu, rss)
+
+
 def self_cpu() -> float:
     return sample(os.getpid()).cpu_s
 
@@ -52,25 +85,32 @@ async def server_process(
     command: Sequence[str],
     *,
     ready: bytes,
-    cpu: int | None = None,
+    cpu: int | str | None = None,
     env: Mapping[str, str] | None = None,
-) -> AsyncIterator[tuple[trio.Process, str]]:
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
     """Run a server under test: yields (process, the first stdout line containing `ready`).
 
-    `cpu` pins it to one core with taskset (which execs the command: the pid is the server's).
-    On exit it is terminated, then killed, shielded so cancellation cannot leave it running.
+    `cpu` pins it to a core (or a list such as "0,1") with taskset (which execs the command:
+    the pid is the server's). On exit it is terminated, then killed, shielded so cancellation
+    cannot leave it running.
+
+    Spawned from the calling (trio) thread, not from one of trio's worker threads as
+    `trio.lowlevel.open_process` does: Linux sends PR_SET_PDEATHSIG when the *thread* that
+    forked the child exits, and an idle worker thread exits after seconds, which killed a
+    server left idle while the interleaved benchmark measured another target.
     """
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
-    process = await trio.lowlevel.open_process(
+    process = subprocess.Popen(  # noqa: ASYNC220 - fork+exec, milliseconds; see above
         list(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         assert process.stdout is not None
+        stdout = trio.lowlevel.FdStream(os.dup(process.stdout.fileno()))
         buffer = b""
         with trio.fail_after(START_TIMEOUT):
             while True:
@@ -78,7 +118,7 @@ async def server_process(
                 found = next((x for x in lines[:-1] if ready in x), None)
                 if found is not None:
                     break
-                chunk = await process.stdout.receive_some(4096)
+                chunk = await stdout.receive_some(4096)
                 if not chunk:
                     raise RuntimeError(f"{command[0]} exited before printing {ready!r}")
                 buffer += chunk
@@ -87,20 +127,13 @@ async def server_process(
         with trio.CancelScope(shield=True):
             process.terminate()
             with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
+                while process.poll() is None:  # noqa: ASYNC110 - a Popen has no event
+                    await trio.sleep(0.05)
+            if process.poll() is None:
                 process.kill()
-                await process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG),
-    so a test killed by its timeout leaves no server behind. Best effort elsewhere."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def spawn_serve(config: Path) -> tuple[subprocess.Popen[str], str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,41 +26,98 @@ COLUMNS = [
 ]
 
 
+# Columns shown as "median (min–max)"; every other number is the median alone.
+SPREAD = {"server_cpu_utilisation", "packets_per_cpu_s", "latency_ms_p99", "join_s_median"}
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, target) from repeated runs: the median of every numeric figure,
+    with `<key>_min` / `<key>_max` and `runs` (how many completed); a flag is true when it was
+    in any run. Rows keep first-seen order. A pair whose every run failed keeps its error."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["target"]), []).append(r)
+    rows = []
+    for (scenario, target), group in groups.items():
+        done = [r for r in group if "error" not in r]
+        if not done:
+            rows.append({**group[0], "runs": 0, "failed": len(group)})
+            continue
+        row: dict[str, Any] = {"scenario": scenario, "target": target, "runs": len(done),
+                               "failed": len(group) - len(done)}  # fmt: skip
+        for key, value in done[0].items():
+            if key in row or key == "repeat":
+                continue
+            values = [r.get(key) for r in done]
+            if isinstance(value, bool):
+                row[key] = any(bool(v) for v in values)
+            elif isinstance(value, int | float):
+                numbers = [v for v in values if isinstance(v, int | float)]
+                if not numbers:
+                    row[key] = None
+                    continue
+                median = statistics.median(numbers)
+                row[key] = round(median) if isinstance(value, int) else round(median, 3)
+                row[f"{key}_min"], row[f"{key}_max"] = min(numbers), max(numbers)
+            elif isinstance(value, dict):
+                row[key] = {k: statistics.median(r.get(key, {}).get(k, 0) for r in done)
+                            for k in value}  # fmt: skip
+            else:
+                row[key] = value
+        for key in ("loss", "latency_ms_p50", "latency_ms_p99", "join_s_median",
+                    "packets_per_cpu_s"):  # fmt: skip
+            if any(r.get(key) is None for r in done):
+                row.setdefault(key, None)
+        rows.append(row)
+    return rows
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key == "loss":
+        return f"{100 * value:.2f} %"
+    if key.endswith("utilisation"):
+        return f"{100 * value:.0f} %"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
+    """Rows from `aggregate` (median, with min–max where measured) or single runs."""
+    columns = [*COLUMNS, ("runs", "runs")]
     lines = [
-        "| " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(title for _, title in columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for r in results:
-        if "error" in r:
+        if "error" in r and not r.get("runs"):
             lines.append(f"| {r['scenario']} | {r['target']} | failed: {r['error'][:80]} |"
-                         + " |" * (len(COLUMNS) - 3))  # fmt: skip
+                         + " |" * (len(columns) - 3))  # fmt: skip
             continue
         cells = []
-        for key, _ in COLUMNS:
-            value = r.get(key)
-            if key == "loss" and value is not None:
-                cells.append(f"{100 * value:.2f} %")
-            elif key.endswith("utilisation") and value is not None:
-                cells.append(f"{100 * value:.0f} %")
-            elif isinstance(value, int) and value >= 10_000:
-                cells.append(f"{value:,}")
-            else:
-                cells.append("–" if value is None else str(value))
+        for key, _ in columns:
+            text = _cell(key, r.get(key))
+            if key in SPREAD and r.get(f"{key}_min") is not None and r.get("runs", 1) > 1:
+                text += f" ({_cell(key, r[f'{key}_min'])}–{_cell(key, r[f'{key}_max'])})"
+            if key == "runs" and r.get("failed"):
+                text = f"{r.get('runs', 0)} (+{r['failed']} failed)"
+            cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def ratios(report: dict[str, Any], base: str = "arbiter", other: str = "janus") -> list[str]:
-    """Arbiter / Janus figure by figure, for the scenarios both ran."""
+def ratios(rows: Sequence[dict[str, Any]], base: str = "arbiter",
+           other: str = "janus") -> list[str]:  # fmt: skip
+    """Arbiter / Janus figure by figure (medians), for the scenarios both ran."""
     out = []
-    mine = {r["scenario"]: r for r in report["runs"] if r["target"] == base and "error" not in r}
-    theirs = {r["scenario"]: r for r in report["runs"]
-              if r["target"] == other and "error" not in r}  # fmt: skip
+    mine = {r["scenario"]: r for r in rows if r["target"] == base and r.get("runs")}
+    theirs = {r["scenario"]: r for r in rows if r["target"] == other and r.get("runs")}
     for scenario in mine:
         if scenario not in theirs:
             continue
@@ -103,7 +161,7 @@ def plot(path: Path, report: dict[str, Any]) -> bool:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for target, runs in report["ramps"].items():
-        runs = [r for r in runs if "error" not in r]
+        runs = [r for r in aggregate(runs) if r.get("runs")]
         sizes = [r["participants"] for r in runs]
         ax1.plot(sizes, [r["forwarded_pps"] for r in runs], marker="o", label=target)
         ax2.plot(sizes, [r["latency_ms_p99"] or 0 for r in runs], marker="o", label=target)
@@ -123,38 +181,75 @@ def plot(path: Path, report: dict[str, Any]) -> bool:
 
 def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     machine = report["machine"]
+    repeats = report.get("repeats", 1)
+    rows = aggregate(report["runs"])
     lines = [
         "# Benchmarks",
         "",
-        "Written by `scripts/bench` (`arbiter bench --standard`); the raw figures are in "
-        "`benchmarks/bench.json`. Every figure below was measured in the same run on the same "
-        "machine. Method: synthetic participants do real ICE, DTLS and SRTP (the SFU's own "
+        "Written by `scripts/bench` (`arbiter bench --standard`); the raw figures, every run, "
+        "are in `benchmarks/bench.json`. Every figure below was measured in the same "
+        f"invocation on the same machine, as the median of {repeats} interleaved runs (the "
+        "targets take turns, the order rotating each round) with the minimum and maximum in "
+        "brackets. Method: synthetic participants do real ICE, DTLS and SRTP (the SFU's own "
         "sans-IO pieces in the client role), publish recorded Opus (50 packets/s) and VP8 "
-        "(~1.5 Mbit/s, keyframe every 2 s) and count what they receive; no decoding. The server "
-        "under test is pinned to one core and the load generator to the other; CPU time is the "
-        "server process's own (`/proc`). Janus is Debian's package (VideoRoom plugin, WebSocket "
-        "API, ICE-lite, same loopback). The Python UDP relay is the same fan-out with no "
-        "security at all: this machine's ceiling for any Python forwarder.",
+        "(~1.5 Mbit/s, keyframe every 2 s) with a sender report per stream every second, and "
+        "count what they receive; no decoding. Subscribers send what a browser sends: a "
+        "receiver report every second (loss, jitter and LSR/DLSR from what they received), "
+        "generic NACKs for missing video packets, a PLI per video stream at start, and "
+        "transport-cc feedback every 100 ms where the server's SDP negotiates it (Janus offers "
+        "it; Arbiter does not yet). The join timer starts before the signaling connection "
+        "opens and every target gets the same ICE and DTLS retransmission timing. Server CPU "
+        "is summed over the server's processes and threads (`/proc`). Janus is Debian's "
+        "package (VideoRoom plugin, WebSocket API, ICE-lite, same loopback) with "
+        "`event_loops` set to the cores it is given, as its documentation advises, not one "
+        "thread per handle. The Python UDP relay is the same fan-out with no security and no "
+        "RTCP at all: this machine's ceiling for any Python forwarder.",
         "",
-        f"- machine: {machine['cpus']} cores, {machine['processor']}, {machine['system']}",
+        f"- machine: {machine['cpus']} cores, {machine['processor']}, {machine['system']}; "
+        "other engineers' test suites ran on the same 2 cores during the run, hence the "
+        "spread",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
-        f"- command: `{report['command']}`",
-        "",
-        "## Scenarios",
-        "",
-        table(report["runs"]),
-        "",
-        "## Arbiter against Janus",
-        "",
-        *ratios(report),
-        "",
-        "## Ramp: all-see-all meetings of growing size until loss exceeds 1 %",
+        f"- command: `{report['command']}` ({report.get('seconds', '?')} s)",
         "",
     ]
+    labels = report.get("labels", {})
+    if labels:
+        lines += ["| target | server | load generator |", "|---|---|---|"]
+        lines += [f"| {name} | {label['server']} | {label['generator']} |"
+                  for name, label in labels.items()]  # fmt: skip
+        lines.append("")
+    lines += [
+        "## Scenarios (server on one core)",
+        "",
+        table(rows),
+        "",
+        "## Arbiter against Janus (medians)",
+        "",
+        *ratios(rows),
+        "",
+    ]
+    two = aggregate(report.get("two_core", []))
+    if two:
+        lines += [
+            "## Two cores for the server",
+            "",
+            "The load generator is no longer on a core of its own: it shares both with the "
+            "server, so these rows compare the servers with each other, not with the "
+            "single-core rows.",
+            "",
+            table(two),
+            "",
+            *ratios(two, "arbiter-2core", "janus-2core"),
+            "",
+        ]
+    lines += ["## Ramp: all-see-all meetings of growing size until loss exceeds 1 %", ""]
+    ramp_rows = []
     for target, runs in report["ramps"].items():
-        lines.append(f"- {target}: largest meeting below 1 % loss: "
-                     f"{largest_meeting(runs)} participants")  # fmt: skip
-    lines += ["", table([r for runs in report["ramps"].values() for r in runs]), ""]
+        agg = aggregate(runs)
+        ramp_rows += agg
+        lines.append(f"- {target}: largest meeting below 1 % loss (median): "
+                     f"{largest_meeting(agg)} participants")  # fmt: skip
+    lines += ["", table(ramp_rows), ""]
     if plot_name:
         lines += [f"![throughput and latency against load]({plot_name})", ""]
     forward = report.get("forward")
@@ -170,7 +265,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
             "of one core.",
             "",
         ]
-    lines += PROFILE
+    lines += profile(report.get("profile"))
     lines += [
         "Caveat: the load generator is Python too, on the other core. Its CPU share is in the "
         "tables; once it nears 100 % the loss it reports is its own, not the server's.",
@@ -179,19 +274,19 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     return "\n".join(lines)
 
 
-PROFILE = [
-    "## Where the forwarding loop spends its time",
-    "",
-    "`py-spy record -r 500 -f raw -- python scripts/bench_forward.py` (fan-out 4, 20,000 "
-    "packets/s in), self time of the SFU process: the `sendto` system call 62 % (on loopback "
-    "the kernel delivers to the receiving socket inside the sender's call), pylibsrtp "
-    "`protect` 12 % (one per destination), `recvfrom` 6 %, trio's epoll wait 2 %, and all of "
-    "Arbiter's Python (demux, `Router.on_rtp`, dispatch) under 5 %. The loop already follows "
-    "the rules the profile would suggest: no per-packet awaits, objects, logging or lookups "
-    "beyond two dict gets; the remaining cost is the kernel's and libsrtp's, which a C SFU "
-    "pays too.",
-    "",
-]
+def profile(measured: dict[str, Any] | None) -> list[str]:
+    """The profile paragraph, from the py-spy run of this same invocation (scripts/bench
+    writes benchmarks/profile.json when py-spy is installed), never from fixed text."""
+    head = ["## Where the forwarding loop spends its time", ""]
+    if not measured or not measured.get("functions"):
+        return head + ["Not measured in this run (py-spy was not available to `scripts/bench`; "
+                       "no figure is quoted that this run did not measure).", ""]  # fmt: skip
+    parts = ", ".join(f"`{f['name']}` {100 * f['share']:.0f} %" for f in measured["functions"])
+    return head + [
+        f"`{measured['command']}`, {measured['samples']:,} samples of the SFU process, self "
+        f"time by function: {parts}.",
+        "",
+    ]
 
 
 def machine() -> dict[str, Any]:

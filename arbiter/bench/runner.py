@@ -101,7 +101,7 @@ async def run_scenario(
 ) -> dict[str, Any]:
     certificate = Certificate.generate()
     pids = target.pids
-    baseline_rss = sum(procstat.sample(pid).rss_kib for pid in pids)
+    baseline_rss = procstat.total(pids).rss_kib
     participants: list[Participant] = []
     join_times: list[float] = []
     publishing: list[trio.CancelScope] = []
@@ -150,16 +150,16 @@ async def run_scenario(
         await trio.sleep(WARMUP)
         start_stats = _snapshot(participants)
         sent0 = _sent(participants)
-        cpu0 = sum(procstat.sample(pid).cpu_s for pid in pids)
+        cpu0 = procstat.total(pids).cpu_s
         gen0 = procstat.self_cpu()
         t0 = trio.current_time()
         await trio.sleep(seconds)
         window = trio.current_time() - t0
-        cpu = sum(procstat.sample(pid).cpu_s for pid in pids) - cpu0
+        cpu = procstat.total(pids).cpu_s - cpu0
         gen_cpu = procstat.self_cpu() - gen0
         end_stats = _snapshot(participants)
         sent_in_window = _sent(participants) - sent0
-        rss = sum(procstat.sample(pid).rss_kib for pid in pids)
+        rss = procstat.total(pids).rss_kib
         for scope in publishing:
             scope.cancel()
         errors = [e for p in participants for e in p.errors]
@@ -206,8 +206,21 @@ async def run_scenario(
         # its core is full (its receive sockets then overflow: loss that is not the server's).
         "generator_saturated": publish_rate < 0.97 * nominal or generator_cpu > 0.95,
         "sent_packets": _sent(participants),
+        "subscriber_rtcp": _rtcp_counts(participants),
+        "transport_cc": any(leg.twcc_id is not None for p in participants
+                            for leg in p.subscriptions.values()),  # fmt: skip
         "errors": errors[:5],
     }
+
+
+def _rtcp_counts(participants: list[Participant]) -> dict[str, int]:
+    """What the subscribers sent back (and SRs they heard), summed over the run."""
+    out: dict[str, int] = {}
+    for p in participants:
+        for leg in p.subscriptions.values():
+            for key, value in leg.rtcp_counts.items():
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 def _round(value: float | None) -> float | None:
