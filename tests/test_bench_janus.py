@@ -15,12 +15,14 @@ import socket
 import struct
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trio
 
-from arbiter.bench import sdp_client
+from arbiter.bench import cli, payloads, runner, sdp_client
 from arbiter.bench.janus import JANUS_BINARY, JanusServer, JanusSignaling
+from arbiter.bench.janus_target import JanusTarget
 from arbiter.errors import MalformedInput
 from arbiter.sfu import mux, rtp
 from arbiter.sfu.client import PeerClient
@@ -270,3 +272,30 @@ async def test_janus_forwards_every_packet_to_two_subscribers(janus_installed: N
 
             await signaling.close()
             nursery.cancel_scope.cancel()
+
+
+def test_janus_config_carries_event_loops(janus_installed: None, tmp_path: Path) -> None:
+    """The benchmark's Janus runs as its documentation advises under load: a fixed pool of
+    `event_loops` (one per core it is given), not one thread per handle."""
+    single = cli.make_target("janus", pin=True)
+    assert isinstance(single, JanusTarget) and single.server.event_loops == 1
+    jcfg = single.server.write_config(tmp_path).read_text()
+    assert "event_loops = 1" in jcfg
+    two, _ = cli.two_core_targets(["janus"])
+    assert isinstance(two[0], JanusTarget) and two[0].server.event_loops == 2
+
+
+async def test_janus_subscribers_send_browser_rtcp(janus_installed: None) -> None:
+    """Against Janus (which offers transport-wide-cc) subscribers send transport-cc feedback
+    as well as receiver reports, and hear Janus's sender reports."""
+    target = JanusTarget(event_loops=1)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(target.run)
+            result = await runner.run_scenario(target, runner.meeting(2), 1.5, payloads.load())
+            nursery.cancel_scope.cancel()
+    assert result["loss"] == 0.0 and result["errors"] == []
+    assert result["transport_cc"] is True
+    counts = result["subscriber_rtcp"]
+    assert counts["rr"] >= 2 and counts["pli"] >= 2 and counts["twcc"] >= 10
+    assert counts["sr_in"] >= 1  # Janus's SRs arrive and are parsed for LSR/DLSR

@@ -31,6 +31,7 @@ class Participant:
         self.joined_at = 0.0
         self.stop = trio.Event()
         self.nursery: trio.Nursery | None = None
+        self.drop_one_in = 0  # tests: every subscription drops every Nth packet (lossy link)
         self._changed = trio.Event()
 
     # -- what targets implement ------------------------------------------------------------
@@ -51,6 +52,7 @@ class Participant:
         if old is not None:
             old.close()
         self.subscriptions[publisher_id] = leg
+        leg.drop_one_in = self.drop_one_in
         assert self.nursery is not None
         self.nursery.start_soon(leg.receive, self.stop)
         self.nursery.start_soon(leg.keep_consent, self.stop)
