@@ -265,6 +265,8 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
             "of one core.",
             "",
         ]
+    for extra in report.get("sections", []):  # measured separately, each says how (benchmarks/*.md)
+        lines += [extra.rstrip(), ""]
     lines += profile(report.get("profile"))
     lines += [
         "Caveat: the load generator is Python too, on the other core. Its CPU share is in the "
@@ -283,8 +285,11 @@ def profile(measured: dict[str, Any] | None) -> list[str]:
                        "no figure is quoted that this run did not measure).", ""]  # fmt: skip
     parts = ", ".join(f"`{f['name']}` {100 * f['share']:.0f} %" for f in measured["functions"])
     return head + [
-        f"`{measured['command']}`, {measured['samples']:,} samples of the SFU process, self "
-        f"time by function: {parts}.",
+        f"`{measured['command']}` (measured by this run), {measured['samples']:,} samples of "
+        f"the SFU process's trio thread, by innermost Python function (a C call such as "
+        f"`sendto` or libsrtp's protect is charged to the function making it): {parts}. "
+        "On loopback the kernel delivers to the receiving socket inside the sender's "
+        "`sendto`, so most of `send` is kernel time.",
         "",
     ]
 
