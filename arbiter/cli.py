@@ -43,6 +43,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sfu(args: argparse.Namespace) -> int:
+    """An SFU worker for a gateway (docs/PROTOCOL.md section 1)."""
+    from .sfu.worker import Worker, WorkerRefused
+
+    config = load_config(args.config)
+    token = args.token or config.workers.token
+    if not token:
+        print("arbiter sfu: a worker token is required (--token or workers.token)", file=sys.stderr)
+        return 2
+    worker = Worker(config, args.gateway, token, args.id)
+    try:
+        trio.run(worker.run)
+    except BaseExceptionGroup as group:  # trio nurseries wrap what their tasks raise
+        refused, _ = group.split(WorkerRefused)
+        if refused is None:
+            raise
+        leaf: BaseException = refused
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        print(f"arbiter sfu: the gateway refused this worker: {leaf}", file=sys.stderr)
+        return 1
+    except WorkerRefused as exc:
+        print(f"arbiter sfu: the gateway refused this worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def _server_url(args: argparse.Namespace) -> str:
     if args.server:
         return str(args.server).rstrip("/")
@@ -105,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (HTTP API, WebSocket gateway, SFUs)")
     serve.add_argument("--config", default=None, help="path to arbiter.toml")
     serve.set_defaults(func=_serve)
+
+    sfu = sub.add_parser("sfu", help="run an SFU worker for a gateway")
+    sfu.add_argument(
+        "--gateway", required=True, help="the gateway's WebSocket URL (ws[s]://host/ws)"
+    )
+    sfu.add_argument("--token", default=None, help="worker token (default: workers.token)")
+    sfu.add_argument("--id", default=None, help="worker id (default: host-pid)")
+    sfu.add_argument("--config", default=None, help="arbiter.toml ([media] and logging)")
+    sfu.set_defaults(func=_sfu)
 
     rooms = sub.add_parser(
         "rooms",

@@ -211,8 +211,20 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class WorkersConfig:
-    # Shared secret remote SFU workers present in `identify`. Empty: remote workers refused.
+    # Shared secret remote SFU workers present in `identify`. Empty: remote workers refused
+    # (local workers then get a random token per boot).
     token: str = ""
+    # Local SFU worker processes `arbiter serve` starts: "auto" (one per core), a number, or 0
+    # (rooms run inside the gateway process). Worker i listens on UDP media.port + i.
+    local: str = "0"
+
+    def __post_init__(self) -> None:
+        if self.local != "auto" and not (self.local.isdigit() and int(self.local) <= 64):
+            raise ConfigError(f"workers.local: expected \"auto\" or 0-64, got {self.local!r}")
+
+    def count(self) -> int:
+        """How many local workers to start."""
+        return (os.cpu_count() or 1) if self.local == "auto" else int(self.local)
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,8 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
+    if hint is str and where == "workers.local" and isinstance(value, int):
+        return str(value)  # `local = 2` in TOML: a number is fine where "auto" also is
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -96,6 +96,10 @@ class Gateway:
         self.access = AccessChecker(hooks, self.failed_identifies, monotonic)
         # Set when the server shuts down: departures then are not people leaving.
         self.stopping = False
+        # SFU workers' control connections by worker id, and the token they (and the room SFUs
+        # they start) present: workers.token, or a random one per boot for local workers only.
+        self.workers: dict[str, Peer] = {}
+        self.worker_token = config.workers.token
         self.moderation = Moderation(self)
         self.active_speaker: dict[int, str] = {}
 
@@ -119,6 +123,9 @@ class Gateway:
         """The socket is gone (or the in-process SFU stopped). Idempotent."""
         if self.peers.pop(peer.connection_id, None) is None:
             return
+        if peer.kind == "worker" and peer.peer_id is not None:
+            self.workers.pop(peer.peer_id, None)
+            self.hooks.worker_gone(peer.peer_id)
         self.leave(peer)
         self.store.remove_connection(peer.connection_id)
         peer.outbox.close()
@@ -192,6 +199,10 @@ class Gateway:
             self._features(peer, data)
         elif action == "room":
             self._room_event(peer, data)
+        elif action == "load":
+            if peer.kind != "worker" or peer.peer_id is None:
+                raise Forbidden(p.FORBIDDEN)
+            self.hooks.worker_load(peer.peer_id, data)
         elif action == "moderate":
             self.moderation.moderate(peer, data)
         else:
@@ -204,7 +215,7 @@ class Gateway:
         An identified SFU is exempt: its identify proved the worker token (or it runs in this
         process), and it speaks for a whole room (a 16-person join is ~240 consumer offers).
         """
-        if peer.bucket is None or peer.kind == "sfu":
+        if peer.bucket is None or peer.kind in ("sfu", "worker"):
             return True
         if peer.bucket.take(self.monotonic()):
             return True
@@ -227,7 +238,7 @@ class Gateway:
 
     def _identify(self, peer: Peer, data: dict[str, Any]) -> None:
         kind = data.get("type")
-        if kind not in ("client", "sfu"):
+        if kind not in ("client", "sfu", "worker"):
             raise BadRequest(p.MISSING_TYPE)
         if peer.kind is not None:
             # One identity per connection: switching rooms means a new connection (or a
@@ -247,6 +258,8 @@ class Gateway:
         try:
             if kind == "client":
                 self._identify_client(peer, data)
+            elif kind == "worker":
+                self._identify_worker(peer, data)
             else:
                 self._identify_sfu(peer, data)
         except (NotFound, Forbidden, Unauthorized) as exc:
@@ -342,16 +355,38 @@ class Gateway:
         )
         self.hooks.occupancy_changed(room_id, len(room.clients))
 
+    def _check_worker_token(self, token: Any) -> None:
+        """The worker token, compared in constant time; none configured: nobody gets in."""
+        expected = self.worker_token
+        if (
+            not expected
+            or not isinstance(token, str)
+            or not hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            raise Forbidden(p.FORBIDDEN)
+
+    def _identify_worker(self, peer: Peer, data: dict[str, Any]) -> None:
+        """An SFU worker's control connection (docs/PROTOCOL.md section 1)."""
+        self._check_worker_token(data.get("token"))
+        worker_id = p.parse_peer_id_untrusted(data.get("id"))
+        if worker_id in self.workers:
+            raise Conflict(p.DUPLICATE_ID)
+        capacity = data.get("capacity")
+        peer.kind, peer.peer_id, peer.name = "worker", worker_id, "worker"
+        self.workers[worker_id] = peer
+        peer.send(
+            {
+                "type": "identified",
+                "status": 200,
+                "connectionId": peer.connection_id,
+                "id": worker_id,
+            }
+        )
+        self.hooks.worker_attached(worker_id, peer, capacity if isinstance(capacity, dict) else {})
+
     def _identify_sfu(self, peer: Peer, data: dict[str, Any]) -> None:
         if not peer.trusted:
-            expected = self.config.workers.token
-            token = data.get("token")
-            if (
-                not expected
-                or not isinstance(token, str)
-                or not hmac.compare_digest(token.encode(), expected.encode())
-            ):
-                raise Forbidden(p.FORBIDDEN)
+            self._check_worker_token(data.get("token"))
         # An SFU's id is the room id it serves (docs/PROTOCOL.md section 3).
         room_id = self._live_room(data.get("id", data.get("roomId")), client=False)
         room = self.rooms.setdefault(room_id, RoomPeers())

@@ -331,6 +331,9 @@ def create_app(
                 "status": "ok",
                 "rooms": rooms.counts(),
                 "connections": len(gateway.peers),
+                "workers": rooms.workers.describe(),
+                # The idle pool is full of ready rooms: a new URL will not wait for an SFU.
+                "ready": rooms.counts().get(UNCLAIMED, 0) >= config.rooms.idle_pool,
             },
         )
 

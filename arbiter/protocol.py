@@ -18,7 +18,9 @@ from .errors import MalformedInput
 from .sfu.bucket import TokenBucket as TokenBucket
 from .sfu.link import MAX_CHAT_CHARS as MAX_CHAT_CHARS
 
-ACTIONS = frozenset({"identify", "handshake", "disconnect", "chat", "features", "room", "moderate"})
+ACTIONS = frozenset(
+    {"identify", "handshake", "disconnect", "chat", "features", "room", "moderate", "load"}
+)
 
 # Documented messages, byte for byte (docs/PROTOCOL.md section 3).
 INVALID_JSON = "Invalid JSON"

@@ -25,6 +25,7 @@ from .metrics import Metrics
 from .sfu.link import SfuFactory as SfuFactory
 from .sfu.link import SignalingLink as SignalingLink
 from .store import Store
+from .workers import WorkerInfo, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Room:
     password_hash: str | None = None
     moderator_key_hash: str | None = None
     locked: bool = False
+    worker: str | None = None  # the SFU worker serving it (workers.local other than 0)
 
 
 class RoomManager:
@@ -84,6 +86,10 @@ class RoomManager:
         self.rooms: dict[int, Room] = {}
         self._nursery: trio.Nursery | None = None
         self._pool_wakeup = trio.Event()
+        # With workers.local other than 0, rooms are placed on SFU workers (arbiter/workers.py)
+        # instead of running in this process.
+        self.workers = WorkerPool()
+        self.use_workers = config.workers.count() > 0
 
     # -- RoomHooks -----------------------------------------------------------------------------
 
@@ -94,6 +100,15 @@ class RoomManager:
         """Clients identify only into claimed rooms: an idle-pool room is nobody's call yet."""
         room = self.rooms.get(room_id)
         return room is not None and room.status == st.CLAIMED
+
+    def worker_attached(self, worker_id: str, peer: Peer, capacity: dict[str, Any]) -> None:
+        self.workers.attached(worker_id, peer, capacity)
+
+    def worker_load(self, worker_id: str, load: dict[str, Any]) -> None:
+        self.workers.load(worker_id, load)
+
+    def worker_gone(self, worker_id: str) -> None:
+        self.workers.gone(worker_id)
 
     def media_up(self, room_id: int) -> None:
         room = self.rooms.get(room_id)
@@ -137,8 +152,32 @@ class RoomManager:
         if status == st.CLAIMED:
             room.empty_since = trio.current_time()
         self.rooms[room_id] = room
-        self._nursery.start_soon(self._supervise, room, name=f"room-{room_id}")
+        task = self._place if self.use_workers else self._supervise
+        self._nursery.start_soon(task, room, name=f"room-{room_id}")
         return room
+
+    async def _place(self, room: Room) -> None:
+        """Keep the room on a worker: place it, and place it again when its worker goes."""
+        worker: WorkerInfo | None = None
+        with room.cancel_scope:
+            try:
+                while True:
+                    worker = self.workers.pick()
+                    if worker is None:
+                        await self.workers.wait_changed()
+                        continue
+                    room.starts += 1
+                    room.worker = worker.id
+                    worker.rooms.add(room.id)
+                    self.store.set_worker(room.id, worker.id)
+                    worker.peer.send({"type": "startRoom", "roomId": room.id})
+                    await worker.gone.wait()
+                    worker.rooms.discard(room.id)
+                    room.worker = None
+            finally:
+                if worker is not None and room.id in worker.rooms:
+                    worker.rooms.discard(room.id)
+                    worker.peer.send({"type": "stopRoom", "roomId": room.id})
 
     async def _supervise(self, room: Room) -> None:
         assert self.gateway is not None

@@ -24,6 +24,7 @@ from .rooms import RoomManager, SfuFactory
 from .sfu.endpoint import MediaEndpoint
 from .sfu.media import run_media_room
 from .store import Store
+from .workers import local_token, run_local_worker
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def _media_tables(endpoint: MediaEndpoint) -> dict[str, float]:
     }
 
 
+def _loopback_ws_url(url: str) -> str:
+    """Where local workers reach the gateway: the bound port on loopback (HTTP or HTTPS)."""
+    scheme, rest = url.split("://", 1)
+    port = rest.rsplit(":", 1)[1].split("/")[0]
+    return f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{port}/ws"
+
+
 class Server:
     def __init__(self, config: Config, sfu_factory: SfuFactory | None = None) -> None:
         self.config = config
@@ -105,7 +113,15 @@ class Server:
             rooms = self.rooms = RoomManager(self.config, store, self.metrics, factory)
             gateway = self.gateway = Gateway(self.config, store, rooms, self.metrics)
             rooms.gateway = gateway
+            local_workers = self.config.workers.count()
+            if local_workers:
+                gateway.worker_token = local_token(self.config)
             self.metrics.add_gauges("arbiter_rooms", "Live rooms by status", rooms.counts)
+            self.metrics.add_gauges(
+                "arbiter_worker_participants",
+                "Participants per SFU worker",
+                lambda: {w["id"]: w["participants"] for w in rooms.workers.describe()},
+            )
             self.metrics.add_counters(
                 "arbiter_media_datagrams",
                 "Media datagrams by outcome (drop reasons and rtp_in/rtcp_in)",
@@ -121,10 +137,17 @@ class Server:
             app = create_app(self.config, store, rooms, gateway, self.metrics)
             async with trio.open_nursery() as nursery:
                 # The endpoint first: room SFUs started by recovery need its port for their SDP.
-                await nursery.start(endpoint.run)
+                # With SFU workers the gateway binds no media port: the workers do.
+                if not local_workers:
+                    await nursery.start(endpoint.run)
                 await nursery.start(rooms.run)
                 nursery.start_soon(self._bound_shutdown, nursery.cancel_scope)
                 urls = await nursery.start(self._serve_http, app, nursery.cancel_scope)
+                gateway_url = _loopback_ws_url(urls[0])
+                for index in range(local_workers):
+                    nursery.start_soon(
+                        run_local_worker, self.config, index, gateway_url, gateway.worker_token
+                    )
                 task_status.started(Started(list(urls)))
         finally:
             # Synchronous, so it runs to completion even while cancelled. Every socket is gone

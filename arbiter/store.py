@@ -227,6 +227,9 @@ class Store:
             "UPDATE rooms SET password_hash = ? WHERE id = ?", [password_hash, room_id]
         )
 
+    def set_worker(self, room_id: int, worker_id: str | None) -> None:
+        self.db.execute("UPDATE rooms SET worker_id = ? WHERE id = ?", [worker_id, room_id])
+
     def set_locked(self, room_id: int, locked: bool) -> None:
         self.db.execute("UPDATE rooms SET locked = ? WHERE id = ?", [int(locked), room_id])
 

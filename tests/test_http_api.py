@@ -160,6 +160,8 @@ async def test_health_config_metrics_and_client(tmp_path: Path) -> None:
             "status": "ok",
             "rooms": {"starting": 0, "unclaimed": 0, "claimed": 0},
             "connections": 0,
+            "workers": [],  # workers.local = 0: rooms run in this process
+            "ready": True,  # the idle pool (0 here) is full
         }
         r = await srv.http.get("/config")
         body = r.json()
