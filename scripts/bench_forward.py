@@ -159,10 +159,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         endpoint.routers.add(router)
 
         def new(role: str, owner: str) -> WebRtcTransport:
-            t = WebRtcTransport(role=role, owner=owner, certificate=cert,
-                                send=endpoint.send, now=trio.current_time())  # fmt: skip
-            t.router = router
-            router.add_transport(t)
+            t = router.create_transport(role=role, owner=owner, certificate=cert,
+                                        now=trio.current_time())  # fmt: skip
             endpoint.register(t)
             return t
 

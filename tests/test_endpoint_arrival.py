@@ -314,10 +314,8 @@ async def test_a_wildcard_server_answers_from_the_announced_second_address(liste
             endpoint.routers.add(router)
 
             def transport(role: str) -> tuple[WebRtcTransport, PeerClient]:
-                t = WebRtcTransport(role=role, owner=role, certificate=SFU_CERT,
-                                    send=endpoint.send, now=trio.current_time())  # fmt: skip
-                t.router = router
-                router.add_transport(t)
+                t = router.create_transport(role=role, owner=role, certificate=SFU_CERT,
+                                            now=trio.current_time())  # fmt: skip
                 endpoint.register(t)
                 c = PeerClient(CLIENT_CERT, remote_ufrag=t.ice.ufrag, remote_pwd=t.ice.pwd,
                                remote_fingerprint=SFU_CERT.fingerprint())  # fmt: skip

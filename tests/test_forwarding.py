@@ -50,17 +50,18 @@ class Harness:
         )
         self.endpoint._sendto = self.net.sendto  # the socket's sendto, captured
         self.router = Router(self.endpoint.send, self.endpoint.counters)
+        self.router.listener = self  # a RouterListener, as the MediaRoom is
         self.now = 100.0
         self.connected: list[WebRtcTransport] = []
 
+    def transport_connected(self, transport: WebRtcTransport) -> None:
+        self.connected.append(transport)
+
+    def transport_closed(self, transport: WebRtcTransport) -> None:
+        pass
+
     def transport(self, role: str, owner: str) -> WebRtcTransport:
-        t = WebRtcTransport(
-            role=role, owner=owner, certificate=SFU_CERT, send=self.endpoint.send, now=self.now
-        )
-        t.router = self.router
-        t.on_connected = self.connected.append
-        t.on_address_change = _retarget  # what MediaRoom does
-        self.router.add_transport(t)
+        t = self.router.create_transport(role=role, owner=owner, certificate=SFU_CERT, now=self.now)
         self.endpoint.register(t)
         return t
 
@@ -100,11 +101,6 @@ class Harness:
     def send_rtcp(self, client: PeerClient, addr: Address, packet: bytes) -> None:
         assert client.srtp is not None
         self.endpoint.dispatch(client.srtp.protect_rtcp(packet), addr, self.now)
-
-
-def _retarget(t: WebRtcTransport, old: Address | None) -> None:
-    for producer in {c.producer for c in t.consumers.values()}:
-        producer.rebuild_targets()
 
 
 P_ADDR, S1_ADDR, S2_ADDR = ("127.0.0.1", 5000), ("127.0.0.1", 5001), ("127.0.0.1", 5002)
@@ -233,11 +229,12 @@ def test_bad_packets_are_dropped_and_counted(room) -> None:  # type: ignore[no-u
 def test_close_cascades_from_producer_transport(room) -> None:  # type: ignore[no-untyped-def]
     h, clients, transports = room
     pub = transports["P"]
-    producers = list(pub.producers_list)
+    producers = h.router.producers_of(pub)
     pub.close()
     pub.close()  # idempotent
     assert all(p.closed and not p.consumers and not p.targets for p in producers)
-    assert transports["S1"].consumers == {} and transports["S2"].consumers == {}
+    assert h.router.consumers_of(transports["S1"]) == {}
+    assert h.router.consumers_of(transports["S2"]) == {}
     assert P_ADDR not in h.endpoint.by_addr and pub not in h.router.transports
     h.send_rtp(clients["P"], P_ADDR, rtp.build_rtp(96, 1, 0, VIDEO, b"gone"))
     assert h.endpoint.counters["unknown_address"] == 1
@@ -460,7 +457,7 @@ def test_forced_keyframe_requests_keep_a_300_ms_floor(room) -> None:  # type: ig
     """New consumers force a PLI, but ten within 0.1 s are one PLI now and one at the floor's
     end (the last newcomer still gets its keyframe), not ten."""
     h, clients, transports = room
-    producer = transports["P"].producers[VIDEO]
+    producer = h.router.transports[transports["P"]].producers[VIDEO]
     h.now += 5
     h.net.take(P_ADDR)
     start = h.now

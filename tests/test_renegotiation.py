@@ -99,7 +99,7 @@ async def test_an_identical_reoffer_changes_nothing_but_the_version() -> None:
     publisher = room.publishers["A"]
     transport, producers = publisher.transport, dict(publisher.producers)
     subscription = room.subscriptions[("B", "A")]
-    consumers = dict(subscription.transport.consumers)
+    consumers = room.router.consumers_of(subscription.transport)
     for version in (2, 3, 4):
         await room.on_handshake(producer(STEPS["identical"]))
         (answer,) = sfu.take()  # the answer and nothing else: no consumer offer
@@ -110,7 +110,7 @@ async def test_an_identical_reoffer_changes_nothing_but_the_version() -> None:
         assert f" {version} IN IP4" in text.split("\r\n")[1]
     assert room.publishers["A"].transport is transport and publisher.producers == producers
     assert room.subscriptions[("B", "A")] is subscription
-    assert subscription.transport.consumers == consumers
+    assert room.router.consumers_of(subscription.transport) == consumers
     assert room.transport_count() == 2 and endpoint.transport_count() == 2
     assert sfu.notices == []
 
@@ -132,7 +132,7 @@ async def test_added_and_removed_tracks_reoffer_on_the_same_consumer_connection(
     publisher = room.publishers["A"]
     assert {m: publisher.producers[m] for m in ("0", "1")} == kept  # untouched
     new = publisher.producers["3"]
-    assert sub_transport.consumers[new.ssrc].producer is new
+    assert room.router.consumers_of(sub_transport)[new.ssrc].producer is new
     assert room.transport_count() == 2
     await room.on_handshake(consumer("B", "A", "answer", browser_answer(text)))
     assert sfu.take() == [] and room.subscriptions[("B", "A")].transport is sub_transport
@@ -142,8 +142,8 @@ async def test_added_and_removed_tracks_reoffer_on_the_same_consumer_connection(
     text = reoffer["description"]["sdp"]
     assert re.findall(r"a=mid:(\S+)", text) == ["0", "1", "3"]
     assert text.split("m=video")[2].count("a=inactive") == 1
-    assert new.closed and new.ssrc not in sub_transport.consumers
-    assert new.ssrc not in publisher.transport.producers
+    assert new.closed and new.ssrc not in room.router.consumers_of(sub_transport)
+    assert new.ssrc not in room.router.transports[publisher.transport].producers
     assert set(publisher.producers) == {"0", "1"}
     # The same removal offered again: nothing to re-offer.
     await room.on_handshake(producer(STEPS["removed"]))
@@ -180,7 +180,7 @@ async def test_a_rebuilt_producer_connection_takes_over_without_eviction() -> No
     assert sfu.notices == []  # nobody evicted
     assert ice_of(answer["description"]["sdp"])[0] == new.ice.ufrag
     assert room.subscriptions[("B", "A")].transport is sub_transport
-    assert {c.producer for c in sub_transport.consumers.values()} == set(
+    assert {c.producer for c in room.router.consumers_of(sub_transport).values()} == set(
         room.publishers["A"].producers.values()
     )
     assert all(p.transport is new for p in room.publishers["A"].producers.values())
@@ -201,7 +201,7 @@ async def test_a_rebuilt_consumer_connection_gets_a_transport_with_the_offered_c
     assert new is not old and old.closed
     assert (new.ice.ufrag, new.ice.pwd) == ice_of(text)[:2]
     assert endpoint.by_ufrag[new.ice.ufrag] is new and new.ice.remote_ufrag == "newU"
-    assert len(new.consumers) == 5  # audio, video + rtx, the new video + rtx
+    assert len(room.router.consumers_of(new)) == 5  # audio, video + rtx, the new video + rtx
     assert room.transport_count() == 2
     # An answer nobody asked for is refused.
     await room.on_handshake(consumer("B", "A", "answer", browser_answer(text)))

@@ -390,15 +390,15 @@ class MediaEndpoint:
                 if transport is None:
                     counters["unknown_address"] += 1
                     return
-                router = transport.router
+                listener = transport.listener
                 if 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761 section 4)
                     plain = transport.unprotect_rtcp_untrusted(data)
                     counters["rtcp_in"] += 1
                     transport.last_rx = now
                     if transport.pending_addr is not None:
                         self._confirm(transport, addr, now)
-                    if router is not None:
-                        router.on_rtcp(transport, plain, now)
+                    if listener is not None:
+                        listener.on_rtcp(transport, plain, now)
                 else:
                     plain = transport.unprotect_rtp_untrusted(data)
                     # Authenticated: this address holds the transport's keys (module docstring).
@@ -412,8 +412,8 @@ class MediaEndpoint:
                         counters["oversize"] += 1
                         return
                     counters["rtp_in"] += 1
-                    if router is not None:
-                        router.on_rtp(transport, plain)
+                    if listener is not None:
+                        listener.on_rtp(transport, plain)
             elif kind == mux.STUN:
                 self._stun(data, addr, now, arrival)
             elif kind == mux.DTLS:

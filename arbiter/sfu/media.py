@@ -3,9 +3,9 @@
 Each participant has one *producer* transport (its browser offered its microphone and camera)
 and one *consumer* transport per remote publisher (we offered that publisher's tracks). The
 room keeps who publishes what and who subscribes to whom; the Router does the fan-out; the
-MediaEndpoint delivers datagrams. Everything here runs on the room's task, except the transport
-hooks (`_connected`, `_address_changed`, `_transport_closed`), which the endpoint's task calls
-synchronously; they only touch in-memory state.
+MediaEndpoint delivers datagrams. Everything here runs on the room's task, except the Router's
+listener calls (`transport_connected`, `transport_closed`), which reach it synchronously from
+the endpoint's task; they only touch in-memory state.
 
 Renegotiation (docs/PROTOCOL.md section 4; issue 11). Browsers re-offer on every
 `negotiationneeded`, so a connection, once made, is renegotiated and never replaced:
@@ -43,7 +43,8 @@ from ..errors import MalformedInput
 from . import sdp
 from .datachannels import RoomDataChannels
 from .ice import random_pwd, random_ufrag
-from .router import Producer, Router
+from .producer import Producer
+from .router import Router
 from .transport import CONSUMER, PRODUCER, WebRtcTransport
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class MediaRoom:
         self.endpoint = endpoint
         self.config = config
         self.router = Router(endpoint.send, endpoint.counters)
+        self.router.listener = self
         endpoint.routers.add(self.router)
         endpoint.rooms[room_id] = self
         self.publishers: dict[str, Publisher] = {}
@@ -237,7 +239,7 @@ class MediaRoom:
             self.datachannels.attach(transport, application)
         if publisher.transport is not transport:
             # A rebuilt peer connection: the new transport takes over, the old one goes (its
-            # producers and their consumers with it; `_transport_closed` evicts no one).
+            # producers and their consumers with it; `transport_closed` evicts no one).
             old, publisher.transport = publisher.transport, transport
             publisher.producers = {}
             old.close("replaced")
@@ -358,7 +360,7 @@ class MediaRoom:
             producer = publisher.producers.get(section.mid)
             if producer is None or section.mid in subscription.inactive:
                 continue
-            consumer = transport.consumers.get(producer.ssrc)
+            consumer = self.router.consumers_of(transport).get(producer.ssrc)
             if consumer is None or consumer.producer is not producer:
                 self.router.create_consumer(producer, transport)
                 fresh.add(producer)
@@ -521,23 +523,17 @@ class MediaRoom:
         ice_ufrag: str | None = None,
         ice_pwd: str | None = None,
     ) -> WebRtcTransport:
-        transport = WebRtcTransport(
+        transport = self.router.create_transport(
             role=role,
             owner=owner,
             publisher=publisher,
             certificate=self.endpoint.certificate,
-            send=self.endpoint.send,
             now=trio.current_time(),
             consent_timeout=self.config.media.consent_timeout,
             ice_ufrag=ice_ufrag,
             ice_pwd=ice_pwd,
         )
-        transport.router = self.router
-        transport.on_connected = self._connected
-        transport.on_address_change = self._address_changed
-        self.router.add_transport(transport)
         self.endpoint.register(transport)
-        transport.on_close.append(self._transport_closed)
         return transport
 
     def _local(self, transport: WebRtcTransport) -> sdp.LocalParams:
@@ -548,26 +544,22 @@ class MediaRoom:
             candidates=self.endpoint.candidates(),
         )
 
-    def _connected(self, transport: WebRtcTransport) -> None:
+    # -- RouterListener (the Router has already retargeted and closed what it owns) ------------
+
+    def transport_connected(self, transport: WebRtcTransport) -> None:
         # The gateway counts a room as joined once someone's media connected: a room claimed
         # and never joined closes after rooms.unjoined_timeout instead of the hour.
         self.sfu.notify("room", {"type": "mediaUp", "id": transport.owner})
         if transport.role != CONSUMER:
             return
         now = trio.current_time()
-        for producer in {c.producer for c in transport.consumers.values()}:
-            producer.rebuild_targets()
+        for producer in {c.producer for c in self.router.consumers_of(transport).values()}:
             # A new subscriber needs a keyframe to start decoding (docs/PROTOCOL.md section 4).
             self.router.request_keyframe(producer, now, force=True)
         if transport.publisher is not None:
             self.datachannels.on_consumer_connected(transport.owner, transport.publisher)
 
-    def _address_changed(self, transport: WebRtcTransport, old: tuple[str, int] | None) -> None:
-        if transport.role == CONSUMER:
-            for producer in {c.producer for c in transport.consumers.values()}:
-                producer.rebuild_targets()
-
-    def _transport_closed(self, transport: WebRtcTransport) -> None:
+    def transport_closed(self, transport: WebRtcTransport) -> None:
         if transport.role == PRODUCER:
             publisher = self.publishers.get(transport.owner)
             if publisher is None or publisher.transport is not transport:

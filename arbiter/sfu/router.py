@@ -18,23 +18,31 @@ Feedback never amplifies (docs/PROTOCOL.md section 4, RTCP; issue 9):
 - PLI: at most one per second per stream, and forced requests (a new consumer needs a
   keyframe) keep a `PLI_FLOOR` too: one inside it is deferred to the end of the floor (merged
   with any other), never lost.
+
+Ownership (issue 12). The Router makes its transports (`create_transport`, the one way a
+transport is made) and is their listener: a transport reports what happened to it (connected,
+moved, closed, RTP and RTCP received) and never touches a Producer or Consumer. The Router owns
+its Producers and Consumers and the SSRC tables that find them, per transport (`_Routes`), and
+closes them when their transport closes; it tells its own listener (the MediaRoom) about
+connected and closed transports after it has done its part.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import MalformedInput
 from . import rtcp
+from .producer import SAMPLE_INTERVAL, Consumer, Producer
 from .ratelog import RateLimitedLog
-from .srtp import PROTECT_ERRORS, TX_REPLAY_WINDOW
+from .srtp import PROTECT_ERRORS
+from .transport import WebRtcTransport
 
 if TYPE_CHECKING:
-    from .transport import WebRtcTransport
+    from .dtls import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -44,171 +52,46 @@ Send = Callable[[bytes, Address], None]
 _SSRC = struct.Struct("!I")
 _SEQ = struct.Struct("!H")
 
-VIDEO_CACHE = 1024  # >= 500 packets (~1 s of 1.5 Mbit/s video), power of two for masking
-AUDIO_CACHE = 256  # >= 200 packets; Opus NACK is rare but cheap to serve
 PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (docs/PROTOCOL.md section 4)
 # Even forced PLIs (new consumers) keep this floor: ten quick rejoins must not be ten keyframes
 # (a keyframe costs the publisher's uplink several times a normal frame).
 PLI_FLOOR = 0.3
 NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (docs/PROTOCOL.md section 4)
-NACK_WINDOW = 1.0  # the rolling window of the retransmission byte budget
-SAMPLE_INTERVAL = 0.1  # forwarded-byte samples per producer, read by the NACK budget
-SAMPLES = 12  # > NACK_WINDOW / SAMPLE_INTERVAL
 RESENT_PRUNE = 512  # a consumer's resend times are pruned past this many entries
-# A retransmission re-protects a packet up to a cache's length behind the newest one; libsrtp
-# refuses ("index too old") anything further back than the outbound replay window.
-assert VIDEO_CACHE <= TX_REPLAY_WINDOW and AUDIO_CACHE <= TX_REPLAY_WINDOW
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
 
-class Producer:
-    """One publisher track, with its NACK cache, receive statistics and throttled PLI."""
+class RouterListener(Protocol):
+    """What a Router tells its owner (the MediaRoom), after doing its own part."""
 
-    __slots__ = (
-        "transport", "kind", "ssrc", "rtx_ssrc", "targets", "consumers", "cache", "mask",
-        "packets", "base_seq", "max_seq", "cycles", "expected_prior", "received_prior",
-        "last_sr_ntp", "last_sr_at", "last_pli_at", "octets", "samples", "closed",
-    )  # fmt: skip
+    def transport_connected(self, transport: WebRtcTransport) -> None: ...
 
-    def __init__(self, transport: WebRtcTransport, kind: str, ssrc: int, rtx_ssrc: int | None):
-        self.transport = transport
-        self.kind = kind
-        self.ssrc = ssrc
-        self.rtx_ssrc = rtx_ssrc
-        # (protect, addr) per connected consumer: the loop's whole per-destination state.
-        self.targets: list[tuple[Callable[[bytes], bytes], Address]] = []
-        self.consumers: list[Consumer] = []
-        size = VIDEO_CACHE if kind == "video" else AUDIO_CACHE
-        self.cache: list[bytes | None] = [None] * size
-        self.mask = size - 1
-        # RFC 3550 appendix A.1/A.3 receive statistics, for the RR we send upstream.
-        self.packets = 0
-        self.base_seq = -1
-        self.max_seq = 0
-        self.cycles = 0
-        self.expected_prior = 0
-        self.received_prior = 0
-        self.last_sr_ntp = 0  # middle 32 bits of the last SR's NTP timestamp (LSR)
-        self.last_sr_at = 0.0
-        self.last_pli_at = float("-inf")
-        # Plaintext bytes forwarded (media and RTX), and (time, octets) samples of it taken by
-        # `Router.tick`: what every connected consumer received, for the NACK budget.
-        self.octets = 0
-        self.samples: deque[tuple[float, int]] = deque(maxlen=SAMPLES)
-        self.closed = False
-
-    def octets_since(self, t: float) -> int:
-        """`octets` at the first sample taken at or after `t` (so the window it opens is never
-        longer than asked); with no such sample, `octets` now (an empty window)."""
-        for at, octets in self.samples:
-            if at >= t:
-                return octets
-        return self.octets
-
-    def note_seq(self, seq: int) -> None:
-        if self.base_seq < 0:
-            self.base_seq = self.max_seq = seq
-            return
-        delta = (seq - self.max_seq) & 0xFFFF
-        if 0 < delta < 0x8000:
-            if seq < self.max_seq:
-                self.cycles += 0x10000
-            self.max_seq = seq
-
-    def report_block(self, now: float) -> rtcp.ReportBlock:
-        """This stream's RR report block (RFC 3550 6.4.1); jitter is not tracked (0)."""
-        extended = self.cycles + self.max_seq
-        expected = extended - self.base_seq + 1 if self.base_seq >= 0 else 0
-        lost = max(0, expected - self.packets)
-        expected_interval = expected - self.expected_prior
-        received_interval = self.packets - self.received_prior
-        self.expected_prior, self.received_prior = expected, self.packets
-        lost_interval = expected_interval - received_interval
-        fraction = 0
-        if expected_interval > 0 and lost_interval > 0:
-            fraction = min(255, (lost_interval << 8) // expected_interval)
-        dlsr = int((now - self.last_sr_at) * 65536) if self.last_sr_ntp else 0
-        return rtcp.ReportBlock(
-            self.ssrc, fraction, min(lost, 0x7FFFFF), extended & 0xFFFFFFFF, 0,
-            self.last_sr_ntp, dlsr & 0xFFFFFFFF,
-        )  # fmt: skip
-
-    def close(self) -> None:
-        """Idempotent; closes every consumer of this track."""
-        if self.closed:
-            return
-        self.closed = True
-        for consumer in list(self.consumers):
-            consumer.close()
-        self.targets = []
-
-    def rebuild_targets(self) -> None:
-        targets = []
-        for c in self.consumers:
-            if c.transport.connected and c.transport.remote_addr is not None:
-                targets.append((c.transport.protect_rtp, c.transport.remote_addr))
-                if c.octets_start < 0:
-                    c.octets_start = self.octets  # forwarding to it starts now
-        self.targets = targets
+    def transport_closed(self, transport: WebRtcTransport) -> None: ...
 
 
-class Consumer:
-    """A Producer's track on one subscriber's consumer transport."""
+class _Routes:
+    """The Router's tables for one of its transports."""
 
-    __slots__ = ("producer", "transport", "octets_start", "resent", "rtx_log", "rtx_bytes",
-                 "closed")  # fmt: skip
+    __slots__ = ("producers", "producer_list", "consumers", "remb_estimate")
 
-    def __init__(self, producer: Producer, transport: WebRtcTransport) -> None:
-        self.producer = producer
-        self.transport = transport
-        # The producer's `octets` when this consumer became a target (-1: not yet): bytes
-        # forwarded before that never reached it and earn it no retransmission budget.
-        self.octets_start = -1
-        # NACK state, made on the first NACK: seq -> when last resent; (time, bytes) resent
-        # within the last NACK_WINDOW and their sum.
-        self.resent: dict[int, float] | None = None
-        self.rtx_log: deque[tuple[float, int]] | None = None
-        self.rtx_bytes = 0
-        self.closed = False
-
-    def nack_budget(self, now: float) -> int:
-        """Bytes that may still be resent now: forwarded minus resent, both within the last
-        NACK_WINDOW (docs/PROTOCOL.md section 4: a NACK flood at most doubles what a subscriber gets)."""
-        producer = self.producer
-        if self.octets_start < 0:
-            return 0
-        rtx_log = self.rtx_log
-        if rtx_log is None:
-            rtx_log = self.rtx_log = deque()
-            self.resent = {}
-        horizon = now - NACK_WINDOW
-        while rtx_log and rtx_log[0][0] <= horizon:
-            self.rtx_bytes -= rtx_log.popleft()[1]
-        since = max(self.octets_start, producer.octets_since(horizon))
-        return producer.octets - since - self.rtx_bytes
-
-    def close(self) -> None:
-        """Idempotent; detaches from the producer's fan-out and from the transport."""
-        if self.closed:
-            return
-        self.closed = True
-        if self in self.producer.consumers:
-            self.producer.consumers.remove(self)
-            self.producer.rebuild_targets()
-        consumers = self.transport.consumers
-        for ssrc in (self.producer.ssrc, self.producer.rtx_ssrc):
-            if ssrc is not None and consumers.get(ssrc) is self:
-                del consumers[ssrc]
+    def __init__(self) -> None:
+        self.producers: dict[int, Producer] = {}  # media and RTX SSRC -> Producer
+        self.producer_list: list[Producer] = []
+        self.consumers: dict[int, Consumer] = {}  # media and RTX SSRC -> Consumer
+        self.remb_estimate = 1_000_000.0  # producer transports: what REMB announces
 
 
 class Router:
-    """All producers and consumers of one room; forwards RTP and relays RTCP feedback."""
+    """All producers and consumers of one room; forwards RTP and relays RTCP feedback.
+
+    A `TransportListener` (transport.py) of every transport it made."""
 
     def __init__(self, send: Send, counters: dict[str, int]) -> None:
         self.send = send
         self.counters = counters
-        self.transports: set[WebRtcTransport] = set()
+        self.transports: dict[WebRtcTransport, _Routes] = {}
+        self.listener: RouterListener | None = None
         self.closed = False
         self._pli_pending: set[Producer] = set()  # forced PLIs waiting for the floor
         self._next_sample = float("-inf")
@@ -220,7 +103,8 @@ class Router:
     def on_rtp(self, transport: WebRtcTransport, packet: bytes) -> None:
         """`packet` is the decrypted RTP packet from a producer transport."""
         ssrc = _SSRC.unpack_from(packet, 8)[0]
-        producer = transport.producers.get(ssrc)
+        routes = self.transports.get(transport)
+        producer = routes.producers.get(ssrc) if routes is not None else None
         if producer is None:
             self.counters["unknown_ssrc"] += 1
             return
@@ -267,7 +151,8 @@ class Router:
 
     def _on_sender_report(self, transport: WebRtcTransport, item: rtcp.RtcpPacket,
                           now: float) -> None:
-        producer = transport.producers.get(item.sender_ssrc)
+        routes = self.transports.get(transport)
+        producer = routes.producers.get(item.sender_ssrc) if routes is not None else None
         if producer is None or producer.ssrc != item.sender_ssrc:
             return
         sr = rtcp.parse_sender_report_untrusted(item)
@@ -289,7 +174,8 @@ class Router:
                     self._log.exception("protect_sr", now, "SR protect failed on %r", t)
 
     def _consumer_for(self, transport: WebRtcTransport, media_ssrc: int) -> Consumer | None:
-        return transport.consumers.get(media_ssrc)
+        routes = self.transports.get(transport)
+        return routes.consumers.get(media_ssrc) if routes is not None else None
 
     def _on_keyframe_request(self, transport: WebRtcTransport, item: rtcp.RtcpPacket,
                              now: float) -> None:
@@ -388,70 +274,143 @@ class Router:
                     self._send_pli(producer, now)
         if now >= self._next_sample:
             self._next_sample = now + SAMPLE_INTERVAL
-            for t in self.transports:
-                for producer in t.producers_list:
+            for routes in self.transports.values():
+                for producer in routes.producer_list:
                     producer.samples.append((now, producer.octets))
 
     # -- periodic reports upstream ---------------------------------------------------------
 
     def send_reports(self, now: float) -> None:
         """RR (loss, LSR/DLSR) and REMB to every connected publisher (RFC 3550 6.4.2)."""
-        for t in self.transports:
+        for t, routes in self.transports.items():
             if t.role != "producer" or not t.connected or t.remote_addr is None:
                 continue
-            producers = [p for p in t.producers_list if p.packets]
+            producers = [p for p in routes.producer_list if p.packets]
             if not producers:
                 continue
             blocks = [p.report_block(now) for p in producers]
             worst = max((b.fraction_lost for b in blocks), default=0) / 256
-            t.remb_estimate = _next_estimate(t.remb_estimate, worst)
+            routes.remb_estimate = _next_estimate(routes.remb_estimate, worst)
             video = [p.ssrc for p in producers if p.kind == "video"]
             compound = rtcp.build_receiver_report(t.rtcp_ssrc, blocks)
             if video:
-                compound += rtcp.build_remb(t.rtcp_ssrc, int(t.remb_estimate), video)
+                compound += rtcp.build_remb(t.rtcp_ssrc, int(routes.remb_estimate), video)
             self.send(t.protect_rtcp(compound), t.remote_addr)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def add_transport(self, transport: WebRtcTransport) -> None:
-        self.transports.add(transport)
-        transport.on_close.append(self.remove_transport)
+    def create_transport(
+        self,
+        *,
+        role: str,
+        owner: str,
+        certificate: Certificate,
+        now: float,
+        consent_timeout: float = 30.0,
+        publisher: str | None = None,
+        ice_ufrag: str | None = None,
+        ice_pwd: str | None = None,
+    ) -> WebRtcTransport:
+        """A transport of this room, sending through this Router's `send`, reporting to it."""
+        transport = WebRtcTransport(
+            role=role, owner=owner, certificate=certificate, send=self.send, now=now,
+            consent_timeout=consent_timeout, publisher=publisher, ice_ufrag=ice_ufrag,
+            ice_pwd=ice_pwd,
+        )  # fmt: skip
+        transport.listener = self
+        self.transports[transport] = _Routes()
+        return transport
 
-    def remove_transport(self, transport: WebRtcTransport) -> None:
-        self.transports.discard(transport)
+    def producers_of(self, transport: WebRtcTransport) -> list[Producer]:
+        routes = self.transports.get(transport)
+        return list(routes.producer_list) if routes is not None else []
+
+    def consumers_of(self, transport: WebRtcTransport) -> dict[int, Consumer]:
+        """`transport`'s Consumers by media and RTX SSRC (a copy)."""
+        routes = self.transports.get(transport)
+        return dict(routes.consumers) if routes is not None else {}
 
     def create_producer(
         self, transport: WebRtcTransport, kind: str, ssrc: int, rtx_ssrc: int | None
     ) -> Producer:
         """A publisher track on a producer transport, found by its media and RTX SSRCs."""
+        routes = self.transports[transport]
         producer = Producer(transport, kind, ssrc, rtx_ssrc)
-        transport.producers[ssrc] = producer
+        routes.producers[ssrc] = producer
         if rtx_ssrc is not None:
-            transport.producers[rtx_ssrc] = producer
-        transport.producers_list.append(producer)
+            routes.producers[rtx_ssrc] = producer
+        routes.producer_list.append(producer)
         return producer
 
     def remove_producer(self, producer: Producer) -> None:
         """A track its publisher stopped sending (a renegotiation removed or changed it): closed
         with its consumers, and its SSRCs no longer route on the producer transport."""
-        producer.close()
-        transport = producer.transport
-        for ssrc in (producer.ssrc, producer.rtx_ssrc):
-            if ssrc is not None and transport.producers.get(ssrc) is producer:
-                del transport.producers[ssrc]
-        if producer in transport.producers_list:
-            transport.producers_list.remove(producer)
-        self._pli_pending.discard(producer)
+        self._close_producer(producer)
+        routes = self.transports.get(producer.transport)
+        if routes is not None:
+            for ssrc in (producer.ssrc, producer.rtx_ssrc):
+                if ssrc is not None and routes.producers.get(ssrc) is producer:
+                    del routes.producers[ssrc]
+            if producer in routes.producer_list:
+                routes.producer_list.remove(producer)
 
     def create_consumer(self, producer: Producer, transport: WebRtcTransport) -> Consumer:
         """`producer`'s track on a subscriber's consumer transport (same SSRCs: no rewrite)."""
+        routes = self.transports[transport]
         consumer = Consumer(producer, transport)
         producer.consumers.append(consumer)
-        transport.consumers[producer.ssrc] = consumer
+        routes.consumers[producer.ssrc] = consumer
         if producer.rtx_ssrc is not None:
-            transport.consumers[producer.rtx_ssrc] = consumer
+            routes.consumers[producer.rtx_ssrc] = consumer
         producer.rebuild_targets()
         return consumer
+
+    def _close_producer(self, producer: Producer) -> None:
+        for consumer in list(producer.consumers):
+            self._close_consumer(consumer)
+        producer.close()
+        self._pli_pending.discard(producer)
+
+    def _close_consumer(self, consumer: Consumer) -> None:
+        consumer.close()
+        routes = self.transports.get(consumer.transport)
+        if routes is not None:
+            producer = consumer.producer
+            for ssrc in (producer.ssrc, producer.rtx_ssrc):
+                if ssrc is not None and routes.consumers.get(ssrc) is consumer:
+                    del routes.consumers[ssrc]
+
+    # -- TransportListener: what a transport reports ------------------------------------------
+
+    def on_transport_connected(self, transport: WebRtcTransport) -> None:
+        self._retarget(transport)
+        if self.listener is not None:
+            self.listener.transport_connected(transport)
+
+    def on_transport_address_change(
+        self, transport: WebRtcTransport, old: Address | None
+    ) -> None:
+        self._retarget(transport)
+
+    def _retarget(self, transport: WebRtcTransport) -> None:
+        """A consumer transport's keys or address changed: its producers' fan-out lists too."""
+        routes = self.transports.get(transport)
+        if routes is not None and routes.consumers:
+            for producer in {c.producer for c in routes.consumers.values()}:
+                producer.rebuild_targets()
+
+    def on_transport_closed(self, transport: WebRtcTransport) -> None:
+        """Closes the transport's producers (and so their consumers) and its consumers."""
+        routes = self.transports.get(transport)
+        if routes is None:
+            return
+        for producer in list(routes.producer_list):
+            self._close_producer(producer)
+        for consumer in list(routes.consumers.values()):
+            self._close_consumer(consumer)
+        del self.transports[transport]
+        if self.listener is not None:
+            self.listener.transport_closed(transport)
 
     def close(self) -> None:
         """Idempotent; closes every transport (which closes its producers and consumers)."""

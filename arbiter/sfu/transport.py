@@ -13,6 +13,10 @@ Before the remote description is known (a consumer transport between our offer a
 browser's answer), the browser may already run ICE and send its ClientHello: those DTLS
 datagrams are held (a few) and fed to the DTLS session once the answer gives us the
 fingerprints, so the race costs no retransmission timeout.
+
+A transport knows nothing of Producers, Consumers or Routers: it reports what happened to it to
+its `listener` (a `TransportListener`: the Router that made it, `Router.create_transport`), and
+the endpoint hands it each datagram that is its own.
 """
 
 from __future__ import annotations
@@ -20,16 +24,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import MalformedInput
 from .dcep import Channel, ChannelEvent, DataChannels
 from .dtls import Certificate, DtlsSession
 from .ice import SWITCHED, IceLiteResponder
 from .srtp import SrtpSession
-
-if TYPE_CHECKING:
-    from .router import Consumer, Producer, Router
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ PENDING_DTLS = 8  # datagrams held while the remote fingerprints are unknown
 
 PRODUCER = "producer"
 CONSUMER = "consumer"
+
+
+class TransportListener(Protocol):
+    """What a transport reports (its Router implements it). Called synchronously, from inside
+    the transport's own methods; `on_rtp`/`on_rtcp` get authenticated, decrypted packets."""
+
+    def on_transport_connected(self, transport: WebRtcTransport) -> None: ...
+
+    def on_transport_address_change(
+        self, transport: WebRtcTransport, old: Address | None
+    ) -> None: ...
+
+    def on_transport_closed(self, transport: WebRtcTransport) -> None: ...
+
+    def on_rtp(self, transport: WebRtcTransport, packet: bytes) -> None: ...
+
+    def on_rtcp(self, transport: WebRtcTransport, packet: bytes, now: float) -> None: ...
 
 
 class WebRtcTransport:
@@ -85,20 +103,14 @@ class WebRtcTransport:
         self.close_reason = ""  # "consent", "dtls", "peer_closed", "closed"
         # Our SSRC as an RTCP sender (RR, REMB, PLI) on this transport: random (RFC 3550 8.1).
         self.rtcp_ssrc = secrets.randbits(32) or 1
-        self.remb_estimate = 1_000_000.0
-        self.router: Router | None = None  # set by the room; the endpoint hands it packets
-        self.producers: dict[int, Producer] = {}  # media and RTX SSRC -> Producer
-        self.producers_list: list[Producer] = []
-        self.consumers: dict[int, Consumer] = {}  # media SSRC -> Consumer
+        self.listener: TransportListener | None = None  # the Router that made it
         self.protect_rtp: Callable[[bytes], bytes] = _not_ready
         self.protect_rtcp: Callable[[bytes], bytes] = _not_ready
         self._pending_dtls: list[bytes] = []
         # Data channels (SCTP over this DTLS association), when the SDP accepted m=application.
         self.datachannels: DataChannels | None = None
         self.on_datachannel: Callable[[WebRtcTransport, list[ChannelEvent]], None] | None = None
-        # Hooks the room/endpoint set: called on connect, remote address change and close.
-        self.on_connected: Callable[[WebRtcTransport], None] | None = None
-        self.on_address_change: Callable[[WebRtcTransport, Address | None], None] | None = None
+        # Called on close after the listener (the endpoint forgets it, data channels too).
         self.on_close: list[Callable[[WebRtcTransport], None]] = []
 
     def __repr__(self) -> str:
@@ -184,8 +196,8 @@ class WebRtcTransport:
         self.remote_addr = addr
         if old != addr:
             self._update_connected()
-            if self.on_address_change is not None:
-                self.on_address_change(self, old)
+            if self.listener is not None:
+                self.listener.on_transport_address_change(self, old)
 
     def receive_dtls_untrusted(
         self, data: bytes, now: float, addr: Address | None = None
@@ -306,23 +318,17 @@ class WebRtcTransport:
     def _update_connected(self) -> None:
         was = self.connected
         self.connected = self.srtp is not None and self.remote_addr is not None
-        if self.connected and not was and self.on_connected is not None:
-            self.on_connected(self)
+        if self.connected and not was and self.listener is not None:
+            self.listener.on_transport_connected(self)
 
     def close(self, reason: str = "closed") -> None:
-        """Idempotent. Closes this transport's producers (and so their consumers) and consumers."""
+        """Idempotent. Says goodbye (SCTP ABORT, DTLS close_notify), then tells the listener
+        (which closes this transport's producers and consumers), then the `on_close` hooks."""
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
         self.connected = False
-        for producer in list(self.producers_list):
-            producer.close()
-        for consumer in list(self.consumers.values()):
-            consumer.close()
-        self.producers.clear()
-        self.producers_list.clear()
-        self.consumers.clear()
         if self.datachannels is not None and self.dtls is not None:
             try:  # ABORT first, so the browser's channels close at once (RFC 9260 9.1)
                 self._flush(self.dtls.send_application_data(self.datachannels.association.abort()))
@@ -334,6 +340,8 @@ class WebRtcTransport:
             except Exception:  # a close_notify we could not build is not worth more
                 log.debug("%r: DTLS close failed", self, exc_info=True)
         self.ice.close()
+        if self.listener is not None:
+            self.listener.on_transport_closed(self)
         hooks, self.on_close = self.on_close, []
         for hook in hooks:
             hook(self)
