@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .rooms import RoomManager, SfuFactory
 from .sfu.endpoint import MediaEndpoint
 from .sfu.media import run_media_room
+from .sfu.media_worker import MediaWorker
 from .store import Store
 from .workers import local_token, run_local_worker
 
@@ -62,18 +63,19 @@ def _hypercorn_config(config: Config) -> HyperConfig:
     return hc
 
 
-def media_sfu_factory(config: Config, endpoint: MediaEndpoint) -> SfuFactory:
-    """Room SFUs with the native media plane, all on the process's one MediaEndpoint."""
-    return functools.partial(run_media_room, endpoint=endpoint, config=config)
+def media_sfu_factory(config: Config, worker: MediaWorker) -> SfuFactory:
+    """Room SFUs with the native media plane, all on the process's one MediaWorker."""
+    return functools.partial(run_media_room, worker=worker, config=config)
 
 
-def _media_tables(endpoint: MediaEndpoint) -> dict[str, float]:
+def _media_tables(worker: MediaWorker) -> dict[str, float]:
+    endpoint = worker.endpoint
     return {
         "transports": endpoint.transport_count(),
         "by_ufrag": len(endpoint.by_ufrag),
         "by_addr": len(endpoint.by_addr),
-        "router_transports": sum(len(r.transports) for r in endpoint.routers),
-        "media_rooms": len(endpoint.rooms),
+        "router_transports": sum(len(r.transports) for r in worker.routers),
+        "media_rooms": len(worker.rooms),
     }
 
 
@@ -90,6 +92,7 @@ class Server:
         self.sfu_factory = sfu_factory  # None: the native media plane (media_sfu_factory)
         self.metrics = Metrics()
         self.endpoint: MediaEndpoint | None = None
+        self.media: MediaWorker | None = None  # owns the endpoint, the rooms, their Routers
         self.store: Store | None = None
         self.rooms: RoomManager | None = None
         self.gateway: Gateway | None = None
@@ -109,7 +112,8 @@ class Server:
             if stale:
                 log.info("removed %d stale connection rows from the previous run", stale)
             endpoint = self.endpoint = MediaEndpoint(self.config.media)
-            factory = self.sfu_factory or media_sfu_factory(self.config, endpoint)
+            media = self.media = MediaWorker(endpoint)
+            factory = self.sfu_factory or media_sfu_factory(self.config, media)
             rooms = self.rooms = RoomManager(self.config, store, self.metrics, factory)
             gateway = self.gateway = Gateway(self.config, store, rooms, self.metrics)
             rooms.gateway = gateway
@@ -132,14 +136,14 @@ class Server:
             self.metrics.add_gauges(
                 "arbiter_media_transports",
                 "Media plane entries: live transports and their lookup tables",
-                functools.partial(_media_tables, endpoint),
+                functools.partial(_media_tables, media),
             )
             app = create_app(self.config, store, rooms, gateway, self.metrics)
             async with trio.open_nursery() as nursery:
                 # The endpoint first: room SFUs started by recovery need its port for their SDP.
                 # With SFU workers the gateway binds no media port: the workers do.
                 if not local_workers:
-                    await nursery.start(endpoint.run)
+                    await nursery.start(media.run)
                 await nursery.start(rooms.run)
                 nursery.start_soon(self._bound_shutdown, nursery.cancel_scope)
                 urls = await nursery.start(self._serve_http, app, nursery.cancel_scope)

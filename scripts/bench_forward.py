@@ -36,7 +36,7 @@ from arbiter.sfu import rtp
 from arbiter.sfu.client import PeerClient
 from arbiter.sfu.dtls import SRTP_PROFILES, Certificate, SrtpKeys
 from arbiter.sfu.endpoint import MediaEndpoint
-from arbiter.sfu.router import Router
+from arbiter.sfu.media_worker import MediaWorker
 from arbiter.sfu.srtp import SrtpSession
 from arbiter.sfu.transport import CONSUMER, PRODUCER, WebRtcTransport
 
@@ -154,9 +154,9 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     client_cert = Certificate.generate()
     endpoint = MediaEndpoint(MediaConfig(listen=args.listen, port=0), cert)
     async with trio.open_nursery() as nursery:
-        await nursery.start(endpoint.run)
-        router = Router(endpoint.send, endpoint.counters)
-        endpoint.routers.add(router)
+        worker = MediaWorker(endpoint)
+        await nursery.start(worker.run)
+        router = worker.create_router()
 
         def new(role: str, owner: str) -> WebRtcTransport:
             t = router.create_transport(role=role, owner=owner, certificate=cert,

@@ -29,7 +29,7 @@ from arbiter.sfu import rtp
 from arbiter.sfu.client import PeerClient
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.endpoint import IP_PKTINFO, MediaEndpoint, _answer_from, unreachable_announced
-from arbiter.sfu.router import Router
+from arbiter.sfu.media_worker import MediaWorker
 from arbiter.sfu.transport import CONSUMER, PRODUCER, WebRtcTransport
 from arbiter.testing.hostaddr import veth_addresses
 
@@ -307,11 +307,11 @@ async def test_a_wildcard_server_answers_from_the_announced_second_address(liste
         config = MediaConfig(listen=listen, port=0, announced_ip=[host.secondary])
         endpoint = MediaEndpoint(config, SFU_CERT)
         async with trio.open_nursery() as nursery:
-            await nursery.start(endpoint.run)
+            worker = MediaWorker(endpoint)
+            await nursery.start(worker.run)
             assert endpoint.candidates() == [(host.secondary, endpoint.port)]
             target = (host.secondary, endpoint.port)
-            router = Router(endpoint.send, endpoint.counters)
-            endpoint.routers.add(router)
+            router = worker.create_router()
 
             def transport(role: str) -> tuple[WebRtcTransport, PeerClient]:
                 t = router.create_transport(role=role, owner=role, certificate=SFU_CERT,

@@ -36,7 +36,8 @@ async def test_silent_participant_is_evicted_after_consent_timeout(
             a, b = await join_call(target, room, [1, 2], certificate, nursery)
             endpoint = srv.server.endpoint
             assert endpoint is not None
-            assert endpoint.rooms[room].transport_count() == 4
+            assert srv.server.media is not None
+            assert srv.server.media.rooms[room].transport_count() == 4
             # A's network goes away: every leg falls silent, its WebSocket stays open.
             silent_at = trio.current_time()
             a.close_legs()
@@ -49,8 +50,8 @@ async def test_silent_participant_is_evicted_after_consent_timeout(
         assert 1.5 <= evicted_after < 4.0  # consent timeout + one check interval (1 s) + slack
         assert endpoint.counters["consent_expired"] >= 1
         # B keeps its own producer; A's transports and B's consumer of A are gone.
-        assert endpoint.rooms[room].transport_count() == 1
-        assert set(endpoint.rooms[room].publishers) == {"p2"}
+        assert srv.server.media.rooms[room].transport_count() == 1
+        assert set(srv.server.media.rooms[room].publishers) == {"p2"}
         assert b.close_code is None and b.errors == []
         b.close_legs()
         nursery.cancel_scope.cancel()

@@ -32,7 +32,8 @@ CYCLES = 100
 def _tables(srv: Running, room_id: int) -> dict[str, Any]:
     endpoint, gateway, store = srv.server.endpoint, srv.server.gateway, srv.server.store
     assert endpoint is not None and gateway is not None and store is not None
-    room = endpoint.rooms[room_id]
+    assert srv.server.media is not None
+    room = srv.server.media.rooms[room_id]
     return {
         "by_ufrag": len(endpoint.by_ufrag),
         "by_addr": len(endpoint.by_addr),
@@ -87,7 +88,8 @@ async def test_join_leave_cycles_leave_nothing_behind(tmp_path: Path) -> None:
         endpoint = srv.server.endpoint
         assert endpoint is not None
         with trio.fail_after(2):  # a keyframe request deferred by the 300 ms floor goes out
-            while any(router._pli_pending for router in endpoint.routers):
+            assert srv.server.media is not None
+            while any(router._pli_pending for router in srv.server.media.routers):
                 await trio.sleep(0.05)
         counters = dict(endpoint.counters)
         # Every cycle's two consumer transports completed DTLS on the server: each asked its
@@ -141,7 +143,7 @@ class CrashableSfus:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(crash_when_told)
             await run_media_room(
-                room_id, link, endpoint=self.server.endpoint, config=self.server.config
+                room_id, link, worker=self.server.media, config=self.server.config
             )
             nursery.cancel_scope.cancel()
 

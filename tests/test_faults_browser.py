@@ -183,11 +183,11 @@ async def test_page_whose_media_stops_is_evicted(tmp_path: Path) -> None:
     report: dict[str, Any] = {}
     async with running_server(config) as srv:
         token = trio.lowlevel.current_trio_token()
-        endpoint = srv.server.endpoint
-        assert endpoint is not None
+        endpoint, media = srv.server.endpoint, srv.server.media
+        assert endpoint is not None and media is not None
 
         def producer_dtls_state(room_id: int, peer_id: str) -> str:
-            publisher = endpoint.rooms[room_id].publishers.get(peer_id)
+            publisher = media.rooms[room_id].publishers.get(peer_id)
             if publisher is None or publisher.transport.dtls is None:
                 return "gone"
             return f"{publisher.transport.dtls.state}, closed={publisher.transport.closed}"

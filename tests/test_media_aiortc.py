@@ -24,8 +24,8 @@ VIDEO_SIZE = (320, 240)
 def sfu_transport_count(srv: Running, room_id: int) -> int:
     """Live media transports (producer + consumer pcs) the room's SFU holds for its clients:
     1 producer per participant + 1 consumer per (participant, other participant)."""
-    assert srv.server.endpoint is not None
-    return srv.server.endpoint.rooms[room_id].transport_count()
+    assert srv.server.media is not None
+    return srv.server.media.rooms[room_id].transport_count()
 
 
 async def join_all(
@@ -135,8 +135,8 @@ async def test_reoffers_keep_the_media_flowing(tmp_path: Path) -> None:
             peers = await join_all(stack, srv, room_id, "AB")
             await all_receive_all(peers)
             a, b = peers["A"], peers["B"]
-            assert srv.server.endpoint is not None
-            room = srv.server.endpoint.rooms[room_id]
+            assert srv.server.media is not None
+            room = srv.server.media.rooms[room_id]
             producer_transport = room.publishers["A"].transport
             consumer_transport = room.subscriptions[("B", "A")].transport
             producers = dict(room.publishers["A"].producers)

@@ -21,6 +21,7 @@ from arbiter.sfu import sdp
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.endpoint import MediaEndpoint
 from arbiter.sfu.media import MediaRoom
+from arbiter.sfu.media_worker import MediaWorker
 from arbiter.testing.sdp_mirror import mirror
 
 DATA = Path(__file__).parent / "data"
@@ -55,7 +56,7 @@ def new_room(*participants: str) -> tuple[MediaRoom, FakeSfu, MediaEndpoint]:
     )
     endpoint.port = 40000  # never started: the port its SDP announces
     sfu = FakeSfu(*participants)
-    room = MediaRoom(1, sfu, endpoint, Config())  # type: ignore[arg-type]
+    room = MediaRoom(1, sfu, MediaWorker(endpoint), Config())  # type: ignore[arg-type]
     return room, sfu, endpoint
 
 

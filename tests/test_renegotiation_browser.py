@@ -107,8 +107,8 @@ class Pages:
 
 
 def room_of(srv: Running, room_id: int) -> MediaRoom:
-    assert srv.server.endpoint is not None
-    return srv.server.endpoint.rooms[room_id]
+    assert srv.server.media is not None
+    return srv.server.media.rooms[room_id]
 
 
 def b_and_c_transports(srv: Running, room_id: int) -> tuple[Any, Any]:

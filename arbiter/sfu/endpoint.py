@@ -53,8 +53,6 @@ from .dtls import Certificate
 from .ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
-    from .media import MediaRoom
-    from .router import Router
     from .transport import WebRtcTransport
 
 log = logging.getLogger(__name__)
@@ -72,7 +70,6 @@ RECV_SIZE = 2048
 SEND_BACKLOG = 4096  # datagrams queued while the kernel buffer is full; beyond: dropped
 SOCKET_BUFFER = 4 * 1024 * 1024
 MAX_ADDRS_PER_TRANSPORT = 8  # candidate pairs a browser may validate; caps memory per peer
-TIMER_INTERVAL = 0.05  # DTLS retransmission granularity (its timeouts start at 1 s)
 # Refresh `now` every this many datagrams of a batch: a batch of expensive RTCP (NACK floods)
 # can take long enough that the batch's start time would skew the 100 ms NACK repeat limit.
 CLOCK_EVERY = 16
@@ -80,7 +77,6 @@ CLOCK_EVERY = 16
 # it, whatever valid STUN arrives from it for another transport. Browsers send RTCP at least
 # every second or so; a transport silent this long has been closed or moved.
 ADDRESS_HOLD = 5.0
-REPORT_INTERVAL = 1.0  # consent checks and RTCP reports to publishers (RFC 3550 6.2)
 # Linux's IP_PKTINFO (Python 3.11's socket module lacks the IPv4 constant) and the ancillary
 # buffer recvmsg needs for it or for IPV6_PKTINFO (struct in_pktinfo: 12 bytes, in6_pktinfo: 20).
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -205,7 +201,8 @@ def _ask_arrival_address(sock: socket.socket, family: socket.AddressFamily) -> b
 
 
 class MediaEndpoint:
-    """Owns the UDP socket, the transport lookup tables, the send backlog and the timers."""
+    """Owns the UDP socket, the tables that find a datagram's transport, and the send backlog.
+    Rooms, Routers and timers are the MediaWorker's (media_worker.py)."""
 
     def __init__(self, config: MediaConfig, certificate: Certificate | None = None) -> None:
         self.config = config
@@ -214,8 +211,6 @@ class MediaEndpoint:
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_addr: dict[Address, WebRtcTransport] = {}
         self._addrs: dict[WebRtcTransport, list[Address]] = {}
-        self.routers: set[Router] = set()
-        self.rooms: dict[int, MediaRoom] = {}  # live media rooms by room id (metrics, tests)
         self.port = 0
         self.sock: socket.socket | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()
@@ -284,6 +279,10 @@ class MediaEndpoint:
     def transport_count(self) -> int:
         return len(self._addrs)
 
+    def transports(self) -> list[WebRtcTransport]:
+        """The registered transports (a copy: the caller may close some)."""
+        return list(self._addrs)
+
     def reply_source(self, addr: Address) -> str | None:
         """The local address datagrams to `addr` leave from; None: the kernel's choice."""
         via = self._via.get(addr)
@@ -333,7 +332,6 @@ class MediaEndpoint:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive_loop, sock)
                 nursery.start_soon(self._write_backlog, sock)
-                nursery.start_soon(self._timers)
                 task_status.started(self)
         finally:
             self._sendto = self._sendmsg = None
@@ -569,38 +567,3 @@ class MediaEndpoint:
                     except OSError:
                         self.counters["send_error"] += 1
                     backlog.popleft()
-
-    async def _timers(self) -> None:
-        next_report = trio.current_time() + REPORT_INTERVAL
-        while True:
-            await trio.sleep(TIMER_INTERVAL)
-            now = trio.current_time()
-            for transport in list(self._addrs):
-                # DTLS retransmissions until connected; SCTP timers (data channels) after.
-                if not transport.connected or transport.datachannels is not None:
-                    try:
-                        transport.handle_timeout(now)
-                    except Exception:
-                        self.counters["internal_error"] += 1
-                        self._log.exception("dtls_timer", now, "DTLS timer of %r", transport)
-            for router in list(self.routers):
-                try:
-                    router.tick(now)
-                except Exception:
-                    self.counters["internal_error"] += 1
-                    self._log.exception("router_tick", now, "router timer failed")
-            if now < next_report:
-                continue
-            next_report = now + REPORT_INTERVAL
-            for transport in list(self._addrs):
-                if transport.consent_expired(now):
-                    # RFC 7675 section 5.1: no consent, no sending; the room hears of it.
-                    log.info("%r: consent expired", transport)
-                    self.counters["consent_expired"] += 1
-                    transport.close("consent")
-            for router in list(self.routers):
-                try:
-                    router.send_reports(now)
-                except Exception:
-                    self.counters["internal_error"] += 1
-                    self._log.exception("rtcp_reports", now, "RTCP reports failed")

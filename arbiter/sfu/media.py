@@ -44,11 +44,10 @@ from . import sdp
 from .datachannels import RoomDataChannels
 from .ice import random_pwd, random_ufrag
 from .producer import Producer
-from .router import Router
 from .transport import CONSUMER, PRODUCER, WebRtcTransport
 
 if TYPE_CHECKING:
-    from .endpoint import MediaEndpoint
+    from .media_worker import MediaWorker
     from .room import RoomSFU
 
 log = logging.getLogger(__name__)
@@ -93,16 +92,16 @@ class MediaRoom:
     """Publishers, subscriptions and the Router of one room. `close()` is idempotent."""
 
     def __init__(
-        self, room_id: int, sfu: RoomSFU, endpoint: MediaEndpoint, config: Config
+        self, room_id: int, sfu: RoomSFU, worker: MediaWorker, config: Config
     ) -> None:
         self.room_id = room_id
         self.sfu = sfu
-        self.endpoint = endpoint
+        self.worker = worker
+        self.endpoint = worker.endpoint
         self.config = config
-        self.router = Router(endpoint.send, endpoint.counters)
+        self.router = worker.create_router()
         self.router.listener = self
-        endpoint.routers.add(self.router)
-        endpoint.rooms[room_id] = self
+        worker.add_room(self)
         self.publishers: dict[str, Publisher] = {}
         # (subscriber id, publisher id) -> the subscriber's consumer connection for that publisher
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
@@ -173,9 +172,7 @@ class MediaRoom:
         for subscription in list(self.subscriptions.values()):
             subscription.transport.close()
         self.router.close()
-        self.endpoint.routers.discard(self.router)
-        if self.endpoint.rooms.get(self.room_id) is self:
-            del self.endpoint.rooms[self.room_id]
+        self.worker.remove_room(self)
 
     def transport_count(self) -> int:
         return len(self.router.transports)
@@ -602,13 +599,13 @@ class MediaRoom:
 
 
 async def run_media_room(
-    room_id: int, link: Any, *, endpoint: MediaEndpoint, config: Config
+    room_id: int, link: Any, *, worker: MediaWorker, config: Config
 ) -> None:
     """The SFU factory of `arbiter serve`: the signaling peer with the media plane behind it."""
     from .room import RoomSFU
 
     sfu = RoomSFU(room_id, link)
-    media = MediaRoom(room_id, sfu, endpoint, config)
+    media = MediaRoom(room_id, sfu, worker, config)
     sfu.media = media
     try:
         await sfu.run()

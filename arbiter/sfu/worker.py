@@ -33,6 +33,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from ..config import Config
 from .endpoint import MediaEndpoint
 from .media import run_media_room
+from .media_worker import MediaWorker
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,14 @@ class Worker:
         self.token = token
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.endpoint = MediaEndpoint(config.media)
+        self.media = MediaWorker(self.endpoint)  # the rooms' media: endpoint, Routers, timers
         self.rooms: dict[int, trio.CancelScope] = {}
         self.ssl_context = _ssl_context(gateway_url)
         self.participants: dict[int, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.endpoint.run)
+            await nursery.start(self.media.run)
             log.info(
                 "SFU worker %s: media on UDP %s, gateway %s",
                 self.id,
@@ -183,7 +185,7 @@ class Worker:
                     ) as ws:
                         link = WebSocketLink(ws, self.token)
                         await run_media_room(
-                            room_id, link, endpoint=self.endpoint, config=self.config
+                            room_id, link, worker=self.media, config=self.config
                         )
                 except (OSError, HandshakeError, ConnectionClosed) as exc:
                     log.warning("room %d: gateway connection failed (%s)", room_id, exc)
@@ -197,7 +199,7 @@ class Worker:
         while True:
             await trio.sleep(LOAD_INTERVAL)
             now = self.endpoint.counters["rtp_in"]
-            participants = sum(len(room.sfu.participants) for room in self.endpoint.rooms.values())
+            participants = sum(len(room.sfu.participants) for room in self.media.rooms.values())
             report = {
                 "rooms": len(self.rooms),
                 "participants": participants,
