@@ -8,6 +8,23 @@ batches until `BlockingIOError`, then `trio.lowlevel.wait_readable`; plain `send
 and `wait_writable` only when the kernel buffer is full; a checkpoint between batches so
 signaling stays responsive. Nothing per packet awaits, logs or touches the database.
 
+A packet's path (issue 12), in the order the code runs it. `_receive_loop` reads a batch and
+calls `dispatch(data, addr, now)` per datagram. `dispatch` checks the size and asks `mux` what
+the first byte says (RFC 7983). STUN goes to `_stun`: the local ufrag in USERNAME finds the
+transport (`by_ufrag`), `WebRtcTransport.receive_stun_untrusted` answers it, and a valid check
+lets `addr` reach that transport (`by_addr`). DTLS goes to `by_addr[addr].receive_dtls_untrusted`.
+SRTP and SRTCP go to `by_addr[addr]` too: one `unprotect` (a failure is counted by reason), the
+address noted as live (`last_rx`, a pending nomination confirmed), and the plaintext handed to
+`transport.listener`, the Router that made the transport (`Router.create_transport`).
+`Router.on_rtp` finds the Producer by SSRC in its own tables for that transport, caches the
+packet for NACK and walks `producer.targets`: one `(protect, addr)` per connected consumer,
+kept current by the Router whenever a consumer transport connects or moves or a consumer comes
+or goes. Each target is `self.send(protect(packet), addr)`, a plain `sendto` here (queued only
+while the kernel buffer is full). `Router.on_rtcp` answers NACKs from that cache, sends PLIs
+upstream and forwards SRs the same way. Timers (DTLS retransmissions, consent, RTCP reports,
+deferred PLIs) are not here: the MediaWorker (media_worker.py) runs them. So the endpoint owns
+the socket, the demux tables (`by_ufrag`, `by_addr`) and the send backlog, and nothing else.
+
 Every bad datagram is dropped and counted by reason in `counters` (a `collections.Counter`,
 exported to Prometheus at scrape time); nothing a remote peer sends raises out of the loop, and
 an unexpected error is logged at most once per 10 s per kind (`ratelog`).
