@@ -52,7 +52,7 @@ def _sfu(args: argparse.Namespace) -> int:
     if not token:
         print("arbiter sfu: a worker token is required (--token or workers.token)", file=sys.stderr)
         return 2
-    worker = Worker(config, args.gateway, token, args.id)
+    worker = Worker(config, args.gateway, token, args.id, parent_pid=args.parent)
     try:
         trio.run(worker.run)
     except BaseExceptionGroup as group:  # trio nurseries wrap what their tasks raise
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sfu.add_argument("--token", default=None, help="worker token (default: workers.token)")
     sfu.add_argument("--id", default=None, help="worker id (default: host-pid)")
     sfu.add_argument("--config", default=None, help="arbiter.toml ([media] and logging)")
+    sfu.add_argument(
+        "--parent", type=int, default=None, help="exit when this process is gone (local workers)"
+    )
     sfu.set_defaults(func=_sfu)
 
     rooms = sub.add_parser(

@@ -24,7 +24,6 @@ import trio
 
 from .config import Config
 from .peer import Peer
-from .process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +117,18 @@ async def run_local_worker(config: Config, index: int, gateway_url: str, token: 
         # In the environment, not on the command line: `ps` shows arguments to everyone.
         ARBITER_WORKERS_TOKEN=token,
     )
+    # --parent: the worker exits when this process is gone, however it went (a SIGKILLed server
+    # must not leave workers retrying forever). Not PR_SET_PDEATHSIG: trio spawns from a worker
+    # thread, and the signal follows that thread's exit, not the process's.
     command = [
         sys.executable, "-m", "arbiter.cli", "sfu",
         "--gateway", gateway_url, "--id", f"{LOCAL_PREFIX}{index}",
+        "--parent", str(os.getpid()),
     ]  # fmt: skip
     backoff = 0.5
     while True:
         started = trio.current_time()
-        result = await trio.run_process(command, env=env, check=False, preexec_fn=die_with_parent)
+        result = await trio.run_process(command, env=env, check=False)
         log.warning("local SFU worker %d exited (status %s); restarting", index, result.returncode)
         if trio.current_time() - started > 30:
             backoff = 0.5

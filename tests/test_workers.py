@@ -251,3 +251,17 @@ async def test_workers_reconnect_after_a_gateway_restart(tmp_path: Path) -> None
     finally:
         remote.kill()
         await remote.wait()
+
+
+async def test_local_workers_stop_when_the_server_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed `arbiter serve` runs no cleanup: its local workers notice that their parent
+    is gone and stop, instead of retrying a dead gateway forever."""
+    toml = WORKERS.replace("local = 2", "local = 1")
+    async with served(tmp_path, toml) as srv:
+        await workers_attached(srv, 1)
+        pids = worker_pids()
+        assert "local-0" in pids
+        srv.process.kill()
+        with trio.fail_after(10):
+            while pids["local-0"] in worker_pids().values():
+                await trio.sleep(0.2)

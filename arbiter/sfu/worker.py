@@ -89,6 +89,7 @@ class Worker:
         gateway_url: str,
         token: str,
         worker_id: str | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.config = config
         self.gateway_url = gateway_url
@@ -98,10 +99,13 @@ class Worker:
         self.media = MediaWorker(self.endpoint)  # the rooms' media: endpoint, Routers, timers
         self.rooms: dict[int, trio.CancelScope] = {}
         self.ssl_context = _ssl_context(gateway_url)
+        self.parent_pid = parent_pid
         self.participants: dict[int, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if self.parent_pid is not None:
+                nursery.start_soon(self._exit_with_parent, nursery.cancel_scope)
             await nursery.start(self.media.run)
             log.info(
                 "SFU worker %s: media on UDP %s, gateway %s",
@@ -128,6 +132,15 @@ class Worker:
                     backoff = 0.2
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _exit_with_parent(self, scope: trio.CancelScope) -> None:
+        """A local worker ends when the server that started it is gone (re-parented)."""
+        # Polled: no event says "my parent died" (PR_SET_PDEATHSIG follows a thread, not the
+        # process, and the server spawns us from a trio worker thread).
+        while os.getppid() == self.parent_pid:  # noqa: ASYNC110
+            await trio.sleep(1.0)
+        log.warning("SFU worker %s: the server that started it is gone; stopping", self.id)
+        scope.cancel()
 
     async def _session(self) -> None:
         """One control connection: identify, then serve start/stop until it drops."""
@@ -184,9 +197,7 @@ class Worker:
                         self.gateway_url, ssl_context=self.ssl_context
                     ) as ws:
                         link = WebSocketLink(ws, self.token)
-                        await run_media_room(
-                            room_id, link, worker=self.media, config=self.config
-                        )
+                        await run_media_room(room_id, link, worker=self.media, config=self.config)
                 except (OSError, HandshakeError, ConnectionClosed) as exc:
                     log.warning("room %d: gateway connection failed (%s)", room_id, exc)
                 except Exception:
