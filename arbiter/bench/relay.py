@@ -38,15 +38,10 @@ def serve(sock: socket.socket) -> None:
                 break
             except OSError:
                 continue  # an ICMP error reported on the socket: nothing to read
-            targets = publishers.get(addr)
-            if targets is not None:
-                for target in targets:
-                    try:
-                        sendto(data, target)
-                    except OSError:
-                        pass  # full buffer, or an ICMP error from a subscriber that left
-                continue
+            # Control first (media is never 7 bytes): a new leg may be given the port of a
+            # publisher leg of an earlier run, whose registration must not swallow its SUB.
             if len(data) == 7 and data[:3] in (b"SUB", b"PUB"):
+                publishers.pop(addr, None)
                 (number,) = _NUMBER.unpack_from(data, 3)
                 subscribers = by_number.setdefault(number, [])
                 if data[:3] == b"SUB":
@@ -58,6 +53,14 @@ def serve(sock: socket.socket) -> None:
                     sendto(b"OK", addr)
                 except OSError:
                     pass
+                continue
+            targets = publishers.get(addr)
+            if targets is not None:
+                for target in targets:
+                    try:
+                        sendto(data, target)
+                    except OSError:
+                        pass  # full buffer, or an ICMP error from a subscriber that left
 
 
 def main() -> None:

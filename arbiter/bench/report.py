@@ -15,6 +15,7 @@ COLUMNS = [
     ("forwarded_pps", "forwarded pkt/s"),
     ("forwarded_mbps", "Mbit/s"),
     ("server_cpu_utilisation", "server CPU"),
+    ("server_processes", "server processes"),
     ("packets_per_cpu_s", "pkt per CPU-s"),
     ("loss", "loss"),
     ("latency_ms_p50", "latency p50 ms"),

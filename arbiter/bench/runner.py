@@ -160,6 +160,7 @@ async def run_scenario(
         end_stats = _snapshot(participants)
         sent_in_window = _sent(participants) - sent0
         rss = procstat.total(pids).rss_kib
+        processes = sum(len(procstat.descendants(pid)) for pid in pids)
         for scope in publishing:
             scope.cancel()
         errors = [e for p in participants for e in p.errors]
@@ -191,6 +192,7 @@ async def run_scenario(
         "forwarded_pps": round(packets / window),
         "forwarded_mbps": round(bytes_ * 8 / window / 1e6, 2),
         "server_cpu_s": round(cpu, 3),
+        "server_processes": processes,  # the process and its children, all counted in CPU
         "server_cpu_utilisation": round(cpu / window, 3),
         "packets_per_cpu_s": round(packets / cpu) if cpu > 0 else None,
         "loss": round(1 - packets / expected, 5) if expected else None,
