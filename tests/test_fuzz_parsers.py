@@ -17,7 +17,7 @@ import trio
 from arbiter.errors import MalformedInput
 from arbiter.sfu import rtp
 from arbiter.sfu.dtls import SRTP_PROFILES, SrtpKeys
-from arbiter.sfu.endpoint import MAX_FORWARD_RTP
+from arbiter.sfu.router import MAX_FORWARD_RTP
 from arbiter.sfu.srtp import REPLAY_RESET_THRESHOLD, SrtpSession
 from arbiter.testing import fuzz, fuzz_dispatch, udp_blast
 

@@ -13,10 +13,11 @@ calls `dispatch(data, addr, now)` per datagram. `dispatch` checks the size and a
 the first byte says (RFC 7983). STUN goes to `_stun`: the local ufrag in USERNAME finds the
 transport (`by_ufrag`), `WebRtcTransport.receive_stun_untrusted` answers it, and a valid check
 lets `addr` reach that transport (`by_addr`). DTLS goes to `by_addr[addr].receive_dtls_untrusted`.
-SRTP and SRTCP go to `by_addr[addr]` too: one `unprotect` (a failure is counted by reason), the
-address noted as live (`last_rx`, a pending nomination confirmed), and the plaintext handed to
-`transport.listener`, the Router that made the transport (`Router.create_transport`).
-`Router.on_rtp` finds the Producer by SSRC in its own tables for that transport, caches the
+SRTP and SRTCP go to `by_addr[addr].receive_rtp_untrusted` (`receive_rtcp_untrusted`): one
+`unprotect` (a failure raises and is counted here by reason), the address noted as live
+(`last_rx`, a pending nomination confirmed), and the plaintext handed to `transport.listener`,
+the Router that made the transport (`Router.create_transport`). `Router.on_rtp` checks the
+size, finds the Producer by SSRC in its own tables for that transport, caches the
 packet for NACK and walks `producer.targets`: one `(protect, addr)` per connected consumer,
 kept current by the Router whenever a consumer transport connects or moves or a consumer comes
 or goes. Each target is `self.send(protect(packet), addr)`, a plain `sendto` here (queued only
@@ -78,11 +79,6 @@ Address = tuple[str, int]
 
 BATCH = 256  # datagrams per drain before a checkpoint
 MAX_DATAGRAM = 1500  # larger than any Ethernet-MTU SRTP packet; libsrtp refuses more
-# pylibsrtp's protect refuses RTP longer than its 1500-byte buffer minus the largest trailer
-# (144): 1356 bytes, both profiles. A publisher's libsrtp has no such limit, so a longer
-# authentic packet must be dropped here, before the router fails to re-protect it per
-# subscriber (found by scripts/fuzz_parsers.py: ValueError in Router.on_rtp, logged per packet).
-MAX_FORWARD_RTP = 1356
 RECV_SIZE = 2048
 SEND_BACKLOG = 4096  # datagrams queued while the kernel buffer is full; beyond: dropped
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -405,30 +401,13 @@ class MediaEndpoint:
                 if transport is None:
                     counters["unknown_address"] += 1
                     return
-                listener = transport.listener
+                # Authenticated, it goes on to the transport's Router (module docstring).
                 if 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761 section 4)
-                    plain = transport.unprotect_rtcp_untrusted(data)
-                    counters["rtcp_in"] += 1
-                    transport.last_rx = now
-                    if transport.pending_addr is not None:
-                        self._confirm(transport, addr, now)
-                    if listener is not None:
-                        listener.on_rtcp(transport, plain, now)
+                    moved = transport.receive_rtcp_untrusted(data, addr, now)
                 else:
-                    plain = transport.unprotect_rtp_untrusted(data)
-                    # Authenticated: this address holds the transport's keys (module docstring).
-                    transport.last_rx = now
-                    if transport.pending_addr is not None:
-                        self._confirm(transport, addr, now)
-                    if len(plain) < 12:
-                        counters["rtp_parse"] += 1
-                        return
-                    if len(plain) > MAX_FORWARD_RTP:
-                        counters["oversize"] += 1
-                        return
-                    counters["rtp_in"] += 1
-                    if listener is not None:
-                        listener.on_rtp(transport, plain)
+                    moved = transport.receive_rtp_untrusted(data, addr, now)
+                if moved:
+                    self._moved(transport, addr, moved)
             elif kind == mux.STUN:
                 self._stun(data, addr, now, arrival)
             elif kind == mux.DTLS:
@@ -464,8 +443,8 @@ class MediaEndpoint:
                 "media endpoint: error handling a datagram from %s", addr,
             )  # fmt: skip
 
-    def _confirm(self, transport: WebRtcTransport, addr: Address, now: float) -> None:
-        moved = transport.authenticated_from(addr, now)
+    def _moved(self, transport: WebRtcTransport, addr: Address, moved: str) -> None:
+        """Authenticated media from a pending address confirmed it (`authenticated_from`)."""
         if moved == ice.SWITCHED:
             self.counters["ice_switch"] += 1
             log.info("%r: media moved to %s", transport, addr)

@@ -58,6 +58,11 @@ PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (docs/PROTO
 PLI_FLOOR = 0.3
 NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (docs/PROTOCOL.md section 4)
 RESENT_PRUNE = 512  # a consumer's resend times are pruned past this many entries
+# pylibsrtp's protect refuses RTP longer than its 1500-byte buffer minus the largest trailer
+# (144): 1356 bytes, both profiles. A publisher's libsrtp has no such limit, so a longer
+# authentic packet must be dropped here, before it fails to be re-protected per subscriber
+# (found by scripts/fuzz_parsers.py: ValueError in Router.on_rtp, logged per packet).
+MAX_FORWARD_RTP = 1356
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
@@ -102,13 +107,22 @@ class Router:
 
     def on_rtp(self, transport: WebRtcTransport, packet: bytes) -> None:
         """`packet` is the decrypted RTP packet from a producer transport."""
+        counters = self.counters
+        size = len(packet)
+        if size < 12:
+            counters["rtp_parse"] += 1
+            return
+        if size > MAX_FORWARD_RTP:
+            counters["oversize"] += 1
+            return
+        counters["rtp_in"] += 1
         ssrc = _SSRC.unpack_from(packet, 8)[0]
         routes = self.transports.get(transport)
         producer = routes.producers.get(ssrc) if routes is not None else None
         if producer is None:
-            self.counters["unknown_ssrc"] += 1
+            counters["unknown_ssrc"] += 1
             return
-        producer.octets += len(packet)
+        producer.octets += size
         if producer.ssrc == ssrc:  # RTX packets are forwarded, not cached or counted
             seq = _SEQ.unpack_from(packet, 2)[0]
             producer.cache[seq & producer.mask] = packet
@@ -130,6 +144,7 @@ class Router:
         """`packet` is a decrypted RTCP compound from either side. Raises MalformedInput when
         the compound's framing is broken; a bad packet inside it is counted ("rtcp_parse") and
         the rest of the compound still handled."""
+        self.counters["rtcp_in"] += 1
         self._now = now
         for item in rtcp.iter_packets_untrusted(packet):
             pt = item.packet_type

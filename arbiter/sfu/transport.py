@@ -287,17 +287,34 @@ class WebRtcTransport:
     def consent_expired(self, now: float) -> bool:
         return self.ice.consent_expired(now)
 
-    def unprotect_rtp_untrusted(self, data: bytes) -> bytes:
+    def receive_rtp_untrusted(self, data: bytes, addr: Address, now: float) -> str:
+        """SRTP from `addr` (the endpoint found this transport by it). Authenticated, it proves
+        the address live (`last_rx`; a pending nomination is confirmed) and its plaintext goes
+        to the listener's `on_rtp`. Returns the confirmation's result (`authenticated_from`),
+        "" mostly. Raises MalformedInput ("srtp ...") when it does not authenticate."""
         srtp = self.srtp
         if srtp is None:
             raise MalformedInput("srtp not ready")
-        return srtp.unprotect_rtp_untrusted(data)
+        plain = srtp.unprotect_rtp_untrusted(data)
+        self.last_rx = now
+        moved = self.authenticated_from(addr, now) if self.pending_addr is not None else ""
+        listener = self.listener
+        if listener is not None:
+            listener.on_rtp(self, plain)
+        return moved
 
-    def unprotect_rtcp_untrusted(self, data: bytes) -> bytes:
+    def receive_rtcp_untrusted(self, data: bytes, addr: Address, now: float) -> str:
+        """SRTCP from `addr`: as `receive_rtp_untrusted`, to the listener's `on_rtcp`."""
         srtp = self.srtp
         if srtp is None:
             raise MalformedInput("srtp not ready")
-        return srtp.unprotect_rtcp_untrusted(data)
+        plain = srtp.unprotect_rtcp_untrusted(data)
+        self.last_rx = now
+        moved = self.authenticated_from(addr, now) if self.pending_addr is not None else ""
+        listener = self.listener
+        if listener is not None:
+            listener.on_rtcp(self, plain, now)
+        return moved
 
     # -- internals -----------------------------------------------------------------------------
 
