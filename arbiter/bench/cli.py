@@ -53,6 +53,8 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--out", default="benchmarks", help="directory for bench.json and bench.png")
     bench.add_argument("--markdown", default=None, help="also write this Markdown report")
     bench.add_argument("--no-pin", action="store_true", help="do not pin server and generator")
+    bench.add_argument("--from-json", default=None,
+                       help="rewrite the report (--markdown, plot) from an earlier bench.json")
     bench.add_argument("--repeats", type=int, default=1,
                        help="interleaved runs per figure (the report gives median, min, max)")
     bench.add_argument("--two-core", action="append", type=_scenario, default=[],
@@ -198,8 +200,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _rewrite(source: Path, markdown: str) -> int:
+    """The Markdown report and plot again from a run's JSON (no measurement)."""
+    out = json.loads(source.read_text())
+    out["sections"] = [p.read_text() for p in sorted(source.parent.glob("*.md"))]
+    plotted = bool(out["ramps"]) and report.plot(source.parent / "bench.png", out)
+    Path(markdown).write_text(report.markdown(out, str(source.parent / "bench.png")
+                                              if plotted else None))  # fmt: skip
+    print(f"wrote {markdown} from {source}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per room is noise here
+    if args.from_json:
+        return _rewrite(Path(args.from_json), args.markdown or "BENCHMARKS.md")
     if args.standard:
         args.target = args.target or ["arbiter", "janus", "relay"]
         args.scenario = args.scenario or [

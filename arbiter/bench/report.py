@@ -134,20 +134,21 @@ def ratios(rows: Sequence[dict[str, Any]], base: str = "arbiter",
 
 
 def largest_meeting(ramp: Sequence[dict[str, Any]], max_loss: float = 0.01) -> str:
-    """The largest size held below `max_loss`, with '≥' when the generator, not the server,
-    ended the ramp (saturated generator: the server's own limit lies beyond)."""
-    held = [r for r in ramp if r.get("loss") is not None and r["loss"] <= max_loss
-            and not r.get("generator_saturated")]  # fmt: skip
+    """The largest size held below `max_loss`, with '≥' when the ramp ended on the load
+    generator rather than the server: its last step saturated the generator (its loss may be
+    the generator's own) or did not complete."""
+    held = [r for r in ramp if r.get("runs", 1) and r.get("loss") is not None
+            and r["loss"] <= max_loss]  # fmt: skip
     if not held:
-        return "none"
+        return "none held"
     best = max(held, key=lambda r: r["participants"])
     last = ramp[-1]
-    if "error" in last:
+    if "error" in last and not last.get("runs", 1):
         return (f"≥ {best['participants']} (the {last['participants']}-person step did not "
-                "complete: its joins timed out with the load generator at its limit)")  # fmt: skip
-    bound = last.get("generator_saturated") and last.get("loss", 1) is not None \
-        and last["loss"] <= max_loss
-    return f"≥ {best['participants']}" if bound else str(best["participants"])
+                "complete: its joins timed out)")  # fmt: skip
+    if last.get("generator_saturated"):
+        return f"≥ {best['participants']} (load generator saturated)"
+    return str(best["participants"])
 
 
 def plot(path: Path, report: dict[str, Any]) -> bool:
@@ -249,7 +250,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
         agg = aggregate(runs)
         ramp_rows += agg
         lines.append(f"- {target}: largest meeting below 1 % loss (median): "
-                     f"{largest_meeting(agg)} participants")  # fmt: skip
+                     f"{largest_meeting(agg)}")  # fmt: skip
     lines += ["", table(ramp_rows), ""]
     if plot_name:
         lines += [f"![throughput and latency against load]({plot_name})", ""]
