@@ -178,3 +178,13 @@ def test_two_core_run_is_labelled_by_what_the_build_offers() -> None:
     else:
         assert arbiter.workers == 0
         assert "workers not available in this build" in labels["arbiter-2core"]["server"]
+
+
+def test_ramp_says_when_the_generator_ended_it() -> None:
+    row = {"scenario": "m", "target": "t", "runs": 3}
+    held = {**row, "participants": 12, "loss": 0.0}
+    saturated = {**row, "participants": 20, "loss": 0.03, "generator_saturated": True}
+    lost = {**row, "participants": 20, "loss": 0.2}
+    assert report.largest_meeting([held, saturated]) == "≥ 12 (load generator saturated)"
+    assert report.largest_meeting([held, lost]) == "12"
+    assert report.largest_meeting([lost]) == "none held"
