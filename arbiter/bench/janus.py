@@ -111,8 +111,9 @@ class JanusServer:
         ... server.pid (for /proc/<pid>/stat CPU seconds and /proc/<pid>/status RSS)
 
     `event_loops=None` keeps Janus's default of one GLib loop thread per handle (per
-    PeerConnection), which is how Janus is normally deployed; an int makes handles share that many
-    loop threads (Janus's `general.event_loops`).
+    PeerConnection); an int makes handles share that many loop threads (Janus's
+    `general.event_loops`), which Janus's documentation advises under load and which the
+    benchmark uses (one loop per core Janus is given, `JanusTarget`).
     """
 
     def __init__(
