@@ -216,7 +216,7 @@ class WorkersConfig:
     token: str = ""
     # Local SFU worker processes `arbiter serve` starts: "auto" (one per core), a number, or 0
     # (rooms run inside the gateway process). Worker i listens on UDP media.port + i.
-    local: str = "0"
+    local: str = "auto"
 
     def __post_init__(self) -> None:
         if self.local != "auto" and not (self.local.isdigit() and int(self.local) <= 64):

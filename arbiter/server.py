@@ -23,7 +23,7 @@ from .metrics import Metrics
 from .rooms import RoomManager, SfuFactory
 from .sfu.endpoint import MediaEndpoint
 from .sfu.media import run_media_room
-from .sfu.media_worker import MediaWorker
+from .sfu.media_worker import MediaWorker, media_tables
 from .store import Store
 from .workers import local_token, run_local_worker
 
@@ -66,17 +66,6 @@ def _hypercorn_config(config: Config) -> HyperConfig:
 def media_sfu_factory(config: Config, worker: MediaWorker) -> SfuFactory:
     """Room SFUs with the native media plane, all on the process's one MediaWorker."""
     return functools.partial(run_media_room, worker=worker, config=config)
-
-
-def _media_tables(worker: MediaWorker) -> dict[str, float]:
-    endpoint = worker.endpoint
-    return {
-        "transports": endpoint.transport_count(),
-        "by_ufrag": len(endpoint.by_ufrag),
-        "by_addr": len(endpoint.by_addr),
-        "router_transports": sum(len(r.transports) for r in worker.routers),
-        "media_rooms": len(worker.rooms),
-    }
 
 
 def _loopback_ws_url(url: str) -> str:
@@ -129,14 +118,14 @@ class Server:
             self.metrics.add_counters(
                 "arbiter_media_datagrams",
                 "Media datagrams by outcome (drop reasons and rtp_in/rtcp_in)",
-                lambda: dict(endpoint.counters),
+                lambda: rooms.workers.sum_counters(endpoint.counters),
             )
             # The media plane's tables, so a leak is visible from outside (the soak script and
             # operators read these; once everyone has left, all but media_rooms are back to 0).
             self.metrics.add_gauges(
                 "arbiter_media_transports",
                 "Media plane entries: live transports and their lookup tables",
-                functools.partial(_media_tables, media),
+                lambda: rooms.workers.sum_tables(media_tables(media)),
             )
             app = create_app(self.config, store, rooms, gateway, self.metrics)
             async with trio.open_nursery() as nursery:

@@ -17,6 +17,8 @@ import logging
 import os
 import secrets
 import sys
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,9 @@ class WorkerInfo:
     rooms: set[int] = field(default_factory=set)
     participants: int = 0
     pps: int = 0
+    # The worker's media counters and tables from its last load report (for /metrics).
+    counters: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)
     gone: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -72,6 +77,15 @@ class WorkerPool:
             value = load.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 setattr(worker, key, value)
+        for key in ("counters", "tables"):
+            value = load.get(key)
+            if isinstance(value, dict) and len(value) <= 256:
+                clean = {
+                    str(k)[:64]: v
+                    for k, v in value.items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                }
+                setattr(worker, key, clean)
 
     def gone(self, worker_id: str) -> None:
         worker = self.workers.pop(worker_id, None)
@@ -92,6 +106,20 @@ class WorkerPool:
     def _wake(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+    def sum_counters(self, own: Mapping[str, int]) -> dict[str, int]:
+        """This process's media counters plus every attached worker's (its last report)."""
+        total: Counter[str] = Counter(own)
+        for worker in self.workers.values():
+            total.update(worker.counters)
+        return dict(total)
+
+    def sum_tables(self, own: Mapping[str, float]) -> dict[str, float]:
+        total = dict(own)
+        for worker in self.workers.values():
+            for key, value in worker.tables.items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def describe(self) -> list[dict[str, Any]]:
         return [w.describe() for w in sorted(self.workers.values(), key=lambda w: w.id)]

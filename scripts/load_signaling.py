@@ -71,7 +71,7 @@ def _config(tmp: Path, clients_per_room: int) -> Path:
         "consent_timeout = 3600.0\n"
         f"[rooms]\nidle_pool = 0\nmax_rooms = 100000\nmax_participants = {clients_per_room}\n"
         f"[limits]\nsend_queue = 1024\n{extra}"
-        f'[store]\npath = "{tmp}/arbiter.db"\n'
+        f'[store]\npath = "{tmp}/arbiter.db"\n[workers]\nlocal = 0\n'
     )
     return path
 

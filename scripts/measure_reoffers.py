@@ -132,7 +132,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     config.write_text(
         '[http]\nhost = "127.0.0.1"\nport = 0\n'
         '[media]\nlisten = "127.0.0.1"\nport = 0\nannounced_ip = ["127.0.0.1"]\n'
-        f'[store]\npath = "{tmp / "reoffers.db"}"\n[rooms]\nidle_pool = 0\n'
+        f'[store]\npath = "{tmp / "reoffers.db"}"\n[rooms]\nidle_pool = 0\n[workers]\nlocal = 0\n'
     )
     return spawn_serve(config)
 

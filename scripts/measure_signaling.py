@@ -46,7 +46,7 @@ def start_server(tmp: Path, max_participants: int) -> tuple[subprocess.Popen[str
     config = tmp / "arbiter.toml"
     config.write_text(
         '[http]\nhost = "127.0.0.1"\nport = 0\n[media]\nlisten = "127.0.0.1"\nport = 0\n'
-        f'[store]\npath = "{tmp / "bench.db"}"\n[rooms]\nidle_pool = 1\n'
+        f'[store]\npath = "{tmp / "bench.db"}"\n[rooms]\nidle_pool = 1\n[workers]\nlocal = 0\n'
         f"max_participants = {max_participants}\n"
     )
     return spawn_serve(config)

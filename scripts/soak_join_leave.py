@@ -67,7 +67,7 @@ async def soak(cycles: int, every: int, log: Path | None) -> dict[str, Any]:
         config.write_text(
             '[http]\nhost = "127.0.0.1"\nport = 0\n'
             '[media]\nlisten = "127.0.0.1"\nport = 0\nannounced_ip = ["127.0.0.1"]\n'
-            f'[rooms]\nidle_pool = 0\n[store]\npath = "{db}"\n'
+            f'[rooms]\nidle_pool = 0\n[workers]\nlocal = 0\n[store]\npath = "{db}"\n'
             # The resident answers one consumer offer per cycle, ~100 a second here: far above
             # what one person's browser sends, so its per-connection rate limit is raised.
             "[limits]\nmessages_per_second = 1000.0\nmessage_burst = 1000\n"

@@ -53,7 +53,7 @@ class ServeProcess:
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'
             f'[media]\nlisten = "127.0.0.1"\nport = {self.media_port}\n'
             'announced_ip = ["127.0.0.1"]\n'
-            f'[store]\npath = "{tmp_path / "a.db"}"\n[rooms]\nidle_pool = 1\n'
+            f'[store]\npath = "{tmp_path / "a.db"}"\n[rooms]\nidle_pool = 1\n[workers]\nlocal = 0\n'
         )
         self.log_dir = tmp_path
         self.runs = 0

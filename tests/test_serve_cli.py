@@ -20,7 +20,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     config = tmp_path / "arbiter.toml"
     config.write_text(
         f'[http]\nhost = "127.0.0.1"\nport = 0\n[media]\nlisten = "127.0.0.1"\nport = 0\n'
-        f'[store]\npath = "{tmp_path / "a.db"}"\n[rooms]\nidle_pool = 1\n'
+        f'[store]\npath = "{tmp_path / "a.db"}"\n[rooms]\nidle_pool = 1\n[workers]\nlocal = 0\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)],

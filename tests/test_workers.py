@@ -120,6 +120,10 @@ async def test_two_local_workers_carry_rooms_and_survive_a_killed_worker(tmp_pat
         b = await call(srv, second, [3, 4], nursery)
         await trio.sleep(2.0)
         assert received(a) > 0 and received(b) > 0
+        # /metrics sums the workers' media counters (from their load reports) into the
+        # gateway's, which binds no media port itself.
+        assert await srv.metric('arbiter_media_datagrams_total{reason="rtp_in"}') > 500
+        assert await srv.metric('arbiter_media_transports{kind="transports"}') == 8  # 4 x (1 + 1)
         placement = dict(srv.query("SELECT id, worker_id FROM rooms WHERE id IN (?, ?)",
                                    (first, second)))  # fmt: skip
         assert placement[first] != placement[second]

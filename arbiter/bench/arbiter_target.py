@@ -69,7 +69,9 @@ class ArbiterTarget(Target):
                 # Every room of a benchmark is created from this one address.
                 "[limits]\ncreate_room_per_minute = 0\nrooms_per_address = 0\n"
                 f"[store]\npath = \"{tmp}/arbiter.db\"\n"
-                + (f"[workers]\nlocal = {self.workers}\n" if self.workers else "")
+                # Rooms in this one process unless the scenario asks for workers (the default
+                # is one worker per core).
+                + (f"[workers]\nlocal = {self.workers}\n" if workers_available() else "")
             )
             env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
             command = [sys.executable, "-m", "arbiter.cli", "serve", "--config", str(config)]

@@ -99,3 +99,15 @@ class MediaWorker:
                 except Exception:
                     counters["internal_error"] += 1
                     self._log.exception("rtcp_reports", now, "RTCP reports failed")
+
+
+def media_tables(worker: MediaWorker) -> dict[str, float]:
+    """The media plane's tables, so a leak is visible from outside (/metrics)."""
+    endpoint = worker.endpoint
+    return {
+        "transports": endpoint.transport_count(),
+        "by_ufrag": len(endpoint.by_ufrag),
+        "by_addr": len(endpoint.by_addr),
+        "router_transports": sum(len(r.transports) for r in worker.routers),
+        "media_rooms": len(worker.rooms),
+    }

@@ -33,7 +33,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from ..config import Config
 from .endpoint import MediaEndpoint
 from .media import run_media_room
-from .media_worker import MediaWorker
+from .media_worker import MediaWorker, media_tables
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,9 @@ class Worker:
                 "rooms": len(self.rooms),
                 "participants": participants,
                 "pps": round((now - last) / LOAD_INTERVAL),
+                # The media plane's counters and tables, summed into the gateway's /metrics.
+                "counters": dict(self.endpoint.counters),
+                "tables": media_tables(self.media),
             }
             last = now
             await ws.send_message(json.dumps({"action": "load", "data": report}))

@@ -33,6 +33,8 @@ port = 0
 listen = "127.0.0.1"
 port = 0
 announced_ip = ["127.0.0.1"]
+[workers]
+local = 0
 """
 
 

@@ -25,6 +25,9 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         media={"listen": "127.0.0.1", "port": 0, "announced_ip": ["127.0.0.1"]},
         store={"path": str(tmp_path / "arbiter.db")},
         rooms={"idle_pool": 0},
+        # Rooms in this process (the default is one SFU worker process per core): tests that
+        # need workers ask for them (tests/test_workers.py).
+        workers={"local": "0"},
         # Tests create many rooms from 127.0.0.1; the per-address budgets are tested on their
         # own (tests/test_rate_limits.py, tests/test_attacks*.py) with explicit limits.
         limits={
