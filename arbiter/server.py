@@ -110,11 +110,16 @@ class Server:
             if local_workers:
                 gateway.worker_token = local_token(self.config)
             self.metrics.add_gauges("arbiter_rooms", "Live rooms by status", rooms.counts)
-            self.metrics.add_gauges(
-                "arbiter_worker_participants",
-                "Participants per SFU worker",
-                lambda: {w["id"]: w["participants"] for w in rooms.workers.describe()},
-            )
+            for what, doc in (
+                ("participants", "Participants per SFU worker"),
+                ("rooms", "Rooms placed on each SFU worker"),
+                ("pps", "RTP packets per second each SFU worker received (last load report)"),
+            ):
+                self.metrics.add_gauges(
+                    f"arbiter_worker_{what}",
+                    doc,
+                    lambda what=what: {w["id"]: w[what] for w in rooms.workers.describe()},
+                )
             self.metrics.add_counters(
                 "arbiter_media_datagrams",
                 "Media datagrams by outcome (drop reasons and rtp_in/rtcp_in)",

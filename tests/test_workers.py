@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -123,6 +124,9 @@ async def test_two_local_workers_carry_rooms_and_survive_a_killed_worker(tmp_pat
         # /metrics sums the workers' media counters (from their load reports) into the
         # gateway's, which binds no media port itself.
         assert await srv.metric('arbiter_media_datagrams_total{reason="rtp_in"}') > 500
+        for worker in ("local-0", "local-1"):
+            assert await srv.metric(f'arbiter_worker_rooms{{kind="{worker}"}}') == 1
+            assert await srv.metric(f'arbiter_worker_participants{{kind="{worker}"}}') == 2
         assert await srv.metric('arbiter_media_transports{kind="transports"}') == 8  # 4 x (1 + 1)
         placement = dict(srv.query("SELECT id, worker_id FROM rooms WHERE id IN (?, ?)",
                                    (first, second)))  # fmt: skip
@@ -269,3 +273,60 @@ async def test_local_workers_stop_when_the_server_is_killed(tmp_path: Path) -> N
         with trio.fail_after(10):
             while pids["local-0"] in worker_pids().values():
                 await trio.sleep(0.2)
+
+
+async def test_pages_rejoin_after_their_worker_is_killed(tmp_path: Path) -> None:
+    """Two Chromium pages in a room on worker X (web client, real media): X is SIGKILLed; the
+    pages are told (sfuDisconnect), rejoin by themselves, and decode each other again within
+    10 s, with the room now on a live worker."""
+    from arbiter.testing import make_config, running_server
+    from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
+    from tests.test_web_client import Page, run_pages, wait_settled
+
+    require_chromium()
+    config = make_config(tmp_path, workers={"local": "2", "token": "worker-secret"})
+    seen: dict[str, Any] = {}
+    with no_leaked_threads():
+        async with running_server(config) as srv:
+            with trio.fail_after(20):
+                while len(srv.server.rooms.workers.workers) < 2:  # type: ignore[union-attr]
+                    await trio.sleep(0.1)
+
+            def body(browser: Any) -> None:
+                pages = {
+                    label: Page(browser, srv.url + "/killed-worker", label) for label in ("A", "B")
+                }
+                for label, page in pages.items():
+                    page.join(f"Person {label}")
+                    page.wait_joined()
+                wait_settled(pages, timeout=25)
+                room = pages["A"].state()["roomId"]
+                worker = trio.from_thread.run_sync(
+                    lambda: srv.server.rooms.rooms[room].worker  # type: ignore[union-attr]
+                )
+                seen["worker"] = worker
+                os.kill(worker_pids()[worker], signal.SIGKILL)
+                started = time.monotonic()
+                # Each page must be seen leaving "joined" (sfuDisconnect -> reconnecting):
+                # its old consumer stats would otherwise pass for decoding.
+                noticed: set[str] = set()
+
+                def all_noticed() -> bool:
+                    for label, page in pages.items():
+                        if page.state()["phase"] != "joined":
+                            noticed.add(label)
+                    return noticed == set(pages)
+
+                poll(all_noticed, timeout=5, interval=0.02, what="the pages to notice")
+                wait_settled(pages, timeout=10)
+                seen["recovered_s"] = time.monotonic() - started
+                seen["room"] = room
+                seen["now_on"] = trio.from_thread.run_sync(
+                    lambda: srv.server.rooms.rooms[room].worker  # type: ignore[union-attr]
+                )
+
+            with trio.fail_after(90):
+                await trio.to_thread.run_sync(run_pages, body)
+    print(f"pages decoding again {seen['recovered_s']:.1f} s after SIGKILL of {seen['worker']}")
+    assert seen["recovered_s"] < 10
+    assert seen["now_on"] is not None
