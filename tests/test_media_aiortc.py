@@ -159,3 +159,25 @@ async def test_reoffers_keep_the_media_flowing(tmp_path: Path) -> None:
             assert len(room.publishers["A"].producers) == 3
             assert sfu_transport_count(srv, room_id) == 4
             assert_healthy(peers)
+
+
+async def test_active_speaker_is_the_publisher_that_makes_sound(tmp_path: Path) -> None:
+    """A sends a tone, B silence: from the RFC 6464 levels aiortc sends, the SFU elects A and
+    both clients receive `activeSpeaker` A (and never B)."""
+    with trio.fail_after(25):
+        async with running_server(make_config(tmp_path)) as srv, AsyncExitStack() as stack:
+            room_id = await new_room(srv, "speaker")
+            a = await stack.enter_async_context(open_media_peer(video=False, tone=True))
+            await a.join(srv.ws_url, room_id, "A", "name-A")
+            b = await stack.enter_async_context(open_media_peer(video=False))
+            await b.join(srv.ws_url, room_id, "B", "name-B")
+            for peer in (a, b):
+                message = await peer.wait_for_message(
+                    lambda m: m.get("type") == "activeSpeaker", timeout=15
+                )
+                assert message == {"type": "activeSpeaker", "id": "A"}
+            await trio.sleep(1.5)  # B's silence never takes over
+            for peer in (a, b):
+                assert [m["id"] for m in peer.messages if m.get("type") == "activeSpeaker"] == [
+                    "A"
+                ]

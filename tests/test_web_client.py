@@ -972,3 +972,51 @@ async def test_suggested_room_names_carry_65_random_bits(tmp_path: Path) -> None
     # lower the entropy): 2000 draws over 32 symbols miss one with probability < 1e-25.
     for position in [i for i in range(15) if i not in (4, 9)]:
         assert len({n[position] for n in names}) == 32, position
+
+
+async def test_the_active_speaker_is_shown_large(tmp_path: Path) -> None:
+    """An aiortc peer sends a tone into the page's room: the SFU elects it from its RFC 6464
+    audio levels and the page shows its tile large (the own tile never is)."""
+    require_chromium()
+    release = trio.Event()
+
+    async def speaker(
+        srv: Any, room_id: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with open_media_peer(tone=True) as peer:
+            await peer.join(srv.ws_url, room_id, "talker", "Talker")
+            task_status.started()
+            await release.wait()
+
+    with trio.fail_after(30):
+        async with running_server(make_config(tmp_path)) as srv, trio.open_nursery() as nursery:
+            token = trio.lowlevel.current_trio_token()
+
+            def body(browser: Any) -> None:
+                page = Page(browser, srv.url + "/web-speaker", "S")
+                try:
+                    page.join("Listener")
+                    room_id = page.wait_joined()["roomId"]
+                    trio.from_thread.run(nursery.start, speaker, srv, room_id, trio_token=token)
+                    tiles = poll(
+                        lambda: (
+                            t := {x["id"]: x for x in page.state()["tiles"]}
+                        ).get("talker", {}).get("activeSpeaker") and t,
+                        timeout=15,
+                        what="the talker's tile marked as the active speaker",
+                    )
+                    assert not tiles[page.id]["activeSpeaker"], tiles
+                    big = page.tile("talker").bounding_box()
+                    small = page.page.locator('[data-testid="tile"].self').bounding_box()
+                    assert big and small, (big, small)
+                    area = big["width"] * big["height"], small["width"] * small["height"]
+                    assert area[0] > 4 * area[1], (big, small)
+                    assert page.page.locator("#grid.has-speaker").count() == 1
+                    page.screenshot("web-active-speaker")
+                except BaseException as exc:
+                    exc.add_note(page.describe())
+                    raise
+                finally:
+                    trio.from_thread.run_sync(release.set, trio_token=token)
+
+            await trio.to_thread.run_sync(run_pages, body)

@@ -295,6 +295,10 @@ class MediaRoom:
                 publisher.producers[track.mid] = self.router.create_producer(
                     publisher.transport, track.kind, track.ssrc, track.rtx_ssrc
                 )
+            if track.kind == "audio":  # its levels feed the dominant speaker detection
+                publisher.producers[track.mid].level_ext = next(
+                    (i for i, uri in track.header_extensions if uri == sdp.URI_AUDIO_LEVEL), 0
+                )
         publisher.tracks = kept
 
     # -- consumer ------------------------------------------------------------------------------
@@ -555,6 +559,10 @@ class MediaRoom:
             self.router.request_keyframe(producer, now, force=True)
         if transport.publisher is not None:
             self.datachannels.on_consumer_connected(transport.owner, transport.publisher)
+
+    def active_speaker(self, publisher: str) -> None:
+        """The Router's dominant speaker changed (speaker.py): every client hears it."""
+        self.sfu.notify("room", {"type": "activeSpeaker", "id": publisher})
 
     def transport_closed(self, transport: WebRtcTransport) -> None:
         if transport.role == PRODUCER:

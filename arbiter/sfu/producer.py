@@ -37,7 +37,7 @@ class Producer:
     __slots__ = (
         "transport", "kind", "ssrc", "rtx_ssrc", "targets", "consumers", "cache", "mask",
         "packets", "base_seq", "max_seq", "cycles", "expected_prior", "received_prior",
-        "last_sr_ntp", "last_sr_at", "last_pli_at", "octets", "samples", "closed",
+        "last_sr_ntp", "last_sr_at", "last_pli_at", "octets", "samples", "closed", "level_ext",
     )  # fmt: skip
 
     def __init__(self, transport: WebRtcTransport, kind: str, ssrc: int, rtx_ssrc: int | None):
@@ -45,6 +45,9 @@ class Producer:
         self.kind = kind
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
+        # The negotiated RFC 6464 audio level extension id of an audio track, 0 when none: the
+        # Router feeds the levels to its dominant speaker detection (speaker.py).
+        self.level_ext = 0
         # (protect, addr) per connected consumer: the loop's whole per-destination state.
         self.targets: list[tuple[Callable[[bytes], bytes], Address]] = []
         self.consumers: list[Consumer] = []

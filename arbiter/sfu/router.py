@@ -38,6 +38,7 @@ from ..errors import MalformedInput
 from . import rtcp
 from .producer import SAMPLE_INTERVAL, Consumer, Producer
 from .ratelog import RateLimitedLog
+from .speaker import DominantSpeaker, audio_level
 from .srtp import PROTECT_ERRORS
 from .transport import WebRtcTransport
 
@@ -74,6 +75,8 @@ class RouterListener(Protocol):
 
     def transport_closed(self, transport: WebRtcTransport) -> None: ...
 
+    def active_speaker(self, publisher: str) -> None: ...
+
 
 class _Routes:
     """The Router's tables for one of its transports."""
@@ -102,6 +105,7 @@ class Router:
         self._next_sample = float("-inf")
         self._now = 0.0  # the last `now` seen: log rate limiting where none is passed in
         self._log = RateLimitedLog(log)
+        self.speakers = DominantSpeaker()
 
     # -- RTP: publisher -> subscribers (the hot path) --------------------------------------
 
@@ -128,6 +132,8 @@ class Router:
             producer.cache[seq & producer.mask] = packet
             producer.packets += 1
             producer.note_seq(seq)
+            if producer.level_ext:
+                self._on_audio_level(producer, packet)
         send = self.send
         for protect, addr in producer.targets:
             try:  # free in CPython 3.11+ unless it raises
@@ -137,6 +143,14 @@ class Router:
                 # jumped back past the replay window): the other destinations still get it.
                 self.counters["protect_failed"] += 1
                 self._log.exception("protect_rtp", self._now, "protect for %s failed", addr)
+
+    def _on_audio_level(self, producer: Producer, packet: bytes) -> None:
+        level = audio_level(packet, producer.level_ext)
+        if level is None:
+            return
+        speaker = self.speakers.update(producer.transport.owner, level, self._now)
+        if speaker is not None and self.listener is not None:
+            self.listener.active_speaker(speaker)
 
     # -- RTCP ------------------------------------------------------------------------------
 
@@ -419,6 +433,8 @@ class Router:
         routes = self.transports.get(transport)
         if routes is None:
             return
+        if routes.producer_list:
+            self.speakers.remove(transport.owner)
         for producer in list(routes.producer_list):
             self._close_producer(producer)
         for consumer in list(routes.consumers.values()):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -112,6 +113,20 @@ class AsyncioThread:
             )
 
 
+class ToneTrack(AudioStreamTrack):
+    """Synthetic microphone: a 400 Hz square wave at about -12 dBFS (aiortc's AudioStreamTrack
+    is silence), so the RFC 6464 audio level aiortc sends says someone speaks."""
+
+    _PERIOD = struct.pack("<10h", *[8000] * 10) + struct.pack("<10h", *[-8000] * 10)
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        for plane in frame.planes:
+            size = plane.buffer_size
+            plane.update((self._PERIOD * (size // len(self._PERIOD) + 1))[:size])
+        return frame
+
+
 class ColourBarsTrack(VideoStreamTrack):
     """Synthetic camera: a white bar sweeping across a background whose colour keeps changing.
 
@@ -175,8 +190,10 @@ class MediaPeer:
         video: bool = True,
         rtc_timeout: float = RTC_TIMEOUT,
         channels: list[tuple[str, dict[str, Any]]] | None = None,
+        tone: bool = False,
     ) -> None:
         self.video_size = video_size
+        self.tone = tone  # the audio track is a tone (ToneTrack), not silence
         # Data channels on the producer pc: (label, createDataChannel keyword arguments).
         self.channel_specs = list(channels or [])
         # (label, message, loop time) of every data channel message received, in order.
@@ -562,7 +579,7 @@ class MediaPeer:
 
             channel.on("message", received)
         if self.send_audio:
-            pc.addTrack(AudioStreamTrack())
+            pc.addTrack(ToneTrack() if self.tone else AudioStreamTrack())
         if self.send_video:
             pc.addTrack(ColourBarsTrack(*self.video_size))
         await pc.setLocalDescription(await pc.createOffer())
@@ -671,11 +688,12 @@ async def open_media_peer(
     video: bool = True,
     rtc_timeout: float = RTC_TIMEOUT,
     channels: list[tuple[str, dict[str, Any]]] | None = None,
+    tone: bool = False,
 ) -> AsyncIterator[MediaPeer]:
     """A MediaPeer whose pcs, WebSocket and loop thread are always cleaned up on exit."""
     async with MediaPeer(
         video_size=video_size, audio=audio, video=video, rtc_timeout=rtc_timeout,
-        channels=channels,
+        channels=channels, tone=tone,
     ) as peer:
         yield peer
 

@@ -39,6 +39,7 @@ window.arbiter = Object.freeze({
         moderator: !t.moderator.hidden,
         actions: [...t.actions.querySelectorAll("button")].map((b) => b.textContent),
         speaking: t.node.classList.contains("speaking"),
+        activeSpeaker: t.node.classList.contains("active-speaker"),
         quality: t.quality.dataset.quality || null,
         status: t.status.textContent,
       };

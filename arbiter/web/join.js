@@ -261,6 +261,10 @@ function onMessage(msg) {
     case "chat":
       chat.add(msg);
       break;
+    case "activeSpeaker":
+      // The SFU's dominant speaker, shown large; when it is us, the last remote one stays.
+      if (isPeerId(msg.id) && msg.id !== state.id) grid.setActiveSpeaker(msg.id);
+      break;
     case "features":
       setPeerFeatures(msg.id, msg.features);
       break;

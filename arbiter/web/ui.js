@@ -66,6 +66,8 @@ export class Grid {
     // Remote peer id (a string from the server) or the caller's own key for its self view
     // (context.js makes it a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
     this.tiles = new Map();
+    // The remote peer the SFU reports as the dominant speaker (activeSpeaker), shown large.
+    this.speaker = null;
     new ResizeObserver(() => this.layout()).observe(root);
   }
 
@@ -201,6 +203,13 @@ export class Grid {
     tile.audio.play().catch(() => {});
   }
 
+  /** The room's dominant speaker: its tile spans the grid's top, the others a strip below.
+   * Never our own tile: `id` is a remote peer id (our tile's key is a Symbol). */
+  setActiveSpeaker(id) {
+    this.speaker = id;
+    this.layout();
+  }
+
   setSpeaking(id, speaking) {
     this.tiles.get(id)?.node.classList.toggle("speaking", speaking);
   }
@@ -216,6 +225,11 @@ export class Grid {
   /** Columns and rows that make 16:9 tiles as large as the grid allows. */
   layout() {
     const n = Math.max(1, this.tiles.size);
+    const speaker = this.tiles.get(this.speaker);
+    const large = !!speaker && !speaker.self && n > 1;
+    for (const tile of this.tiles.values()) tile.node.classList.toggle("active-speaker", large && tile === speaker);
+    this.root.classList.toggle("has-speaker", large);
+    this.root.style.setProperty("--strip", Math.max(1, n - 1));
     const { width, height } = this.root.getBoundingClientRect();
     if (!width || !height) return;
     const gap = 8;
