@@ -29,7 +29,7 @@ import trio
 
 from arbiter.testing import make_config, running_server
 from arbiter.testing.browser import poll, require_chromium
-from tests.test_web_client import MEDIA_TIMEOUT, Page, run_pages, wait_settled
+from arbiter.testing.webpage import MEDIA_TIMEOUT, Page, run_pages, wait_settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

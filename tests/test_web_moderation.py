@@ -31,7 +31,7 @@ import trio
 
 from arbiter.testing import make_config, running_server
 from arbiter.testing.browser import ARTIFACTS, no_leaked_threads, poll, require_chromium
-from tests.test_web_client import CSP_LISTENER, HOSTILE_NAME, INJECTED_MARKUP, Page, run_pages
+from arbiter.testing.webpage import CSP_LISTENER, HOSTILE_NAME, INJECTED_MARKUP, Page, run_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

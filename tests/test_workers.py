@@ -281,7 +281,7 @@ async def test_pages_rejoin_after_their_worker_is_killed(tmp_path: Path) -> None
     10 s, with the room now on a live worker."""
     from arbiter.testing import make_config, running_server
     from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
-    from tests.test_web_client import Page, run_pages, wait_settled
+    from arbiter.testing.webpage import Page, run_pages, wait_settled
 
     require_chromium()
     config = make_config(tmp_path, workers={"local": "2", "token": "worker-secret"})

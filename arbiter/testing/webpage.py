@@ -1,0 +1,159 @@
+"""Driving the served web client (arbiter/web) in headless Chromium, for tests.
+
+`Page` opens `http://host/<room>` in its own browser context, joins through the lobby's DOM and
+reads the page only through the DOM and the read-only hook `window.arbiter`; `run_pages` runs a
+body with a fresh Chromium in the calling (worker) thread; `wait_decoding` / `wait_settled`
+poll until pages decode each other. Plus the instruments the security tests share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .browser import ARTIFACTS, chromium, poll
+
+CAMERA = (640, 360)  # what the client asks the (fake) camera for
+JOIN_TIMEOUT = 15.0
+MEDIA_TIMEOUT = 25.0
+LEAVE_DEADLINE = 2.0
+
+# A name that would run script if it ever reached innerHTML.
+HOSTILE_NAME = '<img src=x onerror="window.pwned=1">'
+
+INJECTED_MARKUP = """() => document.querySelectorAll(
+  '#grid img, #chat-log img, #chat-log b, #toast img, #toast b').length
+  + (window.pwned === undefined ? 0 : 100)"""
+
+
+# Collects securitypolicyviolation events from the first script on.
+CSP_LISTENER = """(() => {
+  const seen = [];
+  document.addEventListener("securitypolicyviolation", (e) => seen.push({
+    directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
+    line: e.lineNumber, sample: e.sample,
+  }));
+  Object.defineProperty(window, "cspViolations", { value: () => seen.slice() });
+})();"""
+
+
+class Page:
+    """One participant's page: actions through the DOM, reads through DOM or window.arbiter."""
+
+    def __init__(
+        self,
+        browser: Any,
+        url: str,
+        label: str,
+        setup: Callable[[Any], None] | None = None,
+        **context: Any,
+    ) -> None:
+        self.label = label
+        self.context = browser.new_context(**{"viewport": {"width": 960, "height": 600}, **context})
+        self.context.set_default_timeout(10_000)
+        if setup is not None:  # init scripts and routes, before the page loads
+            setup(self.context)
+        self.page = self.context.new_page()
+        self.log: list[str] = []
+        self.page.on("console", lambda m: self.log.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.log.append(f"pageerror: {e}"))
+        self.page.on(
+            "requestfailed",
+            lambda r: self.log.append(f"requestfailed: {r.method} {r.url} {r.failure}"),
+        )
+        self.websockets: list[str] = []
+        self.page.on("websocket", lambda ws: self.websockets.append(ws.url))
+        self.page.goto(url)
+
+    def join(self, name: str) -> None:
+        self.page.get_by_label("Your name").fill(name)
+        self.page.get_by_role("button", name="Join call").click()
+
+    def state(self) -> dict[str, Any]:
+        return self.page.evaluate("window.arbiter.state()")
+
+    def stats(self) -> dict[str, Any]:
+        # Publisher ids travel as [key, value] pairs: Playwright would drop a "__proto__" key.
+        stats = self.page.evaluate(
+            "window.arbiter.stats().then((s) => ({ ...s, remote: Object.entries(s.remote) }))"
+        )
+        stats["remote"] = dict(stats["remote"])
+        return stats
+
+    @property
+    def id(self) -> str:
+        return self.state()["id"]
+
+    def wait_joined(self, timeout: float = JOIN_TIMEOUT) -> dict[str, Any]:
+        return poll(
+            lambda: (s := self.state())["joined"] and s,
+            timeout=timeout,
+            what=f"{self.label} to join ({self.log[-5:]})",
+        )
+
+    def remote_tile_ids(self) -> set[str]:
+        return {t["id"] for t in self.state()["tiles"] if not t["self"]}
+
+    def decoding(self, publishers: set[str]) -> dict[str, Any] | None:
+        remote = self.stats()["remote"]
+        for p in publishers:
+            r = remote.get(p)
+            if not r or r["framesDecoded"] <= 0 or r["packetsReceived"] <= 0:
+                return None
+        return remote
+
+    def tile(self, peer_id: str) -> Any:
+        return self.page.locator(f'[data-testid="tile"][data-peer-id="{peer_id}"]')
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def describe(self) -> str:
+        try:
+            state = self.state()
+        except Exception as exc:  # a crashed page
+            state = f"unreachable: {exc}"
+        return f"{self.label}: state={state} console={self.log[-15:]}"
+
+
+def run_pages(body: Callable[[Any], None], extra_args: list[str] | None = None) -> None:
+    """`body(browser)` in this (worker) thread with a fresh Chromium that is always closed."""
+    with chromium(extra_args) as browser:
+        body(browser)
+
+
+def wait_decoding(pages: dict[str, Page], ids: dict[str, str], timeout: float) -> None:
+    for label, page in pages.items():
+        others = {ids[o] for o in pages if o != label}
+        poll(
+            lambda page=page, others=others: page.decoding(others),
+            timeout=timeout,
+            what=f"{label} decoding {others}: {page.describe()}",
+        )
+
+
+def wait_settled(pages: dict[str, Page], timeout: float) -> dict[str, Page]:
+    """Every page joined and decoding every other page under its *current* id."""
+
+    def settled() -> bool:
+        states = {label: page.state() for label, page in pages.items()}
+        if not all(s["joined"] for s in states.values()):
+            return False
+        ids = {label: s["id"] for label, s in states.items()}
+        return all(
+            page.decoding({ids[o] for o in pages if o != label}) is not None
+            for label, page in pages.items()
+        )
+
+    poll(
+        settled,
+        timeout=timeout,
+        interval=0.2,
+        what="every page decoding the others: "
+        + " | ".join(page.describe() for page in pages.values()),
+    )
+    return pages
