@@ -25,6 +25,19 @@ from arbiter.testing.serve import served
 from arbiter.testing.signaling import WsClient
 
 
+def sent(people: list[ArbiterParticipant]) -> int:
+    """RTP packets the publishers have handed to the kernel so far."""
+    return sum(p.publisher_leg.sent_packets for p in people if p.publisher_leg is not None)
+
+
+def delivered(people: list[ArbiterParticipant], since: tuple[int, int]) -> float:
+    """The share of what was published since `since` (sent, received) that arrived: in a
+    two-person call each packet has one subscriber. Measured against what was *sent*, so a
+    load generator slowed by the attack (same machine) does not look like loss."""
+    out, got = sent(people) - since[0], received(people) - since[1]
+    return got / out if out else 0.0
+
+
 def received(people: list[ArbiterParticipant]) -> int:
     """RTP packets every subscriber has received so far, over all its subscriptions."""
     return sum(
@@ -86,12 +99,17 @@ async def test_offer_floods_never_restart_the_room(tmp_path: Path) -> None:
             await a.identify_client(room, "flood-a")
             await b.identify_client(room, "flood-b")
             start = received(people)
+            mark = (sent(people), received(people))
             t0 = trio.current_time()
             async with trio.open_nursery() as attack:
                 attack.start_soon(fire_offers, a, 190, tallies[0])
                 attack.start_soon(fire_offers, b, 190, tallies[1])
             during = (received(people) - start) / (trio.current_time() - t0)
-        print(f"offer flood: {tallies}; call pps before {rate_before:.0f}, during {during:.0f}")
+            delivered_during = delivered(people, mark)
+        print(
+            f"offer flood: {tallies}; call pps before {rate_before:.0f}, during {during:.0f};"
+            f" delivered during {delivered_during:.3f}"
+        )
         for tally in tallies:
             # Every offer was answered, and only with these: one in flight at a time.
             assert set(tally) <= {"answer", "429 Offer in flight", "503 SFU busy, try again later"}
@@ -99,16 +117,21 @@ async def test_offer_floods_never_restart_the_room(tmp_path: Path) -> None:
             assert tally.get("429 Offer in flight", 0) > 100
         await trio.sleep(2.0)
         after = received(people)
+        mark = (sent(people), received(people))
         await trio.sleep(2.0)
         rate_after = (received(people) - after) / 2.0
+        delivered_after = delivered(people, mark)
         for p in people:
             kinds = {m.get("type") for m in p.messages}
             assert "sfuDisconnect" not in kinds, p.messages
             assert p.close_code is None
-        # The call never stopped: during the flood and after it, the same packet rate (within
-        # the jitter of a 2 s window of recorded media).
-        assert during > 0.8 * rate_before, (rate_before, during)
-        assert rate_after > 0.9 * rate_before, (rate_before, rate_after)
+        # The call never stopped and lost nothing: during the flood and after it, what the
+        # publishers sent arrived (in-flight packets at a window's edges aside). The packet
+        # *rate* is not the measure: the publishers share this machine's 2 cores with the
+        # attackers and the server, so a busy CI machine slows what they send.
+        assert delivered_during > 0.97, (delivered_during, rate_before, during)
+        assert delivered_after > 0.97, (delivered_after, rate_before, rate_after)
+        assert during > 0.5 * rate_before and rate_after > 0.5 * rate_before
         assert await srv.metric("arbiter_room_sfu_crashes_total") == 0
         for p in people:
             p.close_legs()
