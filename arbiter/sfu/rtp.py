@@ -96,7 +96,7 @@ def _one_byte_extensions_untrusted(packet: bytes, start: int, end: int) -> dict[
         i += 1
         if i + length > end:
             raise MalformedInput("RTP one-byte header extension runs past its block")
-        out[ext_id] = packet[i:i + length]
+        out[ext_id] = packet[i : i + length]
         i += length
     return out
 
@@ -116,7 +116,7 @@ def _two_byte_extensions_untrusted(packet: bytes, start: int, end: int) -> dict[
         i += 2
         if i + length > end:
             raise MalformedInput("RTP two-byte header extension runs past its block")
-        out[ext_id] = packet[i:i + length]
+        out[ext_id] = packet[i : i + length]
         i += length
     return out
 
@@ -230,3 +230,121 @@ def build_rtp(
         b0, b1, sequence_number & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc & 0xFFFFFFFF
     )
     return header + ext + payload
+
+
+# -- Hot-path inspection for simulcast (layers.py): offsets into the packet, no objects --------
+
+
+def payload_offset_untrusted(packet: bytes) -> int:
+    """Offset of the payload: after the fixed header, the CSRCs and the header extension block
+    (RFC 3550 5.1 and 5.3.1). Raises MalformedInput when the header runs past the packet."""
+    size = len(packet)
+    if size < FIXED_HEADER_LENGTH:
+        raise MalformedInput("RTP packet shorter than the 12-byte fixed header")
+    b0 = packet[0]
+    if b0 >> 6 != RTP_VERSION:
+        raise MalformedInput("RTP version is not 2")
+    offset = FIXED_HEADER_LENGTH + 4 * (b0 & 0x0F)
+    if b0 & 0x10:
+        if offset + 4 > size:
+            raise MalformedInput("RTP header extension header truncated")
+        offset += 4 + 4 * ((packet[offset + 2] << 8) | packet[offset + 3])
+    if offset > size:
+        raise MalformedInput("RTP header runs past the packet")
+    return offset
+
+
+def payload_end_untrusted(packet: bytes, payload_offset: int) -> int:
+    """End of the payload, before any RTP padding (RFC 3550 5.1: with P set, the last octet
+    counts the padding octets, itself included). Raises MalformedInput on a bad count."""
+    size = len(packet)
+    if size < FIXED_HEADER_LENGTH:
+        raise MalformedInput("RTP packet shorter than the 12-byte fixed header")
+    if not packet[0] & 0x20:
+        return size
+    if size <= payload_offset:
+        raise MalformedInput("RTP padding bit set on a packet with no payload")
+    padding = packet[size - 1]
+    if padding == 0 or padding > size - payload_offset:
+        raise MalformedInput("RTP padding count is zero or larger than the payload")
+    return size - padding
+
+
+def extension_span_untrusted(packet: bytes, ext_id: int) -> tuple[int, int]:
+    """(offset, length) of the data of header extension element `ext_id`, (-1, 0) when absent.
+
+    Walks the one-byte (RFC 8285 4.2) or two-byte (4.3) block in place, without building the
+    dict `parse_rtp_header_untrusted` makes. Raises MalformedInput when the block is broken.
+    """
+    size = len(packet)
+    if size < FIXED_HEADER_LENGTH:
+        raise MalformedInput("RTP packet shorter than the 12-byte fixed header")
+    b0 = packet[0]
+    if b0 >> 6 != RTP_VERSION:
+        raise MalformedInput("RTP version is not 2")
+    if not b0 & 0x10:
+        return -1, 0
+    start = FIXED_HEADER_LENGTH + 4 * (b0 & 0x0F)
+    if start + 4 > size:
+        raise MalformedInput("RTP header extension header truncated")
+    profile = (packet[start] << 8) | packet[start + 1]
+    end = start + 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
+    if end > size:
+        raise MalformedInput("RTP header extension runs past the packet")
+    i = start + 4
+    if profile == ONE_BYTE_PROFILE:
+        while i < end:
+            b = packet[i]
+            if b == 0:  # padding (4.2)
+                i += 1
+                continue
+            element = b >> 4
+            if element == 15:  # reserved: stop processing the block (4.2)
+                return -1, 0
+            length = (b & 0x0F) + 1
+            i += 1
+            if i + length > end:
+                raise MalformedInput("RTP one-byte header extension runs past its block")
+            if element == ext_id:
+                return i, length
+            i += length
+    elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        while i < end:
+            element = packet[i]
+            if element == 0:  # padding (4.3)
+                i += 1
+                continue
+            if i + 2 > end:
+                raise MalformedInput("RTP two-byte header extension truncated")
+            length = packet[i + 1]
+            i += 2
+            if i + length > end:
+                raise MalformedInput("RTP two-byte header extension runs past its block")
+            if element == ext_id:
+                return i, length
+            i += length
+    # Another profile is opaque (RFC 3550 5.3.1): no RFC 8285 elements in it.
+    return -1, 0
+
+
+def extension_offset_untrusted(packet: bytes, ext_id: int) -> int:
+    """Offset of the data of header extension element `ext_id`, -1 when absent (RFC 8285)."""
+    return extension_span_untrusted(packet, ext_id)[0]
+
+
+# RFC 8852 section 3: "the only allowed byte values for these IDs are decimal 48 through 57, 65
+# through 90, and 97 through 122"; WebRTC (addTransceiver sendEncodings) caps a rid at 16.
+_RID_BYTES = frozenset(range(48, 58)) | frozenset(range(65, 91)) | frozenset(range(97, 123))
+MAX_RID_LENGTH = 16
+
+
+def rid_untrusted(packet: bytes, ext_id: int) -> str | None:
+    """The RtpStreamId or RepairedRtpStreamId (RFC 8852 section 3) carried in element `ext_id`,
+    None when absent; MalformedInput unless it is 1-16 alphanumeric ASCII characters."""
+    offset, length = extension_span_untrusted(packet, ext_id)
+    if offset < 0:
+        return None
+    value = packet[offset : offset + length]
+    if not 1 <= length <= MAX_RID_LENGTH or not _RID_BYTES.issuperset(value):
+        raise MalformedInput("RTP stream id is not 1-16 alphanumeric characters")
+    return value.decode("ascii")
