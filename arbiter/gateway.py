@@ -205,6 +205,8 @@ class Gateway:
             self.hooks.worker_load(peer.peer_id, data)
         elif action == "moderate":
             self.moderation.moderate(peer, data)
+        elif action == "preferences":
+            self._preferences(peer, data)
         else:
             raise BadRequest(p.UNKNOWN_ACTION)
 
@@ -594,6 +596,35 @@ class Gateway:
             {"type": "features", "id": peer.peer_id, "features": peer.features},
         )
 
+    def _preferences(self, peer: Peer, data: dict[str, Any]) -> None:
+        """What a subscriber wants of one publisher's video (docs/PROTOCOL.md section 3): relayed
+        to the room SFU with `sender` set here, never taken from the frame."""
+        room = self.require_identified(peer)
+        if peer.kind != "client":
+            raise BadRequest("Only clients have preferences")
+        publisher, height, paused = (
+            data.get("remotePeerId"),
+            data.get("maxHeight"),
+            data.get("paused"),
+        )
+        if (
+            not isinstance(publisher, str)
+            or publisher not in room.clients
+            or publisher == peer.peer_id
+            or isinstance(height, bool)
+            or not isinstance(height, int)
+            or not 0 <= height <= p.MAX_VIDEO_HEIGHT
+            or not isinstance(paused, bool)
+        ):
+            raise BadRequest(p.INVALID_PREFERENCES)
+        if room.sfu is None:
+            raise Unavailable(p.SFU_NOT_CONNECTED)
+        self._to_sfu(
+            room.sfu,
+            {"type": "preferences", "sender": peer.peer_id, "roomId": peer.room_id,
+             "remotePeerId": publisher, "maxHeight": height, "paused": paused},
+        )  # fmt: skip
+
     def _room_event(self, peer: Peer, data: dict[str, Any]) -> None:
         """What a room SFU tells the gateway about its room (docs/PROTOCOL.md section 3)."""
         room = self.require_identified(peer)
@@ -619,6 +650,20 @@ class Gateway:
             self._features(
                 client, data.get("features") if isinstance(data.get("features"), dict) else {}
             )
+        elif kind == "layers":
+            # Which of a publisher's simulcast layers anyone watches: the publisher stops
+            # encoding the others (docs/PROTOCOL.md section 4, Quality).
+            client_id, mid, active = data.get("receiver"), data.get("mid"), data.get("active")
+            client = room.clients.get(client_id) if isinstance(client_id, str) else None
+            if client is None:
+                raise NotFound(p.RECEIVER_NOT_FOUND)
+            if (
+                not isinstance(mid, str)
+                or not isinstance(active, list)
+                or not all(isinstance(rid, str) for rid in active)
+            ):
+                raise BadRequest("Invalid layers")
+            client.send({"type": "layers", "mid": mid, "active": active})
         elif kind == "activeSpeaker":
             speaker = data.get("id")
             if not isinstance(speaker, str) or speaker not in room.clients:

@@ -19,7 +19,17 @@ from .sfu.bucket import TokenBucket as TokenBucket
 from .sfu.link import MAX_CHAT_CHARS as MAX_CHAT_CHARS
 
 ACTIONS = frozenset(
-    {"identify", "handshake", "disconnect", "chat", "features", "room", "moderate", "load"}
+    {
+        "identify",
+        "handshake",
+        "disconnect",
+        "chat",
+        "features",
+        "room",
+        "moderate",
+        "load",
+        "preferences",
+    }
 )
 
 # Documented messages, byte for byte (docs/PROTOCOL.md section 3).
@@ -47,7 +57,9 @@ NOT_A_MODERATOR = "Not a moderator"
 INVALID_MODERATION = "Invalid moderation op"
 NOT_ON_A_MODERATOR = "Not allowed on a moderator"
 INVALID_PASSWORD = "Invalid password"
+INVALID_PREFERENCES = "Invalid preferences"
 
+MAX_VIDEO_HEIGHT = 4320  # preferences.maxHeight: 8K is the most a tile can ask for
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 64
 CHAT_HISTORY = 50

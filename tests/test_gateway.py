@@ -538,3 +538,47 @@ async def test_room_events_from_the_sfu(tmp_path: Path) -> None:
                 identified = await d.identify_client(room, "d")
                 assert identified["type"] == "identified"
                 await d.expect_silence(0.2)  # no activeSpeaker for a departed speaker
+
+
+async def test_preferences_and_layers_relay(tmp_path: Path) -> None:
+    """`preferences` (client -> its room SFU, sender set by the gateway) and `layers` (SFU ->
+    one publisher), docs/PROTOCOL.md sections 3 and 4: exact frames, and bad ones refused."""
+    registry = SfuRegistry()
+    async with running_server(make_config(tmp_path), registry) as srv:
+        (room,) = await _rooms(srv, 1)
+        sfu = registry.sfus[room]
+        async with ws_client(srv.ws_url) as a, ws_client(srv.ws_url) as b:
+            await a.identify_client(room, "a", "Ann")
+            await b.identify_client(room, "b", "Bob")
+            await a.recv_type("clientJoin")
+            await a.send(
+                "preferences", {"remotePeerId": "b", "maxHeight": 360, "paused": False,
+                                "sender": "b"},  # a forged sender is ignored
+            )  # fmt: skip
+            got = await sfu.wait_for(lambda m: m.get("type") == "preferences")
+            assert got == {
+                "type": "preferences", "sender": "a", "roomId": room, "remotePeerId": "b",
+                "maxHeight": 360, "paused": False,
+            }  # fmt: skip
+            bad = [
+                {"remotePeerId": "b", "maxHeight": 360},
+                {"remotePeerId": "b", "maxHeight": -1, "paused": False},
+                {"remotePeerId": "b", "maxHeight": 10**9, "paused": False},
+                {"remotePeerId": "b", "maxHeight": True, "paused": False},
+                {"remotePeerId": "b", "maxHeight": 360.5, "paused": False},
+                {"remotePeerId": "a", "maxHeight": 360, "paused": False},
+                {"remotePeerId": "nobody", "maxHeight": 360, "paused": False},
+                {"remotePeerId": 7, "maxHeight": 360, "paused": "no"},
+            ]
+            for data in bad:
+                await a.send("preferences", data)
+                assert await a.recv_type("error") == {
+                    "type": "error", "action": "preferences", "status": 400,
+                    "message": "Invalid preferences",
+                }  # fmt: skip
+            await sfu.link.send(
+                {"action": "room",
+                 "data": {"type": "layers", "receiver": "b", "mid": "1", "active": ["q", "h"]}}
+            )  # fmt: skip
+            assert await b.recv() == {"type": "layers", "mid": "1", "active": ["q", "h"]}
+            await a.expect_silence(0.2)  # only the publisher hears it

@@ -32,6 +32,9 @@ class MediaHandler(Protocol):
 
     async def on_features(self, client_id: str) -> None: ...
 
+    async def on_preferences(self, subscriber: str, publisher: str, max_height: int,
+                             paused: bool) -> None: ...  # fmt: skip
+
 
 @dataclass
 class Participant:
@@ -116,6 +119,18 @@ class RoomSFU:
             # Chat from any client of the room: the media half relays it to data channels.
             if self.media is not None:
                 await self.media.on_chat(message)
+        elif kind == "preferences":
+            # Checked by the gateway (docs/PROTOCOL.md section 3); re-checked: a link is a link.
+            sender, publisher = message.get("sender"), message.get("remotePeerId")
+            height, paused = message.get("maxHeight"), message.get("paused")
+            if (
+                self.media is not None
+                and isinstance(sender, str)
+                and isinstance(publisher, str)
+                and isinstance(height, int)
+                and isinstance(paused, bool)
+            ):
+                await self.media.on_preferences(sender, publisher, height, paused)
         elif kind == "error":
             log.warning("room %d: gateway error %s", self.room_id, message)
         else:
