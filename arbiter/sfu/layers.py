@@ -171,7 +171,7 @@ class LayerRewriter:
             self._max_ts = (in_ts - 1) & 0xFFFFFFFF
         else:
             seq_off = (self._max_seq + 1 - in_seq) & 0xFFFF
-            step = int((now - self._max_ts_at) * self.clock_rate)
+            step = int((now - self._max_ts_at) * self.clock_rate + 0.5)
             step = 1 if step < 1 else min(step, _MAX_TS_STEP)
             ts_off = (self._max_ts + step - in_ts) & 0xFFFFFFFF
             last = self._last_picid

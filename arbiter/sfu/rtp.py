@@ -274,7 +274,8 @@ def extension_span_untrusted(packet: bytes, ext_id: int) -> tuple[int, int]:
     """(offset, length) of the data of header extension element `ext_id`, (-1, 0) when absent.
 
     Walks the one-byte (RFC 8285 4.2) or two-byte (4.3) block in place, without building the
-    dict `parse_rtp_header_untrusted` makes. Raises MalformedInput when the block is broken.
+    dict `parse_rtp_header_untrusted` makes; an id that repeats (RFC 8285 forbids it) yields its
+    first element. Raises MalformedInput when the block is broken before the element.
     """
     size = len(packet)
     if size < FIXED_HEADER_LENGTH:
