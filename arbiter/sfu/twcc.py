@@ -309,7 +309,7 @@ class TwccReceiver:
             self.duplicates += 1
             return
         self._tags[slot] = ext
-        self._arrivals[slot] = int((now - self._origin) * 1_000_000)
+        self._arrivals[slot] = round((now - self._origin) * 1_000_000)
         self.received += 1
         if ext < self._start:
             self._start = ext  # reordered behind an earlier feedback: report it again from here
@@ -388,7 +388,7 @@ class TwccSender:
         self._next = ext + 1
         slot = ext & self._mask
         self._tags[slot] = ext
-        self._send_us[slot] = int(now * 1_000_000)
+        self._send_us[slot] = round(now * 1_000_000)
         self._sizes[slot] = size
         self._state[slot] = 0
         return ext & 0xFFFF
