@@ -418,10 +418,9 @@ class TwccSender:
         oldest = last - self._capacity + 1
         tags, state, mask = self._tags, self._state, self._mask
         arrivals = fb.arrivals_us
-        for i in range(len(arrivals)):
+        # Only the part of the feedback that falls inside the history can match.
+        for i in range(max(0, oldest - base), min(len(arrivals), last - base + 1)):
             ext = base + i
-            if ext < oldest or ext > last:
-                continue
             slot = ext & mask
             if tags[slot] != ext:
                 continue
