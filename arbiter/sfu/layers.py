@@ -46,6 +46,7 @@ GENERATIONS = 16  # switches remembered for NACK lookup (more than 16 within 102
 # drop the few packets that arrive after a switch but were sent before it).
 _BASE_SLIDE = 0x4000
 _BASE_LAG = 0x2000
+assert NACK_WINDOW < _BASE_LAG
 # This many packets of the current layer "from before the switch" mean the publisher restarted
 # its sequence numbers: start again at the next keyframe (a new, still continuous generation).
 STALE_LIMIT = 64
@@ -136,7 +137,14 @@ class LayerRewriter:
     def _slide(self, in_seq: int) -> bool:
         """Far from the base: True (and move the base) if ahead, False if from before it."""
         if (in_seq - self._base_seq) & 0xFFFF < 0x8000:
-            self._base_seq = (in_seq - _BASE_LAG) & 0xFFFF
+            base = self._base_seq = (in_seq - _BASE_LAG) & 0xFFFF
+            # The generation's first output seq moves along too: NACK lookups compare seqs mod
+            # 2^16, which a generation longer than 0x8000 packets would make ambiguous. Older
+            # generations fall out of NACK_WINDOW (< _BASE_LAG) with it.
+            slot = (self._gen - 1) % GENERATIONS
+            gen = self._gens[slot]
+            assert gen is not None
+            self._gens[slot] = (*gen[:5], (base + self._seq_off) & 0xFFFF)
             return True
         self._stale += 1
         if self._stale >= STALE_LIMIT:
