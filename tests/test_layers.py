@@ -5,6 +5,7 @@ bytes; RTX (RFC 4588); pause; wrap-around; choose_layer."""
 
 from __future__ import annotations
 
+import random
 import struct
 from dataclasses import dataclass, field
 
@@ -183,6 +184,13 @@ def test_start_switch_up_and_down() -> None:
         assert out[:2] == pkt[:2] and out[12:offset] == pkt[12:offset]
     assert rewriter.packets == len(run.out)
     assert rewriter.octets == sum(len(o) for _, _, o in run.out)
+    # A publisher SR's timestamp of the forwarded layer maps onto the consumer's timeline.
+    _, pkt, out = run.out[-1]
+    in_ts = rtp.parse_rtp_header_untrusted(pkt).timestamp
+    assert rewriter.translate_timestamp(1, in_ts) == fields(out)[1]
+    assert rewriter.translate_timestamp(1, in_ts + 900) == fields(out)[1] + 900
+    assert rewriter.translate_timestamp(0, in_ts) is None
+    assert rewriter.translate_timestamp(2, in_ts) is None
 
 
 def test_lookup_and_retransmission_reproduce_the_original() -> None:
@@ -481,3 +489,42 @@ def test_choose_layer() -> None:
     assert choose_layer(heights, [100e3, 0, 1e6], 720, 500e3) == 0
     assert choose_layer(heights, [0, 0, 0], 720, 2e6) == 0
     assert choose_layer([], [], 720, 2e6) == 0
+
+
+def test_fuzz_rewrite_only_malformed_input_escapes() -> None:
+    """Mutated and truncated packets: MalformedInput or a rewrite that touches only the
+    seq/ts/SSRC, picture id and TL0PICIDX bytes, where the reference parser (vp8.py) puts them."""
+    rng = random.Random(4588)
+    rewriter = LayerRewriter(OUT_SSRC, 9, 97, "VP8")
+    layer = Layer(0, 1, seq=10, ts=10, picid=100, tl0=5)
+    for p in layer.frame(True):
+        assert rewriter.rewrite_untrusted(p, 0, 0.0) is not None
+    checked = 0
+    for i in range(4000):
+        data = bytearray(rng.choice(layer.frame(False, count=2)))
+        for _ in range(rng.randint(0, 3)):
+            at = rng.choice((0, 1, *range(12, len(data))))  # keep seq/ts/SSRC in order
+            data[at] = rng.randrange(256)
+        pkt = bytes(data[: rng.randint(0, len(data))] if i % 3 == 0 else data)
+        try:
+            out = rewriter.rewrite_untrusted(pkt, 0, i / FPS)
+        except MalformedInput:
+            continue
+        assert out is not None and len(out) == len(pkt)
+        allowed = set(range(2, 12))
+        try:
+            offset = rtp.payload_offset_untrusted(pkt)
+            end = rtp.payload_end_untrusted(pkt, offset)
+            d = vp8.vp8_descriptor_untrusted(pkt, offset, end)
+        except MalformedInput:
+            continue
+        d_out = vp8.vp8_descriptor_untrusted(out, offset, end)
+        assert d_out[3:5] == d[3:5] and d_out[6] == d[6]  # same places, same widths
+        if d.picture_id_offset >= 0:
+            allowed |= set(range(d.picture_id_offset, d.picture_id_offset + d.picture_id_bits // 7))
+        if d.tl0picidx_offset >= 0:
+            allowed.add(d.tl0picidx_offset)
+        assert {n for n in range(len(pkt)) if pkt[n] != out[n]} <= allowed
+        checked += 1
+    assert checked > 1000
+    assert rewriter.current == 0

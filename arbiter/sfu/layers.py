@@ -68,7 +68,7 @@ class LayerRewriter:
 
     __slots__ = (
         "ssrc", "rtx_ssrc", "rtx_pt", "codec", "clock_rate", "target", "current", "switches",
-        "packets", "octets", "_vp8", "_seq_off", "_ts_off", "_picid_off", "_tl0_off",
+        "packets", "octets", "_vp8", "_cur",
         "_base_seq", "_stale", "_max_seq", "_max_ts", "_max_ts_at", "_last_picid",
         "_last_tl0", "_gens", "_gen", "_rtx_seq",
     )  # fmt: skip
@@ -98,7 +98,7 @@ class LayerRewriter:
         self.packets = 0  # RTP packets output, and their bytes: for the consumer's SR
         self.octets = 0
         self._vp8 = name == "VP8"
-        self._seq_off = self._ts_off = self._picid_off = self._tl0_off = 0
+        self._cur: Generation = (-1, 0, 0, 0, 0, 0)  # the generation being forwarded
         self._base_seq = 0
         self._stale = 0
         # The newest output values (RFC 3550 serial order), and when max_ts was first output.
@@ -129,10 +129,7 @@ class LayerRewriter:
         in_seq = (packet[2] << 8) | packet[3]
         if (in_seq - self._base_seq) & 0xFFFF >= _BASE_SLIDE and not self._slide(in_seq):
             return None
-        return self._apply_untrusted(
-            packet, in_seq, self._seq_off, self._ts_off, self._picid_off, self._tl0_off, now,
-            True,
-        )  # fmt: skip
+        return self._apply_untrusted(packet, in_seq, self._cur, now, True)
 
     def _slide(self, in_seq: int) -> bool:
         """Far from the base: True (and move the base) if ahead, False if from before it."""
@@ -141,10 +138,9 @@ class LayerRewriter:
             # The generation's first output seq moves along too: NACK lookups compare seqs mod
             # 2^16, which a generation longer than 0x8000 packets would make ambiguous. Older
             # generations fall out of NACK_WINDOW (< _BASE_LAG) with it.
-            slot = (self._gen - 1) % GENERATIONS
-            gen = self._gens[slot]
-            assert gen is not None
-            self._gens[slot] = (*gen[:5], (base + self._seq_off) & 0xFFFF)
+            gen = self._cur
+            gen = self._cur = (*gen[:5], (base + gen[1]) & 0xFFFF)
+            self._gens[(self._gen - 1) % GENERATIONS] = gen
             return True
         self._stale += 1
         if self._stale >= STALE_LIMIT:
@@ -186,44 +182,61 @@ class LayerRewriter:
             picid_off = (last + 1 - picid) & 0x7FFF if picid >= 0 and last >= 0 else 0
             last = self._last_tl0
             tl0_off = (last + 1 - tl0) & 0xFF if tl0 >= 0 and last >= 0 else 0
-        self._gens[self._gen % GENERATIONS] = (
+        gen = self._cur = (
             layer, seq_off, ts_off, picid_off, tl0_off, (in_seq + seq_off) & 0xFFFF,
         )  # fmt: skip
+        self._gens[self._gen % GENERATIONS] = gen
         self._gen += 1
         self.switches += 1
-        self._seq_off, self._ts_off = seq_off, ts_off
-        self._picid_off, self._tl0_off = picid_off, tl0_off
         self._base_seq = in_seq
         self._stale = 0
         self.current = layer
-        return self._apply_untrusted(packet, in_seq, seq_off, ts_off, picid_off, tl0_off, now, True)
+        return self._apply_untrusted(packet, in_seq, gen, now, True)
 
     def _apply_untrusted(
-        self, packet: bytes, in_seq: int, seq_off: int, ts_off: int, picid_off: int,
-        tl0_off: int, now: float, track: bool,
-    ) -> bytes:  # fmt: skip
-        """The one place packets are rewritten (forwarding and retransmission alike)."""
+        self, packet: bytes, in_seq: int, gen: Generation, now: float, track: bool
+    ) -> bytes:
+        """The one place packets are rewritten (forwarding and retransmission alike). The VP8
+        descriptor walk is inlined (vp8.vp8_descriptor_untrusted is the reference parse, used
+        at switches): this runs once per packet per consumer."""
+        _, seq_off, ts_off, picid_off, tl0_off, _ = gen
         buf = bytearray(packet)
         out_seq = (in_seq + seq_off) & 0xFFFF
-        out_ts = (((packet[4] << 24) | (packet[5] << 16) | (packet[6] << 8) | packet[7])
-                  + ts_off) & 0xFFFFFFFF  # fmt: skip
+        out_ts = (_U32.unpack_from(packet, 4)[0] + ts_off) & 0xFFFFFFFF
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, out_ts, self.ssrc)
         picid = tl0 = -1
         if self._vp8:
-            offset = payload_offset_untrusted(packet)
-            end = payload_end_untrusted(packet, offset)
-            if offset < end:  # padding-only packets have no descriptor
-                d = vp8_descriptor_untrusted(packet, offset, end)
-                pos = d[3]  # picture_id_offset
-                if pos >= 0:
-                    picid = (d[2] + picid_off) & 0x7FFF
-                    if d[4] == 15:
-                        _U16.pack_into(buf, pos, 0x8000 | picid)
-                    else:  # 7-bit field: keep the packet's width, wrap (RFC 7741 4.2)
-                        buf[pos] = picid & 0x7F
-                pos = d[6]  # tl0picidx_offset
-                if pos >= 0:
-                    tl0 = buf[pos] = (d[5] + tl0_off) & 0xFF
+            try:
+                # RFC 3550 5.1 and 5.3.1: past the CSRCs and the header extension block.
+                b0 = packet[0]
+                i = 12 + 4 * (b0 & 0x0F)
+                if b0 & 0x10:
+                    i += 4 + 4 * ((packet[i + 2] << 8) | packet[i + 3])
+                size = len(packet)
+                if i > size:
+                    raise MalformedInput("RTP header runs past the packet")
+                # A padding-only packet (RFC 3550 5.1: the last octet counts the padding)
+                # has no descriptor. Else RFC 7741 4.2: |X|R|N|S|R|PID| then, with X,
+                # |I|L|T|K|RSV|, PictureID (M bit: 15 bits, else 7), TL0PICIDX.
+                if i < size and not (b0 & 0x20 and packet[size - 1] >= size - i):
+                    if packet[i] & 0x80:
+                        x = packet[i + 1]
+                        i += 2
+                        if x & 0x80:
+                            p = packet[i]
+                            if p & 0x80:
+                                picid = ((((p & 0x7F) << 8) | packet[i + 1]) + picid_off) & 0x7FFF
+                                buf[i] = 0x80 | (picid >> 8)
+                                buf[i + 1] = picid & 0xFF
+                                i += 2
+                            else:  # 7 bits: keep the packet's width, wrap
+                                picid = (p + picid_off) & 0x7FFF
+                                buf[i] = picid & 0x7F
+                                i += 1
+                        if x & 0x40:
+                            tl0 = buf[i] = (packet[i] + tl0_off) & 0xFF
+            except IndexError:
+                raise MalformedInput("VP8 descriptor runs past the packet") from None
         if track:
             if (out_seq - self._max_seq) & 0xFFFF < 0x8000:
                 self._max_seq = out_seq
@@ -281,7 +294,7 @@ class LayerRewriter:
         in_seq = (packet[2] << 8) | packet[3]
         if (in_seq + gen[1]) & 0xFFFF != out_seq & 0xFFFF:
             return None
-        return self._apply_untrusted(packet, in_seq, gen[1], gen[2], gen[3], gen[4], 0.0, False)
+        return self._apply_untrusted(packet, in_seq, gen, 0.0, False)
 
     def rtx_wrap(self, rewritten: bytes) -> bytes | None:
         """An RFC 4588 section 4 RTX packet carrying `rewritten` (an output of this rewriter):
@@ -304,12 +317,23 @@ class LayerRewriter:
         self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         return bytes(buf)
 
+    def next_rtx_seq(self) -> int:
+        """The RTX stream's next sequence number, taken (probe padding rides on it)."""
+        seq = self._rtx_seq
+        self._rtx_seq = (seq + 1) & 0xFFFF
+        return seq
+
+    @property
+    def last_timestamp(self) -> int:
+        """The newest timestamp output (padding carries it: RFC 3550 5.1 lets it repeat)."""
+        return self._max_ts
+
     def translate_timestamp(self, layer: int, timestamp: int) -> int | None:
         """A publisher SR's RTP timestamp of `layer` on the consumer's timeline (for the SR the
         consumer gets, RFC 3550 6.4.1), or None unless `layer` is being forwarded."""
         if layer != self.current or layer < 0:
             return None
-        return (timestamp + self._ts_off) & 0xFFFFFFFF
+        return (timestamp + self._cur[2]) & 0xFFFFFFFF
 
 
 def choose_layer(
