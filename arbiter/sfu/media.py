@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -44,6 +44,7 @@ from . import sdp
 from .datachannels import RoomDataChannels
 from .ice import random_pwd, random_ufrag
 from .producer import Producer
+from .simulcast import SimulcastTrack, new_ssrcs
 from .transport import CONSUMER, PRODUCER, WebRtcTransport
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 # that keeps adding tracks under new mids past this is not offered the extra ones
 # (counted `consumer_sections_full`).
 MAX_CONSUMER_SECTIONS = sdp.MAX_SECTIONS
+MAX_PREFERENCES = 4096  # (subscriber, publisher) pairs remembered per room; room limits are far below
 
 
 @dataclass
@@ -64,7 +66,7 @@ class Publisher:
 
     transport: WebRtcTransport
     tracks: list[sdp.Track] = field(default_factory=list)
-    producers: dict[str, Producer] = field(default_factory=dict)  # mid -> Producer
+    producers: dict[str, Producer | SimulcastTrack] = field(default_factory=dict)  # by mid
     session_id: int = field(default_factory=lambda: secrets.randbits(62))
     version: int = 0  # o= version of our last answer
 
@@ -79,7 +81,20 @@ class Subscription:
     session_id: int = field(default_factory=lambda: secrets.randbits(62))
     version: int = 0  # o= version of our last offer or answer
     unanswered: int = 0  # our offers the subscriber has not answered yet
-    fresh: set[Producer] = field(default_factory=set)  # new tracks: a keyframe once answered
+    fresh: set[Producer | SimulcastTrack] = field(default_factory=set)  # keyframe once answered
+    ssrcs: dict[str, tuple[int, int]] = field(default_factory=dict)  # simulcast mid -> ours
+
+
+def _ext(track: sdp.Track, uri: str) -> int:
+    """The id the track's publisher gave header extension `uri` (RFC 8285), 0 when none."""
+    return next((i for i, u in track.header_extensions if u == uri), 0)
+
+
+def _identity(producer: Producer | SimulcastTrack) -> tuple[Any, ...]:
+    """What a track must keep across a renegotiation to keep its Producer (and consumers)."""
+    if isinstance(producer, SimulcastTrack):
+        return ("video", None, None, producer.rids)
+    return (producer.kind, producer.ssrc, producer.rtx_ssrc, ())
 
 
 def _same_peer(transport: WebRtcTransport, fingerprints: list[tuple[str, str]]) -> bool:
@@ -105,6 +120,8 @@ class MediaRoom:
         self.publishers: dict[str, Publisher] = {}
         # (subscriber id, publisher id) -> the subscriber's consumer connection for that publisher
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
+        # (subscriber, publisher) -> (maxHeight, paused): the `preferences` action
+        self.preferences: dict[tuple[str, str], tuple[int, bool]] = {}
         self.closed = False
         self.datachannels = RoomDataChannels(self)  # SCTP on producer transports (issue 11)
 
@@ -153,6 +170,18 @@ class MediaRoom:
         """A gateway `features` frame changed `client_id`'s state: channel 110 hears it."""
         self.datachannels.on_features(client_id)
 
+    async def on_preferences(
+        self, subscriber: str, publisher: str, max_height: int, paused: bool
+    ) -> None:
+        """What `subscriber` wants of `publisher`'s video (docs/PROTOCOL.md section 4,
+        Quality): kept for its consumer connection, now and when it is made later."""
+        if len(self.preferences) >= MAX_PREFERENCES and (subscriber, publisher) not in self.preferences:
+            return
+        self.preferences[(subscriber, publisher)] = (max_height, paused)
+        subscription = self.subscriptions.get((subscriber, publisher))
+        if subscription is not None:
+            self.router.set_preferences(subscription.transport, max_height, paused, trio.current_time())
+
     async def on_client_disconnect(self, client_id: str) -> None:
         """Close the participant's producer (and so every consumer of it) and its consumers."""
         publisher = self.publishers.pop(client_id, None)
@@ -162,6 +191,8 @@ class MediaRoom:
             if client_id in key:
                 self.subscriptions.pop(key, None)
                 subscription.transport.close()
+        for key in [k for k in self.preferences if client_id in k]:
+            del self.preferences[key]
 
     def close(self) -> None:
         if self.closed:
@@ -221,6 +252,7 @@ class MediaRoom:
                 session_id=session_id,
                 version=version,
                 previous=previous,
+                transport_cc=True,
             )
         except MalformedInput as exc:
             if transport is not current:
@@ -274,7 +306,7 @@ class MediaRoom:
             # Tracks without a signalled SSRC cannot be routed without rewriting: not forwarded;
             # nor can two tracks claiming one SSRC (the first one keeps it).
             own = {s for s in (track.ssrc, track.rtx_ssrc) if s is not None}
-            if track.ssrc is None or own & ssrcs:
+            if (track.ssrc is None and not track.rids) or own & ssrcs:
                 continue
             ssrcs |= own
             kept.append(track)
@@ -284,22 +316,49 @@ class MediaRoom:
             if (
                 producer.closed
                 or track is None
-                or (track.kind, track.ssrc, track.rtx_ssrc)
-                != (producer.kind, producer.ssrc, producer.rtx_ssrc)
+                or (track.kind, track.ssrc, track.rtx_ssrc, track.rids) != _identity(producer)
             ):
                 self.router.remove_producer(producer)
                 del publisher.producers[mid]
         for track in kept:
+            twcc_ext = _ext(track, sdp.URI_TRANSPORT_CC)
+            if twcc_ext:
+                self.router.enable_transport_cc(publisher.transport)
             if track.mid not in publisher.producers:
-                assert track.ssrc is not None
-                publisher.producers[track.mid] = self.router.create_producer(
-                    publisher.transport, track.kind, track.ssrc, track.rtx_ssrc
-                )
+                publisher.producers[track.mid] = self._make_producer(publisher, track, twcc_ext)
             if track.kind == "audio":  # its levels feed the dominant speaker detection
                 publisher.producers[track.mid].level_ext = next(
                     (i for i, uri in track.header_extensions if uri == sdp.URI_AUDIO_LEVEL), 0
                 )
         publisher.tracks = kept
+
+    def _make_producer(
+        self, publisher: Publisher, track: sdp.Track, twcc_ext: int
+    ) -> Producer | SimulcastTrack:
+        if track.rids:
+            rtx = [c.payload_type for c in track.codecs[1:] if c.name == "rtx"]
+            return self.router.create_simulcast(
+                publisher.transport, track.mid, track.rids, mid_ext=_ext(track, sdp.URI_MID),
+                rid_ext=_ext(track, sdp.URI_RID), rrid_ext=_ext(track, sdp.URI_REPAIRED_RID),
+                codec=track.codecs[0].name, rtx_pt=rtx[0] if rtx else None, twcc_ext=twcc_ext,
+            )  # fmt: skip
+        assert track.ssrc is not None
+        producer = self.router.create_producer(
+            publisher.transport, track.kind, track.ssrc, track.rtx_ssrc
+        )
+        producer.twcc_ext = twcc_ext
+        return producer
+
+    def _consumer_track(self, subscription: Subscription, track: sdp.Track) -> sdp.Track:
+        """The track as this subscriber is offered it: a simulcast track as ONE stream on SSRCs
+        of ours (docs/PROTOCOL.md section 4, Quality), anything else as the publisher sends it."""
+        if not track.rids:
+            return track
+        ssrcs = subscription.ssrcs.get(track.mid)
+        if ssrcs is None:
+            ssrcs = subscription.ssrcs[track.mid] = new_ssrcs(set())
+        has_rtx = any(c.name == "rtx" for c in track.codecs)
+        return replace(track, ssrc=ssrcs[0], rtx_ssrc=ssrcs[1] if has_rtx else None, rids=())
 
     # -- consumer ------------------------------------------------------------------------------
 
@@ -319,7 +378,10 @@ class MediaRoom:
                 return  # a publisher without forwardable tracks is offered to nobody
             transport = self._transport(CONSUMER, subscriber, publisher_id)
             subscription = self.subscriptions[key] = Subscription(transport)
-            subscription.sections = list(publisher.tracks[:MAX_CONSUMER_SECTIONS])
+            subscription.sections = [
+                self._consumer_track(subscription, t)
+                for t in publisher.tracks[:MAX_CONSUMER_SECTIONS]
+            ]
             self._attach(subscription, publisher)
             await self._send_offer(subscriber, publisher_id, subscription)
             return
@@ -331,7 +393,7 @@ class MediaRoom:
             if track is None or track.kind != section.kind:
                 inactive.add(section.mid)  # keeps its place, codecs and mid (RFC 8829 5.2.2)
             else:
-                sections[index] = track
+                sections[index] = self._consumer_track(subscription, track)
         offered = {s.mid for s in sections}
         for track in publisher.tracks:
             if track.mid in offered:
@@ -339,7 +401,7 @@ class MediaRoom:
             if len(sections) >= MAX_CONSUMER_SECTIONS:
                 self.endpoint.counters["consumer_sections_full"] += 1
                 continue
-            sections.append(track)
+            sections.append(self._consumer_track(subscription, track))
         changed = sections != subscription.sections or inactive != subscription.inactive
         subscription.sections, subscription.inactive = sections, inactive
         fresh = self._attach(subscription, publisher)
@@ -356,15 +418,27 @@ class MediaRoom:
         """A Consumer on the subscription's transport for every active section's Producer that
         has none yet; returns those Producers (they wait for a keyframe)."""
         transport = subscription.transport
-        fresh: set[Producer] = set()
+        fresh: set[Producer | SimulcastTrack] = set()
         for section in subscription.sections:
             producer = publisher.producers.get(section.mid)
             if producer is None or section.mid in subscription.inactive:
                 continue
-            consumer = self.router.consumers_of(transport).get(producer.ssrc)
-            if consumer is None or consumer.producer is not producer:
+            if any(uri == sdp.URI_TRANSPORT_CC for _, uri in section.header_extensions):
+                self.router.enable_transport_cc(transport)  # offered: we stamp our numbers
+            assert section.ssrc is not None
+            consumer = self.router.consumers_of(transport).get(section.ssrc)
+            if consumer is not None and consumer.producer is producer:
+                continue
+            if isinstance(producer, SimulcastTrack):
+                self.router.create_simulcast_consumer(
+                    producer, transport, section.ssrc, section.rtx_ssrc
+                )
+            else:
                 self.router.create_consumer(producer, transport)
-                fresh.add(producer)
+            fresh.add(producer)
+        preference = self.preferences.get((transport.owner, transport.publisher or ""))
+        if fresh and preference is not None:
+            self.router.set_preferences(transport, *preference, trio.current_time())
         subscription.fresh |= fresh
         return fresh
 
@@ -559,6 +633,16 @@ class MediaRoom:
             self.router.request_keyframe(producer, now, force=True)
         if transport.publisher is not None:
             self.datachannels.on_consumer_connected(transport.owner, transport.publisher)
+
+    def layers_wanted(self, track: SimulcastTrack, rids: tuple[str, ...] | None) -> None:
+        """The layers of a publisher's simulcast track some subscriber gets changed: the
+        publisher encodes only those (docs/PROTOCOL.md section 4, Quality)."""
+        if rids is not None and not track.transport.closed:
+            self.sfu.notify(
+                "room",
+                {"type": "layers", "receiver": track.transport.owner, "mid": track.mid,
+                 "active": list(rids)},
+            )  # fmt: skip
 
     def active_speaker(self, publisher: str) -> None:
         """The Router's dominant speaker changed (speaker.py): every client hears it."""

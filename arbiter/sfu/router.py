@@ -36,11 +36,23 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import MalformedInput
 from . import rtcp
+from .downlink import PADDING_PACKET, Downlink, padding_packet
 from .producer import SAMPLE_INTERVAL, Consumer, Producer
 from .ratelog import RateLimitedLog
+from .rtp import extension_offset_untrusted
+from .simulcast import (
+    SimulcastConsumer,
+    SimulcastTrack,
+    consumer_bps,
+    forward_layer,
+    learn_layer_untrusted,
+    nack_simulcast,
+    wanted_rids,
+)
 from .speaker import DominantSpeaker, audio_level
 from .srtp import PROTECT_ERRORS
 from .transport import WebRtcTransport
+from .twcc import TwccReceiver, TwccSender, parse_feedback_packet_untrusted
 
 if TYPE_CHECKING:
     from .dtls import Certificate
@@ -57,13 +69,14 @@ PLI_INTERVAL = 1.0  # at most one PLI per second per stream upstream (docs/PROTO
 # Even forced PLIs (new consumers) keep this floor: ten quick rejoins must not be ten keyframes
 # (a keyframe costs the publisher's uplink several times a normal frame).
 PLI_FLOOR = 0.3
-NACK_REPEAT_INTERVAL = 0.1  # one resend per (consumer, seq) per 100 ms (docs/PROTOCOL.md section 4)
-RESENT_PRUNE = 512  # a consumer's resend times are pruned past this many entries
 # pylibsrtp's protect refuses RTP longer than its 1500-byte buffer minus the largest trailer
 # (144): 1356 bytes, both profiles. A publisher's libsrtp has no such limit, so a longer
 # authentic packet must be dropped here, before it fails to be re-protected per subscriber
 # (found by scripts/fuzz_parsers.py: ValueError in Router.on_rtp, logged per packet).
 MAX_FORWARD_RTP = 1356
+TWCC_FEEDBACK_INTERVAL = 0.1  # transport-cc feedback to publishers (docs/PROTOCOL.md section 4)
+ALLOCATION_INTERVAL = 0.5  # layer choices per subscriber (downlink.py)
+MAX_PADDING_BURST = 16  # probe packets per tick and subscriber (a tick is 50 ms)
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
@@ -77,17 +90,28 @@ class RouterListener(Protocol):
 
     def active_speaker(self, publisher: str) -> None: ...
 
+    def layers_wanted(self, track: SimulcastTrack, rids: tuple[str, ...]) -> None: ...
+
+
+AnyConsumer = Consumer | SimulcastConsumer
+
 
 class _Routes:
     """The Router's tables for one of its transports."""
 
-    __slots__ = ("producers", "producer_list", "consumers", "remb_estimate")
+    __slots__ = ("producers", "producer_list", "consumers", "remb_estimate", "simulcast",
+                 "twcc_in", "twcc_out")  # fmt: skip
 
     def __init__(self) -> None:
         self.producers: dict[int, Producer] = {}  # media and RTX SSRC -> Producer
-        self.producer_list: list[Producer] = []
-        self.consumers: dict[int, Consumer] = {}  # media and RTX SSRC -> Consumer
+        self.producer_list: list[Producer] = []  # simulcast layers included once seen
+        self.consumers: dict[int, AnyConsumer] = {}  # media and RTX SSRC -> Consumer
         self.remb_estimate = 1_000_000.0  # producer transports: what REMB announces
+        self.simulcast: list[SimulcastTrack] = []  # producer transports: simulcast tracks
+        # transport-cc (docs/PROTOCOL.md section 4, RTCP): arrivals we report to a publisher,
+        # and the sequence numbers we stamp on what a subscriber receives.
+        self.twcc_in: TwccReceiver | None = None
+        self.twcc_out: TwccSender | None = None
 
 
 class Router:
@@ -106,10 +130,13 @@ class Router:
         self._now = 0.0  # the last `now` seen: log rate limiting where none is passed in
         self._log = RateLimitedLog(log)
         self.speakers = DominantSpeaker()
+        self.downlinks: dict[str, Downlink] = {}  # subscriber -> its one downlink (estimate)
+        self._next_feedback = float("-inf")
+        self._next_allocation = float("-inf")
 
     # -- RTP: publisher -> subscribers (the hot path) --------------------------------------
 
-    def on_rtp(self, transport: WebRtcTransport, packet: bytes) -> None:
+    def on_rtp(self, transport: WebRtcTransport, packet: bytes, now: float) -> None:
         """`packet` is the decrypted RTP packet from a producer transport."""
         counters = self.counters
         size = len(packet)
@@ -122,27 +149,78 @@ class Router:
         counters["rtp_in"] += 1
         ssrc = _SSRC.unpack_from(packet, 8)[0]
         routes = self.transports.get(transport)
-        producer = routes.producers.get(ssrc) if routes is not None else None
+        if routes is None:
+            counters["unknown_ssrc"] += 1
+            return
+        producer = routes.producers.get(ssrc)
+        if producer is None and routes.simulcast:
+            producer = self._learn_layer(routes, packet, ssrc)
         if producer is None:
             counters["unknown_ssrc"] += 1
             return
+        twcc_at = -1
+        if producer.twcc_ext:
+            try:  # where the transport-wide sequence number is: read here, written per copy
+                twcc_at = extension_offset_untrusted(packet, producer.twcc_ext)
+            except MalformedInput:
+                counters["rtp_parse"] += 1
+                return
+            if twcc_at >= 0 and routes.twcc_in is not None:
+                routes.twcc_in.on_packet(_SEQ.unpack_from(packet, twcc_at)[0], now)
         producer.octets += size
-        if producer.ssrc == ssrc:  # RTX packets are forwarded, not cached or counted
+        media = producer.ssrc == ssrc
+        if media:  # RTX packets are forwarded, not cached or counted
             seq = _SEQ.unpack_from(packet, 2)[0]
             producer.cache[seq & producer.mask] = packet
             producer.packets += 1
             producer.note_seq(seq)
             if producer.level_ext:
                 self._on_audio_level(producer, packet)
+        if producer.group is not None:
+            if media:  # a layer's own RTX (the publisher's retransmissions) is not forwarded
+                forward_layer(producer, packet, twcc_at, now, self.send, counters)
+            return
         send = self.send
-        for protect, addr in producer.targets:
+        for protect, addr, twcc in producer.targets:
             try:  # free in CPython 3.11+ unless it raises
-                send(protect(packet), addr)
+                if twcc is not None and twcc_at >= 0:
+                    copy = bytearray(packet)
+                    _SEQ.pack_into(copy, twcc_at, twcc.next_seq(size, now))
+                    send(protect(bytes(copy)), addr)
+                else:
+                    send(protect(packet), addr)
             except PROTECT_ERRORS:
                 # One destination's SRTP refused it (e.g. the publisher's sequence number
                 # jumped back past the replay window): the other destinations still get it.
                 self.counters["protect_failed"] += 1
                 self._log.exception("protect_rtp", self._now, "protect for %s failed", addr)
+
+    def _learn_layer(self, routes: _Routes, packet: bytes, ssrc: int) -> Producer | None:
+        """A simulcast layer's first packet on an SSRC the SDP did not tell: its mid and RID
+        (or repaired RID, for its RTX) header extensions say which layer it is (RFC 8852)."""
+        try:
+            learnt = learn_layer_untrusted(routes.simulcast, packet, ssrc)
+        except MalformedInput:
+            self.counters["rtp_parse"] += 1
+            return None
+        if learnt is None:
+            return None
+        track, index, rtx = learnt
+        layer = track.layers[index]
+        if layer is None:
+            if rtx:
+                return None  # RTX before its layer's first packet: nothing to repair yet
+            layer = Producer(track.transport, "video", ssrc, None)
+            layer.group, layer.layer, layer.twcc_ext = track, index, track.twcc_ext
+            track.layers[index] = layer
+            routes.producer_list.append(layer)
+            self.counters["simulcast_layers"] += 1
+        elif rtx and layer.rtx_ssrc is None:
+            layer.rtx_ssrc = ssrc
+        else:
+            return None  # a second SSRC for one rid: the first keeps it
+        routes.producers[ssrc] = layer
+        return layer
 
     def _on_audio_level(self, producer: Producer, packet: bytes) -> None:
         level = audio_level(packet, producer.level_ext)
@@ -171,7 +249,11 @@ class Router:
                 elif pt == rtcp.PT_RTPFB and transport.role == "consumer":
                     if item.fmt == rtcp.FMT_NACK:
                         self._on_nack(transport, item, now)
-                # RR, SDES, BYE, REMB and transport-cc from peers need no action here.
+                    elif item.fmt == rtcp.FMT_TWCC:
+                        self._on_transport_feedback(transport, item, now)
+                elif pt == rtcp.PT_RR and transport.role == "consumer":
+                    self._on_receiver_report(transport, item, now)
+                # SDES, BYE and REMB from peers need no action here.
             except MalformedInput:
                 self.counters["rtcp_parse"] += 1
             except PROTECT_ERRORS:
@@ -187,6 +269,9 @@ class Router:
         sr = rtcp.parse_sender_report_untrusted(item)
         producer.last_sr_ntp = (sr.ntp_timestamp >> 16) & 0xFFFFFFFF
         producer.last_sr_at = now
+        if producer.group is not None:
+            self._layer_sender_report(producer, sr, now)
+            return
         # Forward the SR alone (no report blocks: those describe what the publisher receives
         # from us, meaningless downstream) so subscribers can lip-sync (RFC 3550 6.4.1).
         forwarded = rtcp.build_sender_report(
@@ -202,6 +287,59 @@ class Router:
                     self.counters["protect_failed"] += 1
                     self._log.exception("protect_sr", now, "SR protect failed on %r", t)
 
+    def _layer_sender_report(self, layer: Producer, sr: rtcp.SenderReport, now: float) -> None:
+        """A simulcast layer's SR, to the consumers that get that layer: on their SSRC, with the
+        RTP timestamp on their timeline and their own counts (RFC 3550 6.4.1, lip sync)."""
+        assert layer.group is not None
+        for consumer in layer.group.consumers:
+            rewriter = consumer.rewriter
+            timestamp = rewriter.translate_timestamp(layer.layer, sr.rtp_timestamp)
+            t = consumer.transport
+            if timestamp is None or not t.connected or t.remote_addr is None:
+                continue
+            report = rtcp.build_sender_report(
+                consumer.ssrc, sr.ntp_timestamp, timestamp, rewriter.packets & 0xFFFFFFFF,
+                rewriter.octets & 0xFFFFFFFF,
+            )  # fmt: skip
+            try:
+                self.send(t.protect_rtcp(report), t.remote_addr)
+            except PROTECT_ERRORS:
+                self.counters["protect_failed"] += 1
+
+    def _on_transport_feedback(
+        self, transport: WebRtcTransport, item: rtcp.RtcpPacket, now: float
+    ) -> None:
+        """A subscriber's transport-cc feedback: the arrival of what we sent it, for its
+        downlink estimate (bwe.py)."""
+        routes = self.transports.get(transport)
+        if routes is None or routes.twcc_out is None:
+            return
+        feedback = parse_feedback_packet_untrusted(item)
+        results = routes.twcc_out.on_feedback(feedback)
+        downlink = self._downlink(transport.owner, now)
+        downlink.twcc = True
+        downlink.estimator.on_packet_results(results, now)
+        self.counters["twcc_feedback_in"] += 1
+
+    def _on_receiver_report(
+        self, transport: WebRtcTransport, item: rtcp.RtcpPacket, now: float
+    ) -> None:
+        """A subscriber's RR: the loss it reports drives its estimate when it sends no
+        transport-cc (aiortc), docs/PROTOCOL.md section 4, Quality."""
+        downlink = self.downlinks.get(transport.owner)
+        if downlink is None or downlink.twcc:
+            return
+        report = rtcp.parse_receiver_report_untrusted(item)
+        if report.reports:
+            worst = max(b.fraction_lost for b in report.reports) / 256
+            downlink.estimator.on_loss_report(worst, now)
+
+    def _downlink(self, subscriber: str, now: float) -> Downlink:
+        downlink = self.downlinks.get(subscriber)
+        if downlink is None:
+            downlink = self.downlinks[subscriber] = Downlink(subscriber, now)
+        return downlink
+
     def _consumer_for(self, transport: WebRtcTransport, media_ssrc: int) -> Consumer | None:
         routes = self.transports.get(transport)
         return routes.consumers.get(media_ssrc) if routes is not None else None
@@ -210,13 +348,28 @@ class Router:
                              now: float) -> None:
         for media_ssrc in rtcp.keyframe_request_ssrcs_untrusted(item):
             consumer = self._consumer_for(transport, media_ssrc)
-            if consumer is not None:
+            if isinstance(consumer, SimulcastConsumer):
+                layer = consumer.rewriter.current
+                track = consumer.producer
+                if 0 <= layer < len(track.layers) and track.layers[layer] is not None:
+                    self.request_keyframe(track.layers[layer], now)  # type: ignore[arg-type]
+            elif consumer is not None:
                 self.request_keyframe(consumer.producer, now)
 
-    def request_keyframe(self, producer: Producer, now: float, force: bool = False) -> None:
+    def request_keyframe(
+        self, producer: Producer | SimulcastTrack, now: float, force: bool = False
+    ) -> None:
         """One PLI upstream: at most one per second per stream for subscribers' requests, and
         no two within PLI_FLOOR even when forced (docs/PROTOCOL.md section 4). A forced request inside
-        the floor is deferred to its end (`tick`), merged with any other waiting there."""
+        the floor is deferred to its end (`tick`), merged with any other waiting there. For a
+        simulcast track: its layers that some consumer gets or waits for."""
+        if isinstance(producer, SimulcastTrack):
+            wanted = {c.rewriter.target for c in producer.consumers}
+            wanted |= {c.rewriter.current for c in producer.consumers}
+            for index, layer in enumerate(producer.layers):
+                if layer is not None and index in wanted:
+                    self.request_keyframe(layer, now, force)
+            return
         if producer.kind != "video" or producer.closed:
             return
         since = now - producer.last_pli_at
@@ -247,50 +400,11 @@ class Router:
         addr = transport.remote_addr
         if consumer is None or addr is None or not transport.connected:
             return
-        producer = consumer.producer
-        seqs = rtcp.parse_nack_untrusted(item)
-        counters = self.counters
-        budget = consumer.nack_budget(now)
-        if budget <= 12:  # not even a bare RTP header fits: the whole NACK is over budget
-            counters["nack_suppressed"] += len(seqs)
+        if isinstance(consumer, SimulcastConsumer):
+            nack_simulcast(consumer, rtcp.parse_nack_untrusted(item), now, self.send,
+                           self.counters)  # fmt: skip
             return
-        resent = consumer.resent
-        rtx_log = consumer.rtx_log
-        assert resent is not None and rtx_log is not None  # made by nack_budget
-        if len(resent) > RESENT_PRUNE:
-            horizon = now - NACK_REPEAT_INTERVAL
-            consumer.resent = resent = {s: t for s, t in resent.items() if t > horizon}
-        cache, mask, newest = producer.cache, producer.mask, producer.max_seq
-        protect, send = transport.protect_rtp, self.send
-        for i, seq in enumerate(seqs):
-            if budget <= 12:  # spent: the rest are over budget, skip them cheaply (a flood)
-                counters["nack_suppressed"] += len(seqs) - i
-                break
-            cached = cache[seq & mask]
-            # The slot may hold a newer packet that wrapped into it: check its sequence, and
-            # that it is within a cache's length of the newest (the SRTP window covers that).
-            if (cached is None or _SEQ.unpack_from(cached, 2)[0] != seq
-                    or (newest - seq) & 0xFFFF > mask):  # fmt: skip
-                counters["nack_missed"] += 1
-                continue
-            last = resent.get(seq)
-            size = len(cached)
-            if (last is not None and now - last < NACK_REPEAT_INTERVAL) or size >= budget:
-                counters["nack_suppressed"] += 1
-                continue
-            try:
-                datagram = protect(cached)
-            except PROTECT_ERRORS:
-                # Costs this packet only, never the rest of the NACK or the compound.
-                counters["nack_protect_failed"] += 1
-                self._log.exception("nack_protect", now, "NACK resend to %s failed", addr)
-                continue
-            send(datagram, addr)
-            counters["nack_retransmitted"] += 1
-            resent[seq] = now
-            rtx_log.append((now, size))
-            consumer.rtx_bytes += size
-            budget -= size
+        consumer.retransmit(rtcp.parse_nack_untrusted(item), now, self.send, self.counters)
 
     def tick(self, now: float) -> None:
         """Timers: deferred forced PLIs whose floor has passed; forwarded-byte samples."""
@@ -306,6 +420,124 @@ class Router:
             for routes in self.transports.values():
                 for producer in routes.producer_list:
                     producer.samples.append((now, producer.octets))
+                for consumer in routes.consumers.values():
+                    if isinstance(consumer, SimulcastConsumer):
+                        consumer.samples.append((now, consumer.octets))
+        if now >= self._next_feedback:
+            self._next_feedback = now + TWCC_FEEDBACK_INTERVAL
+            self._send_transport_feedback(now)
+        for routes in self.transports.values():
+            for track in routes.simulcast:
+                waiting = {c.rewriter.target for c in track.consumers
+                           if c.rewriter.wants_keyframe and c.transport.connected}  # fmt: skip
+                for index in waiting:
+                    # A switch waits for the target layer's keyframe (PLI_FLOOR bounds it).
+                    layer = track.layers[index] if index < len(track.layers) else None
+                    if layer is not None:
+                        self.request_keyframe(layer, now, force=True)
+        if now >= self._next_allocation:
+            self._next_allocation = now + ALLOCATION_INTERVAL
+            self._allocate(now)
+        self._send_padding(now)
+
+    def _send_transport_feedback(self, now: float) -> None:
+        """transport-cc feedback to every publisher that negotiated it (~every 100 ms), so
+        its browser's own estimator adapts its sending rate (docs/PROTOCOL.md section 4)."""
+        for t, routes in self.transports.items():
+            receiver = routes.twcc_in
+            if receiver is None or not t.connected or t.remote_addr is None:
+                continue
+            media_ssrc = routes.producer_list[0].ssrc if routes.producer_list else 0
+            for packet in receiver.build(now, t.rtcp_ssrc, media_ssrc):
+                try:
+                    self.send(t.protect_rtcp(packet), t.remote_addr)
+                except PROTECT_ERRORS:
+                    self.counters["protect_failed"] += 1
+                self.counters["twcc_feedback_out"] += 1
+
+    def _allocate(self, now: float) -> None:
+        """Each subscriber's simulcast consumers get their layers (downlink.py); a publisher
+        is told which of its layers anyone gets (`layers_wanted`)."""
+        by_subscriber: dict[str, list[SimulcastConsumer]] = {}
+        fixed: dict[str, float] = {}
+        for t, routes in self.transports.items():
+            if t.role != "consumer":
+                continue
+            for consumer in set(routes.consumers.values()):
+                if isinstance(consumer, SimulcastConsumer):
+                    by_subscriber.setdefault(t.owner, []).append(consumer)
+                elif not consumer.paused:
+                    fixed[t.owner] = fixed.get(t.owner, 0.0) + consumer_bps(consumer, now)
+        for subscriber, consumers in by_subscriber.items():
+            downlink = self._downlink(subscriber, now)
+            downlink.allocate(consumers, fixed.get(subscriber, 0.0), now)
+        for subscriber in [s for s in self.downlinks if s not in by_subscriber]:
+            if subscriber not in fixed:
+                del self.downlinks[subscriber]
+        if self.listener is None:
+            return
+        for routes in self.transports.values():
+            for track in routes.simulcast:
+                wanted = wanted_rids(track, now)
+                if wanted != track.active:
+                    track.active = wanted
+                    self.listener.layers_wanted(track, wanted)
+
+    def _send_padding(self, now: float) -> None:
+        """Probe padding for the downlinks that probe (downlink.py): on the RTX stream of one
+        of the subscriber's connected simulcast consumers with transport-cc."""
+        if not any(d.probing for d in self.downlinks.values()):
+            return
+        sent: dict[str, int] = {}
+        for t, routes in self.transports.items():
+            if routes.twcc_out is not None:
+                sent[t.owner] = sent.get(t.owner, 0) + routes.twcc_out.sent_bytes
+        for downlink in self.downlinks.values():
+            # What the subscriber was sent since the last tick (media included) paces it.
+            total = sent.get(downlink.subscriber, 0)
+            downlink.estimator.on_sent(total - downlink.sent_bytes, now)
+            downlink.sent_bytes = total
+            if not downlink.probing:
+                continue
+            budget = downlink.padding_bytes(now)
+            if budget < PADDING_PACKET:
+                continue
+            carrier = self._padding_carrier(downlink.subscriber)
+            if carrier is None:
+                continue
+            consumer, twcc, ext = carrier
+            t = consumer.transport
+            rewriter = consumer.rewriter
+            for _ in range(min(budget // PADDING_PACKET, MAX_PADDING_BURST)):
+                packet = padding_packet(
+                    consumer.rtx_ssrc or 0, rewriter.rtx_pt or 0, rewriter.next_rtx_seq(),
+                    rewriter.last_timestamp, ext, twcc.next_seq(PADDING_PACKET, now),
+                )  # fmt: skip
+                try:
+                    self.send(t.protect_rtp(packet), t.remote_addr)  # type: ignore[arg-type]
+                except PROTECT_ERRORS:
+                    self.counters["protect_failed"] += 1
+                    break
+                self.counters["padding_sent"] += 1
+
+    def _padding_carrier(
+        self, subscriber: str
+    ) -> tuple[SimulcastConsumer, TwccSender, int] | None:
+        for t, routes in self.transports.items():
+            if t.owner != subscriber or t.role != "consumer" or routes.twcc_out is None:
+                continue
+            if not t.connected or t.remote_addr is None:
+                continue
+            for consumer in routes.consumers.values():
+                if (
+                    isinstance(consumer, SimulcastConsumer)
+                    and consumer.rtx_ssrc is not None
+                    and consumer.rewriter.rtx_pt is not None
+                    and 0 < consumer.producer.twcc_ext < 15
+                    and consumer.rewriter.current >= 0
+                ):
+                    return consumer, routes.twcc_out, consumer.producer.twcc_ext
+        return None
 
     # -- periodic reports upstream ---------------------------------------------------------
 
@@ -322,7 +554,7 @@ class Router:
             routes.remb_estimate = _next_estimate(routes.remb_estimate, worst)
             video = [p.ssrc for p in producers if p.kind == "video"]
             compound = rtcp.build_receiver_report(t.rtcp_ssrc, blocks)
-            if video:
+            if video and routes.twcc_in is None:  # REMB only without transport-cc
                 compound += rtcp.build_remb(t.rtcp_ssrc, int(routes.remb_estimate), video)
             self.send(t.protect_rtcp(compound), t.remote_addr)
 
@@ -371,9 +603,70 @@ class Router:
         routes.producer_list.append(producer)
         return producer
 
-    def remove_producer(self, producer: Producer) -> None:
+    def create_simulcast(
+        self,
+        transport: WebRtcTransport,
+        mid: str,
+        rids: tuple[str, ...],
+        *,
+        mid_ext: int,
+        rid_ext: int,
+        rrid_ext: int,
+        codec: str,
+        rtx_pt: int | None,
+        twcc_ext: int = 0,
+    ) -> SimulcastTrack:
+        """A simulcast track on a producer transport; its layers' SSRCs are learnt from the
+        RID extensions of their first packets (`on_rtp`)."""
+        routes = self.transports[transport]
+        track = SimulcastTrack(
+            transport, mid, rids, mid_ext=mid_ext, rid_ext=rid_ext, rrid_ext=rrid_ext,
+            codec=codec, rtx_pt=rtx_pt, twcc_ext=twcc_ext,
+        )  # fmt: skip
+        routes.simulcast.append(track)
+        return track
+
+    def enable_transport_cc(self, transport: WebRtcTransport) -> None:
+        """The transport negotiated transport-cc: a producer transport gets our feedback, a
+        consumer transport our sequence numbers (docs/PROTOCOL.md section 4, RTCP)."""
+        routes = self.transports.get(transport)
+        if routes is None:
+            return
+        if transport.role == "producer" and routes.twcc_in is None:
+            routes.twcc_in = TwccReceiver()
+        elif transport.role == "consumer" and routes.twcc_out is None:
+            routes.twcc_out = TwccSender()
+
+    def set_preferences(
+        self, transport: WebRtcTransport, max_height: int, paused: bool, now: float
+    ) -> None:
+        """A subscriber's `preferences` for the publisher its consumer transport carries: video
+        consumers stop (paused) or cap their layer (maxHeight); audio always flows."""
+        routes = self.transports.get(transport)
+        if routes is None:
+            return
+        resumed = []
+        for consumer in set(routes.consumers.values()):
+            if isinstance(consumer, SimulcastConsumer):
+                consumer.max_height = max_height
+                if paused and not consumer.paused:
+                    consumer.rewriter.target = -1  # at once: a paused tile costs nothing
+                consumer.paused = paused
+            elif consumer.producer.kind == "video" and consumer.paused != paused:
+                consumer.paused = paused
+                consumer.producer.rebuild_targets()
+                if not paused:
+                    resumed.append(consumer.producer)
+        for producer in resumed:
+            self.request_keyframe(producer, now, force=True)  # it decodes from a keyframe
+        self._next_allocation = now  # choose layers on the next tick
+
+    def remove_producer(self, producer: Producer | SimulcastTrack) -> None:
         """A track its publisher stopped sending (a renegotiation removed or changed it): closed
         with its consumers, and its SSRCs no longer route on the producer transport."""
+        if isinstance(producer, SimulcastTrack):
+            self._close_simulcast(producer)
+            return
         self._close_producer(producer)
         routes = self.transports.get(producer.transport)
         if routes is not None:
@@ -383,10 +676,41 @@ class Router:
             if producer in routes.producer_list:
                 routes.producer_list.remove(producer)
 
+    def create_simulcast_consumer(
+        self, track: SimulcastTrack, transport: WebRtcTransport, ssrc: int, rtx_ssrc: int | None
+    ) -> SimulcastConsumer:
+        """A simulcast track on a subscriber's consumer transport, on our SSRCs."""
+        routes = self.transports[transport]
+        consumer = SimulcastConsumer(track, transport, ssrc, rtx_ssrc, routes.twcc_out)
+        track.consumers.append(consumer)
+        routes.consumers[ssrc] = consumer
+        if rtx_ssrc is not None:
+            routes.consumers[rtx_ssrc] = consumer
+        self._next_allocation = self._now  # choose its layer on the next tick
+        return consumer
+
+    def _close_simulcast(self, track: SimulcastTrack) -> None:
+        for consumer in list(track.consumers):
+            self._close_consumer(consumer)
+        routes = self.transports.get(track.transport)
+        for layer in track.layers:
+            if layer is None:
+                continue
+            self._pli_pending.discard(layer)
+            if routes is not None:
+                for ssrc in (layer.ssrc, layer.rtx_ssrc):
+                    if ssrc is not None and routes.producers.get(ssrc) is layer:
+                        del routes.producers[ssrc]
+                if layer in routes.producer_list:
+                    routes.producer_list.remove(layer)
+        if routes is not None and track in routes.simulcast:
+            routes.simulcast.remove(track)
+        track.close()
+
     def create_consumer(self, producer: Producer, transport: WebRtcTransport) -> Consumer:
         """`producer`'s track on a subscriber's consumer transport (same SSRCs: no rewrite)."""
         routes = self.transports[transport]
-        consumer = Consumer(producer, transport)
+        consumer = Consumer(producer, transport, routes.twcc_out)
         producer.consumers.append(consumer)
         routes.consumers[producer.ssrc] = consumer
         if producer.rtx_ssrc is not None:
@@ -400,14 +724,21 @@ class Router:
         producer.close()
         self._pli_pending.discard(producer)
 
-    def _close_consumer(self, consumer: Consumer) -> None:
+    def _close_consumer(self, consumer: AnyConsumer) -> None:
         consumer.close()
         routes = self.transports.get(consumer.transport)
-        if routes is not None:
-            producer = consumer.producer
-            for ssrc in (producer.ssrc, producer.rtx_ssrc):
-                if ssrc is not None and routes.consumers.get(ssrc) is consumer:
-                    del routes.consumers[ssrc]
+        if routes is None:
+            return
+        if isinstance(consumer, SimulcastConsumer):
+            ssrcs = (consumer.ssrc, consumer.rtx_ssrc)
+            downlink = self.downlinks.get(consumer.transport.owner)
+            if downlink is not None:
+                downlink.forget(consumer)
+        else:
+            ssrcs = (consumer.producer.ssrc, consumer.producer.rtx_ssrc)
+        for ssrc in ssrcs:
+            if ssrc is not None and routes.consumers.get(ssrc) is consumer:
+                del routes.consumers[ssrc]
 
     # -- TransportListener: what a transport reports ------------------------------------------
 
@@ -426,7 +757,8 @@ class Router:
         routes = self.transports.get(transport)
         if routes is not None and routes.consumers:
             for producer in {c.producer for c in routes.consumers.values()}:
-                producer.rebuild_targets()
+                if isinstance(producer, Producer):  # simulcast consumers need no fan-out list
+                    producer.rebuild_targets()
 
     def on_transport_closed(self, transport: WebRtcTransport) -> None:
         """Closes the transport's producers (and so their consumers) and its consumers."""
@@ -435,6 +767,8 @@ class Router:
             return
         if routes.producer_list:
             self.speakers.remove(transport.owner)
+        for track in list(routes.simulcast):
+            self._close_simulcast(track)
         for producer in list(routes.producer_list):
             self._close_producer(producer)
         for consumer in list(routes.consumers.values()):

@@ -55,7 +55,7 @@ class TransportListener(Protocol):
 
     def on_transport_closed(self, transport: WebRtcTransport) -> None: ...
 
-    def on_rtp(self, transport: WebRtcTransport, packet: bytes) -> None: ...
+    def on_rtp(self, transport: WebRtcTransport, packet: bytes, now: float) -> None: ...
 
     def on_rtcp(self, transport: WebRtcTransport, packet: bytes, now: float) -> None: ...
 
@@ -300,7 +300,7 @@ class WebRtcTransport:
         moved = self.authenticated_from(addr, now) if self.pending_addr is not None else ""
         listener = self.listener
         if listener is not None:
-            listener.on_rtp(self, plain)
+            listener.on_rtp(self, plain, now)
         return moved
 
     def receive_rtcp_untrusted(self, data: bytes, addr: Address, now: float) -> str:

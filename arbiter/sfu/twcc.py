@@ -381,6 +381,7 @@ class TwccSender:
         self._ref_raw: int | None = None  # last feedback's 24-bit reference time
         self._ref = 0  # its unwrapped value
         self.source = next(_sources)
+        self.sent_bytes = 0  # everything numbered so far: the estimator's probe pacing reads it
 
     def next_seq(self, size: int, now: float) -> int:
         """The 16-bit sequence number to write into the next outgoing packet of `size` bytes."""
@@ -391,6 +392,7 @@ class TwccSender:
         self._send_us[slot] = round(now * 1_000_000)
         self._sizes[slot] = size
         self._state[slot] = 0
+        self.sent_bytes += size
         return ext & 0xFFFF
 
     def on_feedback(self, fb: Feedback) -> PacketResults:

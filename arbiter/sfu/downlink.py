@@ -1,0 +1,186 @@
+"""One subscriber's downlink: its bandwidth estimate and the layer each of its simulcast
+consumers gets (docs/PROTOCOL.md section 4, "Quality").
+
+A subscriber has one consumer connection per publisher but one downlink, so the estimate is per
+subscriber, fed by the transport-cc feedback of all its consumer transports (bwe.py), or by
+the loss in its receiver reports when it sends no transport-cc. `allocate` then gives each of
+its simulcast consumers the highest layer that fits both what the subscriber asked for
+(`preferences`: maxHeight, paused) and the estimate, as libwebrtc-based SFUs do:
+
+- moving down is immediate: the most expensive consumers step down first, never below the
+  lowest layer (a moving picture beats a frozen one); paused consumers get nothing;
+- moving up needs evidence: the estimate must allow the higher layer for `UP_HOLD` seconds, and
+  when the estimate is what holds a consumer back the SFU probes first (padding on the
+  consumer's RTX stream at the rate the step needs, `PROBE_DURATION` long); a probe that fails
+  (delay or loss grew) backs off exponentially before the next one.
+
+Sans-IO: times are passed in; the Router sends the padding `padding_packets` builds.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from .bwe import DownlinkEstimator
+from .layers import choose_layer
+
+if TYPE_CHECKING:
+    from .simulcast import SimulcastConsumer
+
+UP_HOLD = 2.0  # seconds the estimate must allow a higher layer before a consumer moves up
+HEADROOM = 0.9  # of the estimate, the rest absorbs audio bursts and retransmissions
+PROBE_DURATION = 1.5
+PROBE_OVERSHOOT = 1.25  # a probe aims this far above what the step up needs
+PROBE_BACKOFF_MIN = 4.0
+PROBE_BACKOFF_MAX = 32.0
+PADDING_PACKET = 255 + 20  # RTP header + transport-cc extension + a full padding run (RFC 3550)
+
+_HEADER = struct.Struct("!BBHII")
+# 0xBEDE, length 1 word; then id/len (L = 1: two bytes), the sequence number, one pad byte.
+_EXTENSION = struct.Struct("!HHBHB")
+_PADDING = bytes(254) + b"\xff"  # 255 bytes of padding, the last one counting them
+
+
+class Downlink:
+    """The estimate and layer choices of one subscriber. See the module docstring."""
+
+    __slots__ = (
+        "subscriber", "estimator", "twcc", "up_since", "probe_until", "next_probe", "backoff",
+        "probing_for", "sent_bytes",
+    )  # fmt: skip
+
+    def __init__(self, subscriber: str, now: float) -> None:
+        self.subscriber = subscriber
+        self.estimator = DownlinkEstimator(now)
+        self.twcc = False  # transport-cc feedback seen: receiver reports no longer drive it
+        self.up_since: dict[SimulcastConsumer, float] = {}
+        self.probe_until = float("-inf")
+        self.next_probe = now + UP_HOLD
+        self.backoff = PROBE_BACKOFF_MIN
+        self.probing_for = 0.0  # the rate a running probe must reach
+        self.sent_bytes = 0  # its transports' TwccSender.sent_bytes summed, as last seen
+
+    @property
+    def estimate_bps(self) -> int:
+        return self.estimator.estimate_bps
+
+    @property
+    def probing(self) -> bool:
+        return self.probing_for > 0
+
+    def allocate(
+        self, consumers: list[SimulcastConsumer], fixed_bps: float, now: float
+    ) -> None:
+        """Set each consumer's `rewriter.target` (see the module docstring). `fixed_bps`: what
+        the subscriber receives besides simulcast video (audio, non-simulcast video)."""
+        self._finish_probe(now)
+        budget = self.estimator.estimate_bps * HEADROOM - fixed_bps
+        rates = {c: _rates(c, now) for c in consumers}
+        want: dict[SimulcastConsumer, int] = {}
+        for c in consumers:
+            track = c.producer
+            # A layer up to a quarter taller than the tile still fits: the browser scales it
+            # down, where the next lower layer would be scaled up and blur (a 332 px tile gets
+            # the 360 p layer, not the 180 p one).
+            want[c] = -1 if c.paused else choose_layer(
+                track.heights, rates[c], c.max_height * 5 // 4, float("inf")
+            )
+        alloc = dict(want)
+        total = sum(rates[c][alloc[c]] for c in consumers if alloc[c] >= 0)
+        while total > budget:
+            # Step down the consumer whose current choice costs most (never below layer 0).
+            options = [c for c in consumers if alloc[c] > 0]
+            if not options:
+                break
+            c = max(options, key=lambda o: rates[o][alloc[o]])
+            lower = _next_lower(rates[c], alloc[c])
+            total -= rates[c][alloc[c]] - (rates[c][lower] if lower >= 0 else 0.0)
+            alloc[c] = lower if lower >= 0 else 0
+            if lower < 0:
+                break
+        for c in consumers:
+            rewriter = c.rewriter
+            new, old = alloc[c], rewriter.target
+            if new > old >= 0:
+                since = self.up_since.setdefault(c, now)
+                if now - since < UP_HOLD:
+                    continue  # evidence first: the estimate must hold a while
+            self.up_since.pop(c, None)
+            rewriter.target = new
+        for c in list(self.up_since):
+            if c not in alloc or alloc[c] <= c.rewriter.target:
+                del self.up_since[c]
+        # Held back by the estimate (not by preferences): probe for the next step up.
+        held = [c for c in consumers if want[c] > alloc[c] >= 0]
+        if held and not self.probing and now >= self.next_probe:
+            c = min(held, key=lambda o: rates[o][_next_higher(rates[o], alloc[o])])
+            step = rates[c][_next_higher(rates[c], alloc[c])] - rates[c][alloc[c]]
+            target = (self.estimator.estimate_bps + step) * PROBE_OVERSHOOT
+            self.probing_for = target
+            self.probe_until = now + PROBE_DURATION
+            self.estimator.start_probe(int(target), now)
+
+    def _finish_probe(self, now: float) -> None:
+        if not self.probing:
+            return
+        result = self.estimator.probe_result(now)
+        if result is None and now < self.probe_until + 1.0:
+            return  # still running (feedback for its last packets may still come)
+        self.probing_for = 0.0
+        if result:
+            self.backoff = PROBE_BACKOFF_MIN
+            self.next_probe = now + UP_HOLD
+        else:
+            self.next_probe = now + self.backoff
+            self.backoff = min(PROBE_BACKOFF_MAX, self.backoff * 2)
+
+    def padding_bytes(self, now: float) -> int:
+        """Bytes of padding to send now for a running probe (0 when none runs)."""
+        if not self.probing or now >= self.probe_until:
+            return 0
+        return self.estimator.padding_budget(now)
+
+    def forget(self, consumer: SimulcastConsumer) -> None:
+        self.up_since.pop(consumer, None)
+
+
+def _rates(consumer: SimulcastConsumer, now: float) -> list[float]:
+    """Per layer of the consumer's track: its rate, 0 when the publisher does not send it
+    although asked to (a screen share sends only its top layer)."""
+    track = consumer.producer
+    out = []
+    for index, rid in enumerate(track.rids):
+        rate = track.layer_bps(index, now)
+        layer = track.layers[index]
+        asked = track.active is None or rid in track.active
+        if layer is not None and asked and not track.sending(index, now):
+            rate = 0.0
+        out.append(rate)
+    return out
+
+
+def _next_lower(rates: list[float], index: int) -> int:
+    for i in range(index - 1, -1, -1):
+        if rates[i] > 0:
+            return i
+    return -1
+
+
+def _next_higher(rates: list[float], index: int) -> int:
+    for i in range(index + 1, len(rates)):
+        if rates[i] > 0:
+            return i
+    return index
+
+
+def padding_packet(
+    ssrc: int, payload_type: int, seq: int, timestamp: int, twcc_ext: int, twcc_seq: int
+) -> bytes:
+    """An RTP packet of padding only (RFC 3550 section 5.1, P bit: the last byte counts the
+    padding), on a consumer's RTX stream as libwebrtc sends its probes, with our transport-cc
+    sequence number (one-byte header extension, RFC 8285 section 4.2) so its arrival is
+    reported. `twcc_ext` must be 1-14."""
+    header = _HEADER.pack(0xB0, payload_type & 0x7F, seq & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
+    extension = _EXTENSION.pack(0xBEDE, 1, (twcc_ext << 4) | 1, twcc_seq & 0xFFFF, 0)
+    return header + extension + _PADDING
