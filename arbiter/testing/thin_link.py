@@ -217,6 +217,7 @@ def summarize(samples: Sequence[Sample], peer: str) -> dict[str, Any]:
         "freezeCount": int(delta(seen, peer, "freezeCount")),
         "freezeSeconds": round(delta(seen, peer, "totalFreezesDuration"), 1),
         "lossPercent": round(100 * lost / (lost + got), 1) if lost + got > 0 else 0.0,
+        "bytesReceived": int(delta(seen, peer, "bytesReceived")),
         "kbps": round(delta(seen, peer, "bytesReceived") * 8 / 1000 / seconds, 1),
         "nacks": int(delta(seen, peer, "nackCount")),
         "plis": int(delta(seen, peer, "pliCount")),
@@ -225,7 +226,7 @@ def summarize(samples: Sequence[Sample], peer: str) -> dict[str, Any]:
             "last": heights[-1],
             "min": min(heights),
             "max": max(heights),
-        },  # fmt: skip
+        },
         "secondsToHeightAtMost180": time_until_height(seen, peer, at_most=180),
         "secondsToHeightAtLeast360": time_until_height(seen, peer, at_least=360),
     }
@@ -252,11 +253,12 @@ def outbound_summary(samples: Sequence[Sample]) -> dict[str, dict[str, Any]]:
                 "last": last["frameHeight"],
                 "min": min(o["frameHeight"] for _, o in seen),
                 "max": max(o["frameHeight"] for _, o in seen),
-            },  # fmt: skip
+            },
             "qualityLimitationReasons": sorted(
                 {str(o["qualityLimitationReason"]) for _, o in seen}
             ),
             "lossPercent": lost,
+            "targetBitrateLast": last["targetBitrate"],
         }
     return out
 
@@ -305,6 +307,7 @@ async def run_thin_link_scenario(
     shape_before_join: bool = True,
     publisher_uplink_kbit: int | None = None,
     thin_camera: bool = False,
+    unconstrained_camera: bool = False,
     room: str = "thin-link",
     decode_timeout: float = 45.0,
     interval: float = 1.0,
@@ -316,7 +319,8 @@ async def run_thin_link_scenario(
     namespace whose downlink each phase sets (`phases`: (seconds, kbit/s or None), sampled
     every `interval` s; with `shape_before_join` the first phase's limit is on from the page's
     first request); one unconstrained subscriber in the root namespace. Both subscribers join
-    camera off (`thin_camera` turns the thin one's on), so the thin page receives one real video.
+    camera off (`thin_camera`, `unconstrained_camera` turn them on), so the thin page receives
+    one real video (two with `unconstrained_camera`: the issue's "today" figures).
     Measuring starts once both subscribers decode the publisher (`joinedToDecoding` s).
 
     Result: `phases[i]` = {"seconds", "downlinkKbit", "thin", "unconstrained" (each `summarize`
@@ -340,7 +344,7 @@ async def run_thin_link_scenario(
                 "listen": thin_ns.host_address,
                 "port": 0,
                 "announced_ip": [thin_ns.host_address],
-            },  # fmt: skip
+            },
         )
         async with running_server(config) as srv:
             origin = srv.url.rstrip("/")
@@ -352,7 +356,7 @@ async def run_thin_link_scenario(
                     pub_browser = inside[pub_ns.name] if pub_ns else root
                     pages = {
                         "publisher": _page(pub_browser, url, "publisher", True),
-                        "unconstrained": _page(root, url, "unconstrained", False),
+                        "unconstrained": _page(root, url, "unconstrained", unconstrained_camera),
                         "thin": _page(inside[thin_ns.name], url, "thin", thin_camera),
                     }
                     try:
@@ -406,6 +410,8 @@ def _measure(
             "thin": summarize(thin, publisher),
             "unconstrained": summarize(window(sampler.samples["unconstrained"], since), publisher),
             "publisherOutbound": outbound_summary(window(sampler.samples["publisher"], since)),
+            "thinByPeer": {label: summarize(thin, ids[label])
+                           for label in ("unconstrained",) if thin and ids[label] in thin[-1].inbound},
             "thinShaper": {k: v - shaper.get(k, 0) for k, v in after.items()},
             "thinHeights": [int(s.inbound.get(publisher, {}).get("frameHeight", 0)) for s in thin],
         })  # fmt: skip
@@ -432,13 +438,35 @@ def _tmp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="arbiter-thin-"))
 
 
-if __name__ == "__main__":  # python -m arbiter.testing.thin_link [seconds] [kbit]
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m arbiter.testing.thin_link [--seconds 30] [--kbit 500] [...]: one run, figures
+    on stderr, the whole result as JSON on stdout."""
+    import argparse
     import json
     import sys
 
-    secs = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
-    kbit = int(sys.argv[2]) if len(sys.argv) > 2 else 500
-    out = trio.run(lambda: run_thin_link_scenario(_tmp_dir(), phases=((secs, kbit),)))
-    for p in out["phases"]:
-        print(figures_line(p), file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m arbiter.testing.thin_link")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--kbit", type=int, default=500, help="thin downlink; 0: no limit")
+    parser.add_argument(
+        "--unconstrained-camera",
+        action="store_true",
+        help="the unconstrained subscriber publishes video too (two remote videos)",
+    )
+    parser.add_argument("--publisher-uplink", type=int, default=0, help="kbit/s; 0: no limit")
+    args = parser.parse_args(argv)
+    out = trio.run(
+        lambda: run_thin_link_scenario(
+            _tmp_dir(),
+            phases=((args.seconds, args.kbit or None),),
+            unconstrained_camera=args.unconstrained_camera,
+            publisher_uplink_kbit=args.publisher_uplink or None,
+        )
+    )
+    for phase in out["phases"]:
+        print(figures_line(phase), file=sys.stderr)
     print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
