@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed
 
 from ..sfu.dtls import Certificate
 from ..testing.signaling import WsClient, consumer_offer, is_error, producer_answer, ws_client
-from . import feedback, procstat, sdp_client
+from . import feedback, procstat, sdp_client, simulcast
 from .engine import Leg
 from .participant import Participant, Target
 
@@ -106,6 +106,7 @@ class ArbiterParticipant(Participant):
         self.close_code: int | None = None  # set when the server closed the WebSocket
         self._answer: trio.MemorySendChannel[str] | None = None
         self._answers: trio.MemoryReceiveChannel[str] | None = None
+        self.layer_frames: list[tuple[float, list[str]]] = []  # `layers` frames: when, what
 
     async def join(self, nursery: trio.Nursery, publish: bool) -> None:
         ws_url = self.target.url.replace("http://", "ws://") + "/ws"
@@ -118,10 +119,15 @@ class ArbiterParticipant(Participant):
         if publish:
             leg = self.publisher_leg = Leg(self.certificate)
             me = leg.local_credentials()
-            offer = sdp_client.build_publisher_offer(
-                me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, self.video_ssrc,
-                candidate=leg.address,
-            )  # fmt: skip
+            if self.simulcast:
+                offer = simulcast.build_simulcast_offer(
+                    me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, candidate=leg.address
+                )
+            else:
+                offer = sdp_client.build_publisher_offer(
+                    me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, self.video_ssrc,
+                    candidate=leg.address,
+                )  # fmt: skip
             await self.ws.send_offer(offer, room_id=self.room_id)
             with trio.fail_after(10):
                 answer = await self._answers.receive()
@@ -132,6 +138,10 @@ class ArbiterParticipant(Participant):
     async def subscribe_to(self, other: Participant) -> None:
         """The SFU offers every publisher by itself (docs/PROTOCOL.md section 4): nothing to ask
         for."""
+
+    async def send_preferences(self, data: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send("preferences", data)
 
     async def leave(self) -> None:
         if self.ws is not None:
@@ -155,13 +165,22 @@ class ArbiterParticipant(Participant):
                 await self._answer.send(answer)
             elif (offer := consumer_offer(message)) is not None:
                 nursery.start_soon(self._consume, *offer)
+            elif message.get("type") == "layers" and self.publisher_leg is not None:
+                # The rids anyone receives: the others stop, as a browser's encodings do
+                # through setParameters (docs/PROTOCOL.md section 4, Quality).
+                active = message.get("active")
+                if message.get("mid") == simulcast.VIDEO_MID and isinstance(active, list):
+                    self.publisher_leg.active_rids = {str(rid) for rid in active}
+                    self.layer_frames.append((trio.current_time(), sorted(active)))
             elif is_error(message):
                 self.errors.append(message)
 
     async def _consume(self, publisher_id: str, offer: str) -> None:
         leg = Leg(self.certificate)
         leg.twcc_id = feedback.twcc_extension_id(offer)  # follow the SDP (Arbiter: none yet)
-        me = leg.prepare(sdp_client.remote_media_params(offer))
+        remote = sdp_client.remote_media_params(offer)
+        leg.offered = remote.ssrcs
+        me = leg.prepare(remote)
         answer = sdp_client.build_subscriber_answer(
             offer, me.ufrag, me.pwd, me.fingerprint, setup="active", candidate=leg.address
         )

@@ -15,26 +15,66 @@ from typing import Any
 
 import trio
 
-from . import payloads, report, runner
+from . import payloads, report, runner, simulcast_figures
 from .participant import Target
 
 SERVER_CPU, GENERATOR_CPU = 1, 0
 
 
 def _scenario(text: str) -> runner.Scenario:
-    """meeting:N | broadcast:M | rooms:KxN"""
-    kind, _, arg = text.partition(":")
+    """meeting:N | broadcast:M | rooms:KxN, then issue 13's options, each after a "+":
+    simulcast, watchN (each subscriber watches N publishers, the others paused), hH (maxHeight H
+    for the watched ones), stepN (plain publishers send every Nth frame)."""
+    head, *options = text.split("+")
+    kind, _, arg = head.partition(":")
+    scenario: runner.Scenario | None = None
     try:
         if kind == "meeting":
-            return runner.meeting(int(arg))
-        if kind == "broadcast":
-            return runner.broadcast(int(arg))
-        if kind == "rooms":
+            scenario = runner.meeting(int(arg))
+        elif kind == "broadcast":
+            scenario = runner.broadcast(int(arg))
+        elif kind == "rooms":
             rooms, size = arg.split("x")
-            return runner.small_rooms(int(rooms), int(size))
+            scenario = runner.small_rooms(int(rooms), int(size))
+        for option in options:
+            if scenario is None:
+                break
+            if option == "simulcast":
+                scenario = scenario.with_options(simulcast=True)
+            elif option.startswith("watch"):
+                scenario = scenario.with_options(watch=int(option[5:]))
+            elif option.startswith("h"):
+                scenario = scenario.with_options(max_height=int(option[1:]))
+            elif option.startswith("step"):
+                scenario = scenario.with_options(frame_step=int(option[4:]))
+            else:
+                scenario = None
     except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"bad scenario {text!r}: meeting:N, broadcast:M, rooms:KxN")
+        scenario = None
+    if scenario is None:
+        raise argparse.ArgumentTypeError(
+            f"bad scenario {text!r}: meeting:N, broadcast:M or rooms:KxN, then any of "
+            "+simulcast, +watchN, +hH, +stepN"
+        )
+    return scenario
+
+
+def variants(
+    scenarios: list[runner.Scenario], simulcast: bool, watch: int, max_height: int
+) -> list[runner.Scenario]:
+    """`--simulcast`, `--watch N`, `--max-height H`: every scenario also as its simulcast
+    variant, then each of those also with N watched tiles (the simulcast ones with maxHeight H
+    when given): the figures issue 13 compares, run interleaved."""
+    out = list(scenarios)
+    if simulcast:
+        out += [s.with_options(simulcast=True) for s in scenarios]
+    if watch:
+        out += [
+            s.with_options(watch=watch, max_height=max_height if s.simulcast else 0)
+            for s in list(out)
+        ]
+    seen: set[str] = set()
+    return [s for s in out if not (s.name in seen or seen.add(s.name))]
 
 
 def add_parser(sub: Any) -> None:
@@ -60,6 +100,16 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--two-core", action="append", type=_scenario, default=[],
                        help="scenario run again with both cores for the server: Arbiter "
                        "workers.local = 2 (when built), Janus event_loops = 2")  # fmt: skip
+    bench.add_argument("--simulcast", action="store_true",
+                       help="every scenario also with simulcast publishers (layers q, h, f), "
+                       "interleaved with the plain one")  # fmt: skip
+    bench.add_argument("--watch", type=int, default=0,
+                       help="every scenario also with each subscriber watching N publishers "
+                       "(the others paused by the preferences action)")  # fmt: skip
+    bench.add_argument("--max-height", type=int, default=0,
+                       help="with --watch: the simulcast variants' maxHeight for watched tiles")
+    bench.add_argument("--section", default=None,
+                       help="also write the issue 13 figures as a Markdown section to this file")
     bench.set_defaults(func=run)
 
 
@@ -123,14 +173,19 @@ async def _interleaved(
 ) -> None:
     """Every scenario `repeats` times, the targets taking turns (the order rotates each round)
     so slow drift of the machine (other work, thermal) falls on every target alike."""
-    for scenario in scenarios:
+    # Variants of one scenario (simulcast, watched tiles) take turns like targets do.
+    groups = [scenarios] if any(s.variant for s in scenarios) else [[s] for s in scenarios]
+    for group in groups:
         for repeat in range(args.repeats):
             shift = repeat % len(targets)
-            for target in targets[shift:] + targets[:shift]:
-                result = await runner.run_or_report(target, scenario, args.seconds, recording)
-                result["repeat"] = repeat
-                into.append(result)
-                _print(result, repeat)
+            turn = repeat % len(group)
+            for scenario in group[turn:] + group[:turn]:
+                for target in targets[shift:] + targets[:shift]:
+                    result = await runner.run_or_report(target, scenario, args.seconds,
+                                                        recording)  # fmt: skip
+                    result["repeat"] = repeat
+                    into.append(result)
+                    _print(result, repeat)
 
 
 async def _ramp(
@@ -229,6 +284,12 @@ def run(args: argparse.Namespace) -> int:
     args.target = args.target or ["arbiter", "janus", "relay"]
     if not args.scenario and not args.ramp and not args.two_core:
         args.scenario = [runner.meeting(4)]
+    if args.simulcast or args.watch:
+        args.scenario = variants(args.scenario, args.simulcast, args.watch, args.max_height)
+    if any(s.variant for s in args.scenario):
+        args.target = [t for t in args.target if t == "arbiter"]
+        if not args.target:
+            raise SystemExit("simulcast and preferences are measured on --target arbiter")
     if not args.no_pin and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {GENERATOR_CPU})
     recording = payloads.load()
@@ -260,5 +321,7 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         plot_name = str(directory / "bench.png") if plotted else None
         Path(args.markdown).write_text(report.markdown(out, plot_name))
+    if args.section:
+        Path(args.section).write_text(simulcast_figures.markdown(out))
     print(f"wrote {directory / 'bench.json'}" + (f" and {args.markdown}" if args.markdown else ""))
     return 0

@@ -26,7 +26,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -38,8 +38,10 @@ from ..sfu.dtls import Certificate
 from . import feedback, payloads
 from .feedback import ReceptionState
 from .sdp_client import RemoteMedia, peer_client_for
+from .simulcast import TAG_SHIFT, TAGS, VideoLayer
 
-STAMP = struct.Struct("!QII")  # send time ns, publisher number, counter
+STAMP = struct.Struct("!QII")  # send time ns, publisher number | layer tag << 24, counter
+_RTP_HEADER = struct.Struct("!BBHII")  # RFC 3550 5.1 fixed header
 LATENCY_SAMPLE = 8
 OPUS_PT, VP8_PT = 111, 96
 RECV_BUFFER = 4 * 1024 * 1024
@@ -56,6 +58,8 @@ class StreamStats:
     highest: int = -1  # extended highest sequence number
     latencies_ns: list[int] = field(default_factory=list)
     first_at: float = 0.0
+    # Sampled packets (the LATENCY_SAMPLE ones) per stamp tag: 0 plain, 1 + simulcast layer.
+    layers: list[int] = field(default_factory=lambda: [0] * TAGS)
     # Extended seq -> [first noticed, last NACKed] (0.0: not yet), kept for video streams only.
     missing: dict[int, list[float]] | None = None
 
@@ -108,6 +112,10 @@ class Leg:
         self.twcc_arrivals: list[tuple[int, float]] = []
         self.pli_pending: list[int] = []
         self.drop_one_in = 0  # tests: drop every Nth media packet on arrival (a lossy link)
+        # Publishing: the rids the SFU last said anyone receives (a `layers` frame), None: all.
+        self.active_rids: set[str] | None = None
+        # Subscribing: the SSRCs the server's offer announced, per kind ("audio", "video").
+        self.offered: dict[str, list[int]] = {}
         self.rtcp_counts: dict[str, int] = {"rr": 0, "nack": 0, "nacked_seqs": 0, "pli": 0,
                                             "twcc": 0, "sr_in": 0, "sr_out": 0}  # fmt: skip
 
@@ -232,20 +240,30 @@ class Leg:
         audio_ssrc: int,
         video_ssrc: int,
         until: float,
+        *,
+        layers: Sequence[VideoLayer] | None = None,
     ) -> None:
         """Send the recording in real time until `until` (trio clock) or cancellation.
 
-        Counts what the kernel accepted in `sent_packets` / `sent_bytes`."""
+        `layers`: the video streams to send (simulcast.py); by default the whole recording on
+        `video_ssrc`. A layer with a rid is sent only while `active_rids` (the SFU's last
+        `layers` frame; None: not told yet) names it, and resumes at a keyframe, as a browser's
+        encoder does. Counts what the kernel accepted in `sent_packets` / `sent_bytes`."""
         remote, sock, protect = self.remote, self.sock, self.protect
         assert protect is not None and remote is not None
+        if layers is None:
+            layers = [VideoLayer(ssrc=video_ssrc, step=1, frames=recording.video)]
         sendto = sock.sendto
         stamp = STAMP.pack
+        header = _RTP_HEADER.pack
         monotonic_ns = time.monotonic_ns
-        audio, video = recording.audio, recording.video
+        audio = recording.audio
         start = trio.current_time()
         a_index = v_index = 0
-        a_seq = v_seq = 0
+        a_seq = 0
         a_ts = v_ts = 0
+        seqs = [0] * len(layers)
+        sending = [True] * len(layers)  # False: stopped, waiting for a keyframe to resume
         counter = 0
         srtcp = self.client.srtp.protect_rtcp if self.client and self.client.srtp else None
         next_sr = start + 1.0
@@ -258,29 +276,48 @@ class Leg:
             await trio.sleep_until(due)
             if srtcp is not None and due >= next_sr:
                 next_sr += 1.0
-                self._sender_report(srtcp, audio_ssrc, a_ts, video_ssrc, v_ts)
+                self._sender_report(srtcp, [(audio_ssrc, a_ts)] + [
+                    (layer.ssrc, (v_ts + layer.timestamp_origin) & 0xFFFFFFFF) for layer in layers
+                ])  # fmt: skip
+            batch: list[tuple[int, int, int, int, bytes, payloads.Packet, int]] = []
             if a_due <= v_due:
                 packet = audio[a_index % len(audio)]
                 a_ts += 960
-                batch = [(OPUS_PT, a_seq, a_ts, audio_ssrc, packet)]
+                batch.append((OPUS_PT, a_seq, a_ts, audio_ssrc, b"", packet, 0))
                 a_seq += 1
                 a_index += 1
             else:
-                frame = video[v_index % len(video)]
                 v_ts += 3000
-                batch = []
-                for packet in frame:
-                    batch.append((VP8_PT, v_seq, v_ts, video_ssrc, packet))
-                    v_seq += 1
+                active = self.active_rids
+                for i, layer in enumerate(layers):
+                    if v_index % layer.step:
+                        continue
+                    frame = layer.frames[v_index % len(layer.frames)]
+                    if layer.rid is not None and active is not None and layer.rid not in active:
+                        sending[i] = False
+                        continue
+                    if not sending[i]:
+                        if v_index % len(layer.frames) not in layer.keyframes:
+                            continue  # an encoder turned back on starts with a keyframe
+                        sending[i] = True
+                    ts = (v_ts + layer.timestamp_origin) & 0xFFFFFFFF
+                    for packet in frame:
+                        batch.append((VP8_PT, seqs[i], ts, layer.ssrc, layer.extension, packet,
+                                      layer.tag))  # fmt: skip
+                        seqs[i] += 1
                 v_index += 1
-            for pt, seq, ts, ssrc, packet in batch:
+            for pt, seq, ts, ssrc, extension, packet, tag in batch:
                 body = packet.payload
                 if len(body) < STAMP.size + 4:
                     body = body + bytes(STAMP.size + 4 - len(body))
-                body = body[: -STAMP.size] + stamp(monotonic_ns(), number, counter)
+                body = body[: -STAMP.size] + stamp(
+                    monotonic_ns(), number | tag << TAG_SHIFT, counter
+                )
                 counter += 1
+                first = 0x90 if extension else 0x80  # RFC 3550 5.1: V=2, X when extended
+                marker = 0x80 if packet.marker else 0
                 datagram = protect(
-                    rtp.build_rtp(pt, seq & 0xFFFF, ts, ssrc, body, marker=packet.marker)
+                    header(first, marker | pt, seq & 0xFFFF, ts, ssrc) + extension + body
                 )
                 try:
                     sendto(datagram, remote)
@@ -290,16 +327,18 @@ class Leg:
                 self.sent_bytes += len(datagram)
                 self.sent_by_ssrc[ssrc] = self.sent_by_ssrc.get(ssrc, 0) + 1
 
-    def _sender_report(self, srtcp: Callable[[bytes], bytes], audio_ssrc: int, a_ts: int,
-                       video_ssrc: int, v_ts: int) -> None:  # fmt: skip
-        """SR + SDES for each of the two streams (one compound each), as a browser sends."""
+    def _sender_report(self, srtcp: Callable[[bytes], bytes],
+                       streams: list[tuple[int, int]]) -> None:  # fmt: skip
+        """SR + SDES for each stream (one compound each), as a browser sends."""
         ntp = feedback.ntp_now()
-        for ssrc, ts in ((audio_ssrc, a_ts), (video_ssrc, v_ts)):
+        for ssrc, ts in streams:
             sent = self.sent_by_ssrc.get(ssrc, 0)
+            if not sent:
+                continue  # a layer not sent yet (the SFU wants none of it)
             compound = rtcp.build_sender_report(ssrc, ntp, ts, sent, sent * 1000, []) + \
                 rtcp.build_sdes(ssrc, "bench")  # fmt: skip
             self._send_rtcp(srtcp, compound)
-        self.rtcp_counts["sr_out"] += 2
+            self.rtcp_counts["sr_out"] += 1
 
     def _send_rtcp(self, srtcp: Callable[[bytes], bytes], compound: bytes) -> None:
         if self.closed or self.remote is None:
@@ -459,8 +498,11 @@ class Leg:
                         continue
                     if len(plain) < rtp.FIXED_HEADER_LENGTH + STAMP.size:
                         continue  # not one of ours (a padding probe, a foreign packet)
-                    sent_ns, _, _ = STAMP.unpack_from(plain, len(plain) - STAMP.size)
+                    sent_ns, who, _ = STAMP.unpack_from(plain, len(plain) - STAMP.size)
                     stats.latencies_ns.append(now - sent_ns)
+                    tag = who >> TAG_SHIFT
+                    if tag < TAGS:
+                        stats.layers[tag] += 1
             with trio.move_on_after(0.25):
                 try:
                     await trio.lowlevel.wait_readable(sock)

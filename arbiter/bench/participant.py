@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from ..sfu.dtls import Certificate
+from . import payloads, simulcast
 from .engine import Leg
 
 
@@ -32,6 +33,11 @@ class Participant:
         self.stop = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.drop_one_in = 0  # tests: every subscription drops every Nth packet (lossy link)
+        # Publishing: three simulcast layers (simulcast.py) instead of one stream; a plain
+        # publisher may send every `frame_step`-th frame only (the rate of layer q at 4).
+        self.simulcast = False
+        self.frame_step = 1
+        self.layer_ssrcs = tuple(0x2000_0000 + 4 * number + i for i in range(3))
         self._changed = trio.Event()
 
     # -- what targets implement ------------------------------------------------------------
@@ -45,7 +51,17 @@ class Participant:
     async def leave(self) -> None:
         raise NotImplementedError
 
+    async def send_preferences(self, data: dict[str, Any]) -> None:
+        """The `preferences` action (docs/PROTOCOL.md section 3); Arbiter only."""
+        raise NotImplementedError(f"{type(self).__name__} has no preferences action")
+
     # -- shared --------------------------------------------------------------------------------
+
+    def video_layers(self, recording: payloads.Recording) -> list[simulcast.VideoLayer]:
+        """What this participant's publishing leg sends as video."""
+        if self.simulcast:
+            return simulcast.simulcast_layers(recording, self.layer_ssrcs)
+        return [simulcast.plain_layer(recording, self.video_ssrc, self.frame_step)]
 
     def add_subscription(self, publisher_id: str, leg: Leg) -> None:
         old = self.subscriptions.pop(publisher_id, None)

@@ -15,17 +15,20 @@ window of `seconds`:
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
 
 from ..sfu.dtls import Certificate
-from . import payloads, procstat
+from . import payloads, procstat, simulcast, simulcast_figures
 from .engine import StreamStats
 from .participant import Participant, Target
 
 WARMUP = 1.0
+# Simulcast: the SFU tells a publisher to stop the layers nobody receives after LAYER_HOLD (3 s,
+# arbiter/sfu/simulcast.py); the window starts once that steady state holds.
+SIMULCAST_WARMUP = 4.0
 JOIN_TIMEOUT = 30.0  # one participant's join and subscriptions; a hang is an error
 
 
@@ -35,6 +38,32 @@ class Scenario:
     rooms: int
     publishers: int  # per room; each publishes audio + video and subscribes to the others
     listeners: int = 0  # per room; subscribe only
+    # Issue 13 variants (simulcast.py): publishers send layers q, h, f; each subscriber watches
+    # `watch` publishers (the others paused by `preferences`; 0: all) with `max_height` (0: no
+    # preference); plain publishers send every `frame_step`-th frame (4: the rate of layer q).
+    simulcast: bool = False
+    watch: int = 0
+    max_height: int = 0
+    frame_step: int = 1
+    base: str = ""  # the name without the variant's suffix ("" for a plain scenario)
+
+    @property
+    def variant(self) -> bool:
+        return self.simulcast or self.watch > 0 or self.max_height > 0 or self.frame_step > 1
+
+    def with_options(self, *, simulcast: bool = False, watch: int = 0, max_height: int = 0,
+                     frame_step: int = 1) -> Scenario:  # fmt: skip
+        """This scenario with more options; its name says which (meeting-8-simulcast-watch4)."""
+        merged = replace(
+            self, simulcast=simulcast or self.simulcast, watch=watch or self.watch,
+            max_height=max_height or self.max_height, frame_step=max(frame_step, self.frame_step),
+        )  # fmt: skip
+        base = self.base or self.name
+        name = base + ("-simulcast" if merged.simulcast else "")
+        name += f"-step{merged.frame_step}" if merged.frame_step > 1 else ""
+        name += f"-watch{merged.watch}" if merged.watch else ""
+        name += f"-h{merged.max_height}" if merged.max_height else ""
+        return replace(merged, name=name, base=base)
 
     @property
     def participants(self) -> int:
@@ -105,6 +134,8 @@ async def run_scenario(
     participants: list[Participant] = []
     join_times: list[float] = []
     publishing: list[trio.CancelScope] = []
+    if scenario.variant and not target.name.startswith("arbiter"):
+        raise ValueError(f"{scenario.name}: simulcast and preferences are Arbiter's (issue 13)")
     async with trio.open_nursery() as nursery:
 
         async def publish(p: Participant) -> None:
@@ -112,8 +143,9 @@ async def run_scenario(
             with trio.CancelScope() as scope:
                 publishing.append(scope)
                 await p.publisher_leg.publish(
-                    recording, p.number, p.audio_ssrc, p.video_ssrc, float("inf")
-                )
+                    recording, p.number, p.audio_ssrc, p.video_ssrc, float("inf"),
+                    layers=p.video_layers(recording),
+                )  # fmt: skip
 
         number = 0
         for _ in range(scenario.rooms):
@@ -125,6 +157,7 @@ async def run_scenario(
                 publishes = index < scenario.publishers
                 p = target.participant(room, number, certificate)
                 p.nursery = nursery
+                p.simulcast, p.frame_step = scenario.simulcast, scenario.frame_step
                 present = {m.peer_id for m in members if m.publisher_leg is not None}
                 with trio.fail_after(JOIN_TIMEOUT):
                     await p.join(nursery, publishes)
@@ -147,8 +180,10 @@ async def run_scenario(
                 for p in members:
                     publishers = {m.peer_id for m in members if m.publisher_leg and m is not p}
                     await p.wait_subscribed(publishers)
-        await trio.sleep(WARMUP)
+                await _send_preferences(scenario, members)
+        await trio.sleep(SIMULCAST_WARMUP if scenario.simulcast else WARMUP)
         start_stats = _snapshot(participants)
+        start_video = simulcast_figures.snapshot(participants)
         sent0 = _sent(participants)
         cpu0 = procstat.total(pids).cpu_s
         gen0 = procstat.self_cpu()
@@ -158,6 +193,7 @@ async def run_scenario(
         cpu = procstat.total(pids).cpu_s - cpu0
         gen_cpu = procstat.self_cpu() - gen0
         end_stats = _snapshot(participants)
+        end_video = simulcast_figures.snapshot(participants)
         sent_in_window = _sent(participants) - sent0
         rss = procstat.total(pids).rss_kib
         processes = sum(len(procstat.descendants(pid)) for pid in pids)
@@ -182,7 +218,7 @@ async def run_scenario(
     publish_rate = sent_in_window / window / publishers if publishers else 0.0
     nominal = _nominal_pps(recording)
     generator_cpu = gen_cpu / window
-    return {
+    result = {
         "target": target.name,
         "scenario": scenario.name,
         "participants": scenario.participants,
@@ -212,7 +248,28 @@ async def run_scenario(
         "transport_cc": any(leg.twcc_id is not None for p in participants
                             for leg in p.subscriptions.values()),  # fmt: skip
         "errors": errors[:5],
+        **simulcast_figures.figures(scenario, participants, start_video, end_video, window, cpu),
     }
+    if scenario.variant:
+        # Its publishers send less video than the recording by design (lower layers, layers
+        # nobody receives, frame_step): real time is judged by their audio alone.
+        result["nominal_publisher_pps"] = None
+        result["generator_saturated"] = (
+            not simulcast_figures.nominal_audio_ok(result) or generator_cpu > 0.95
+        )
+    return result
+
+
+async def _send_preferences(scenario: Scenario, members: list[Participant]) -> None:
+    """Each member's `preferences` for the room's publishers (simulcast.py): paused but for
+    `watch` of them, `max_height` for the watched ones."""
+    if not scenario.watch and not scenario.max_height:
+        return
+    publishers = [m.peer_id for m in members if m.publisher_leg is not None]
+    for p in members:
+        for data in simulcast.preferences(publishers, p.peer_id, scenario.watch,
+                                          scenario.max_height):  # fmt: skip
+            await p.send_preferences(data)
 
 
 def _rtcp_counts(participants: list[Participant]) -> dict[str, int]:
