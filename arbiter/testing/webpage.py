@@ -157,3 +157,25 @@ def wait_settled(pages: dict[str, Page], timeout: float) -> dict[str, Page]:
         + " | ".join(page.describe() for page in pages.values()),
     )
     return pages
+
+
+def record_sent_frames(page: Page) -> list[dict[str, Any]]:
+    """Every JSON object `page` sends on a WebSocket opened from now on, parsed, in order.
+
+    Call it before `join` (the page opens its WebSocket on the Join click). The list fills as
+    Playwright delivers events, i.e. during later calls on the page."""
+    import json
+
+    frames: list[dict[str, Any]] = []
+
+    def sent(payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            try:
+                frame = json.loads(payload)
+            except ValueError:
+                return
+            if isinstance(frame, dict):
+                frames.append(frame)
+
+    page.page.on("websocket", lambda ws: ws.on("framesent", sent))
+    return frames

@@ -4,11 +4,13 @@
 //   lobby.js       landing page, lobby, the password field and refusals shown there
 //   join.js        join flow, rejoin with back-off, leaving, being removed, signaling frames
 //   peers.js       remote participants' tiles and tracks, stats and speaking loops
-//   controls.js    microphone, camera, screen share, chat panel, copying links
+//   controls.js    microphone, camera, screen share, layout, chat panel, copying links
+//   preferences.js what we want of each remote tile's video (`preferences` frames)
+//   simulcast.js   our camera's three encodings, `layers` frames and screen sharing
 //   moderation.js  moderator key, Mute/Remove/Lock/Password controls, lock indicator
 
-import { chat, grid, media, roomLink, roomPath, session, state } from "./context.js";
-import { copyText, setCam, setMic, toggleChat, toggleShare } from "./controls.js";
+import { chat, grid, media, preferences, roomLink, roomPath, session, state } from "./context.js";
+import { copyText, setCam, setLayout, setMic, toggleChat, toggleLayout, toggleShare } from "./controls.js";
 import { join, leave, pageHidden } from "./join.js";
 import { startLanding, startLobby } from "./lobby.js";
 import { setupModeration, takeKeyFromFragment } from "./moderation.js";
@@ -40,6 +42,7 @@ window.arbiter = Object.freeze({
         actions: [...t.actions.querySelectorAll("button")].map((b) => b.textContent),
         speaking: t.node.classList.contains("speaking"),
         activeSpeaker: t.node.classList.contains("active-speaker"),
+        large: t.node.classList.contains("large"),
         quality: t.quality.dataset.quality || null,
         status: t.status.textContent,
       };
@@ -54,16 +57,28 @@ window.arbiter = Object.freeze({
     passwordRequired: state.passwordRequired,
     removedBy: state.removedBy,
     notices: [...state.notices],
+    layout: grid.mode,
+    preferences: preferences.snapshot(),
   }),
   stats: async () => (session.call ? session.call.stats({ track: false }) : { remote: {}, producer: {} }),
+  // The producer connection's SDP (our offer, the SFU's answer) and the video sender's
+  // encodings as the browser has them.
+  producerSdp: () => ({
+    local: session.call?.producer?.localDescription?.sdp ?? null,
+    remote: session.call?.producer?.remoteDescription?.sdp ?? null,
+    videoMid: session.call?.videoTransceiver?.mid ?? null,
+  }),
+  encodings: async () => (session.call ? session.call.encodings() : []),
 });
 
 // ------------------------------------------------------------------ start
 
 hydrateIcons();
+setLayout();
 $("#mic-toggle").addEventListener("click", () => setMic(!media.micOn));
 $("#cam-toggle").addEventListener("click", () => setCam(!media.camOn));
 $("#share-toggle").addEventListener("click", () => toggleShare());
+$("#layout-toggle").addEventListener("click", () => toggleLayout());
 $("#chat-toggle").addEventListener("click", () => toggleChat(chat));
 $("#chat-close").addEventListener("click", () => toggleChat(chat, false));
 $("#copy-link").addEventListener("click", () => copyText(roomLink(), "Link copied"));

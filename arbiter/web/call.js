@@ -2,8 +2,13 @@
 // carrying our microphone and camera to the room's SFU, one consumer RTCPeerConnection per remote
 // participant (the SFU offers, we answer), and getStats() for decode counters and quality.
 //
+// Camera video goes out as three simulcast encodings (simulcast.js); `layers` frames from the
+// SFU and screen sharing turn them on and off with setParameters, never by renegotiating.
+//
 // The SFU is ICE-lite and puts its candidate in the SDP, so candidate frames are ignored and
 // ours are not sent. Chat and features go over the WebSocket, never over data channels.
+
+import { activeRids, addVideoTransceiver, planEncodings, RIDS } from "./simulcast.js";
 
 export class Call {
   /**
@@ -22,6 +27,12 @@ export class Call {
     this.producer = null;
     this.audioSender = null;
     this.videoSender = null;
+    /** @type {RTCRtpTransceiver | null} the producer's video transceiver (its mid names it in `layers`) */
+    this.videoTransceiver = null;
+    /** @type {Set<string>} the rids somebody watches: all until the SFU says otherwise */
+    this.layers = new Set(RIDS);
+    /** @type {Promise<void>} in-order getParameters/setParameters on the video sender */
+    this.senderQueue = Promise.resolve();
     this.producerAnswered = false;
     // Publisher ids are whatever the server relays (any string a peer chose): they key Maps
     // only, never plain objects, and nothing of ours shares a Map with them.
@@ -51,8 +62,9 @@ export class Call {
     const stream = new MediaStream([audioTrack, videoTrack].filter(Boolean));
     if (audioTrack) this.audioSender = pc.addTrack(audioTrack, stream);
     if (videoTrack) {
-      this.videoSender = pc.addTrack(videoTrack, stream);
-      preferResolution(this.videoSender, videoTrack);
+      this.videoTransceiver = addVideoTransceiver(pc, videoTrack, stream);
+      this.videoSender = this.videoTransceiver.sender;
+      this.configureVideo();
     }
     await pc.setLocalDescription(await pc.createOffer());
     if (this.closed) return;
@@ -73,12 +85,83 @@ export class Call {
     });
   }
 
-  /** Swap the outgoing video (screen share and back) without renegotiating. */
+  /**
+   * Swap the outgoing video (screen share and back) without renegotiating. A screen (a track
+   * with contentHint "detail") goes out as the full encoding alone, a camera as the encodings
+   * the last `layers` frame asked for.
+   *
+   * @param {MediaStreamTrack} track
+   * @returns {Promise<boolean>}
+   */
   async replaceVideo(track) {
     if (!this.videoSender) return false;
     await this.videoSender.replaceTrack(track);
-    preferResolution(this.videoSender, track);
+    await this.configureVideo();
     return true;
+  }
+
+  /**
+   * A `layers` frame from the SFU: the rids of our video transceiver `mid` that somebody
+   * watches; the others stop being encoded. Frames for another mid, or without a list, are
+   * ignored.
+   *
+   * @param {{mid?: unknown, active?: unknown}} msg
+   * @returns {Promise<void>}
+   */
+  setLayers(msg) {
+    const active = activeRids(msg.active);
+    const mid = this.videoTransceiver?.mid;
+    if (active === null || mid == null || msg.mid !== mid) return Promise.resolve();
+    this.layers = active;
+    return this.configureVideo();
+  }
+
+  /**
+   * Apply the encodings (simulcast.js `planEncodings`) and the degradation preference for the
+   * sender's current track; queued, so that one getParameters/setParameters pair never
+   * overlaps another (setParameters refuses a stale transaction).
+   *
+   * @returns {Promise<void>}
+   */
+  configureVideo() {
+    const sender = this.videoSender;
+    const next = this.senderQueue.then(async () => {
+      if (this.closed || !sender || typeof sender.getParameters !== "function") return;
+      const track = sender.track;
+      const params = sender.getParameters();
+      if (!params.encodings?.length) return; // Firefox before negotiation: nothing to set yet
+      planEncodings(params.encodings, {
+        sharing: track?.contentHint === "detail",
+        active: this.layers,
+        trackHeight: track?.getSettings?.().height || 0,
+      });
+      // Screen content keeps its resolution under pressure; camera video keeps its frame rate.
+      params.degradationPreference =
+        track?.contentHint === "detail" ? "maintain-resolution" : "balanced";
+      try {
+        await sender.setParameters(params);
+      } catch (err) {
+        if (err?.name !== "InvalidStateError") throw err; // closed meanwhile
+      }
+    });
+    this.senderQueue = next.catch((err) => this.events.onError?.(`video encodings: ${err.message || err}`));
+    return this.senderQueue;
+  }
+
+  /**
+   * The video sender's encodings as the browser has them now (the test hook reads them).
+   *
+   * @returns {Promise<Array<{rid: string | null, active: boolean, scaleResolutionDownBy: number | null, maxBitrate: number | null}>>}
+   */
+  async encodings() {
+    await this.senderQueue;
+    const params = this.videoSender?.getParameters?.();
+    return (params?.encodings || []).map((e) => ({
+      rid: e.rid ?? null,
+      active: e.active !== false,
+      scaleResolutionDownBy: e.scaleResolutionDownBy ?? null,
+      maxBitrate: e.maxBitrate ?? null,
+    }));
   }
 
   /** A handshake frame from the SFU (producer answer or consumer offer). */
@@ -107,6 +190,8 @@ export class Call {
       if (this.producer.signalingState !== "have-local-offer") return;
       await this.producer.setRemoteDescription(description);
       this.producerAnswered = true;
+      // An answer without a=simulcast left the browser one encoding (the quarter one): size it.
+      await this.configureVideo();
     } else if (msg.type === "consumer" && description.type === "offer" && publisher !== null) {
       await this.answerConsumer(publisher, description);
     }
@@ -207,13 +292,24 @@ export class Call {
         }
       }),
     );
-    const producer = { audio: { packetsSent: 0 }, video: { packetsSent: 0 } };
+    const producer = { audio: { packetsSent: 0 }, video: { packetsSent: 0, layers: {} } };
     if (this.producer) {
       try {
         (await this.producer.getStats()).forEach((s) => {
           if (s.type !== "outbound-rtp" || !producer[s.kind]) return;
           producer[s.kind].packetsSent += s.packetsSent || 0;
-          if (s.kind === "video") {
+          if (s.kind !== "video") return;
+          // One outbound-rtp per simulcast encoding (rid), turned-off ones included: the
+          // largest picture going out stands for the video; each rid is listed too.
+          const layer = {
+            active: s.active !== false,
+            frameWidth: s.frameWidth ?? null,
+            frameHeight: s.frameHeight ?? null,
+            framesEncoded: s.framesEncoded || 0,
+            packetsSent: s.packetsSent || 0,
+          };
+          if (s.rid) producer.video.layers[s.rid] = layer;
+          if (layer.active && (layer.frameHeight || 0) >= (producer.video.frameHeight || 0)) {
             producer.video.frameWidth = s.frameWidth;
             producer.video.frameHeight = s.frameHeight;
             producer.video.framesEncoded = s.framesEncoded;
@@ -291,17 +387,4 @@ function summarise(report) {
     }
   });
   return out;
-}
-
-/** Screen content keeps its resolution under pressure; camera video keeps its frame rate. */
-function preferResolution(sender, track) {
-  if (!sender || !track || typeof sender.getParameters !== "function") return;
-  try {
-    const params = sender.getParameters();
-    params.degradationPreference =
-      track.contentHint === "detail" ? "maintain-resolution" : "balanced";
-    sender.setParameters(params).catch(() => {});
-  } catch {
-    // not supported: the browser's default
-  }
 }

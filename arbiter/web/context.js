@@ -3,6 +3,7 @@
 
 import { roomPathFromLocation } from "./api.js";
 import { LocalMedia } from "./media.js";
+import { TilePreferences } from "./preferences.js";
 import { $, banner, Chat, Grid, toast } from "./ui.js";
 
 // Our own tile and level meter are keyed by this Symbol: every string key in the grid and the
@@ -43,6 +44,9 @@ export const session = { signaling: null, call: null, generation: 0 };
 export function send(action, data) {
   return session.signaling?.send(action, data) ?? false;
 }
+
+/** Per remote tile: the `preferences` (height drawn, paused) the SFU picks a layer by. */
+export const preferences = new TilePreferences({ send: (data) => send("preferences", data) });
 
 export const chat = new Chat({
   log: $("#chat-log"),

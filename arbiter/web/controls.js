@@ -1,8 +1,11 @@
-// The person's own controls: microphone, camera, screen share, chat panel and copying links.
+// The person's own controls: microphone, camera, screen share, chat panel, the speaker/grid
+// layout and copying links.
 
 import { captureScreen } from "./media.js";
 import { grid, media, send, SELF, session, state } from "./context.js";
-import { $, hydrateIcons, toast } from "./ui.js";
+import { $, hydrateIcons, LAYOUTS, toast } from "./ui.js";
+
+const LAYOUT_KEY = "arbiter.layout";
 
 /** What we tell the room we send: {audio, video}. */
 export function features() {
@@ -88,6 +91,33 @@ export async function stopShare({ republish = true } = {}) {
   grid.setVideo(SELF, media.cameraTrack, { mirror: true });
   renderMediaButtons();
   send("features", features());
+}
+
+/**
+ * The speaker/grid layout: applied to the grid, remembered in localStorage. The button says
+ * what a click switches to ("Grid view" while the speaker layout is on).
+ *
+ * @param {import("./ui.js").Layout} [mode]  default: the remembered one
+ */
+export function setLayout(mode = localStorage.getItem(LAYOUT_KEY) || LAYOUTS[0]) {
+  grid.setMode(mode);
+  try {
+    localStorage.setItem(LAYOUT_KEY, grid.mode);
+  } catch {
+    // storage full or denied: the layout still applies to this page
+  }
+  const other = grid.mode === "speaker" ? "grid" : "speaker";
+  const button = $("#layout-toggle");
+  const label = other === "grid" ? "Grid view" : "Speaker view";
+  button.setAttribute("aria-label", label);
+  button.querySelector(".label").textContent = other === "grid" ? "Grid" : "Speaker";
+  const slot = button.querySelector("[data-icon]");
+  slot.dataset.icon = other === "grid" ? "gridView" : "speakerView";
+  hydrateIcons(button);
+}
+
+export function toggleLayout() {
+  setLayout(grid.mode === "speaker" ? "grid" : "speaker");
 }
 
 export function toggleChat(chat, open = $("#chat").hidden) {

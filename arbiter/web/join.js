@@ -285,7 +285,14 @@ function onMessage(msg) {
     case "consumer":
       session.call?.handle(msg);
       break;
+    case "layers":
+      // The simulcast encodings somebody watches (DESIGN section 4, "Quality").
+      session.call?.setLayers(msg);
+      break;
     case "error":
+      // A server without simulcast refuses `preferences` (400 "Unknown action"): nothing
+      // the person can act on, and nothing lost.
+      if (msg.action === "preferences") break;
       state.errors.push(`${msg.action}: ${msg.status} ${msg.message}`);
       if (msg.action === "handshake" && msg.status === 503) retryOffer();
       else if (msg.action === "chat") toast(`Message not sent: ${msg.message}`);

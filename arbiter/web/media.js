@@ -2,9 +2,10 @@
 // is no camera (so the producer always has a video sender for screen sharing), screen capture,
 // and an audio-level meter (WebAudio AnalyserNode) used for the speaking highlight.
 
+/** The camera capture: 1280x720, sent as three simulcast encodings (simulcast.js). */
 export const VIDEO_CONSTRAINTS = {
-  width: { ideal: 640 },
-  height: { ideal: 360 },
+  width: { ideal: 1280 },
+  height: { ideal: 720 },
   frameRate: { ideal: 24, max: 30 },
 };
 

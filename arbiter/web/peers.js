@@ -2,7 +2,7 @@
 // speaking loops.
 
 import { LevelMeter } from "./media.js";
-import { grid, media, SELF, session, state } from "./context.js";
+import { grid, media, preferences, SELF, session, state } from "./context.js";
 import { renderTileActions } from "./moderation.js";
 import { $ } from "./ui.js";
 
@@ -32,15 +32,17 @@ export function addPeer(id, name, { features, moderator } = {}) {
   peer.name = (typeof name === "string" && name) || peer.name || "Guest";
   if (moderator !== undefined) peer.moderator = moderator === true;
   state.peers.set(id, peer);
-  grid.add(id, { name: peer.name });
+  const tile = grid.add(id, { name: peer.name });
   grid.setFeatures(id, peer.features);
   grid.setModerator(id, peer.moderator);
+  preferences.watch(id, tile); // after its features: a tile whose video is off starts paused
   renderTileActions(id);
   updateCount();
   return !known;
 }
 
 export function removePeer(id) {
+  preferences.unwatch(id);
   session.call?.closeConsumer(id);
   state.meters.get(id)?.close();
   state.meters.delete(id);
@@ -54,6 +56,7 @@ export function setPeerFeatures(id, features) {
   const peer = state.peers.get(id);
   peer.features = peerFeatures(features);
   grid.setFeatures(id, peer.features);
+  preferences.update(id); // video off: paused; back on: resumed
 }
 
 export function onTrack(peer, track) {

@@ -31,6 +31,8 @@ const ICON_PATHS = {
   lock: "M18 8h-1V6A5 5 0 0 0 7 6v2H6a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V10a2 2 0 0 0-2-2zM9 6a3 3 0 0 1 6 0v2H9V6zm3 11a2 2 0 1 1 0-4 2 2 0 0 1 0 4z",
   lockOpen: "M18 8h-1V6A5 5 0 0 0 7.1 5h2.02A3 3 0 0 1 15 6v2H6a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V10a2 2 0 0 0-2-2zm0 12H6V10h12v10zm-6-3a2 2 0 1 0 0-4 2 2 0 0 0 0 4z",
   key: "M12.65 10A6 6 0 1 0 12.65 14H17v4h4v-4h2v-4H12.65zM7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4z",
+  speakerView: "M3 4h18a1 1 0 0 1 1 1v9a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zm1 2v7h16V6H4zM2 17h6v3H2v-3zm7 0h6v3H9v-3zm7 0h6v3h-6v-3z",
+  gridView: "M3 3h8v8H3V3zm2 2v4h4V5H5zm8-2h8v8h-8V3zm2 2v4h4V5h-4zM3 13h8v8H3v-8zm2 2v4h4v-4H5zm8-2h8v8h-8v-8zm2 2v4h4v-4h-4z",
   personRemove: "M14 8a4 4 0 1 0-8 0 4 4 0 0 0 8 0zm3 2v2h6v-2h-6zM2 18v2h16v-2c0-2.66-5.33-4-8-4s-8 1.34-8 4z",
 };
 
@@ -59,16 +61,38 @@ export function initials(name) {
   return letters.toUpperCase();
 }
 
-/** The participant grid: one tile per participant, laid out to keep tiles as large as fit. */
+/** @typedef {"speaker" | "grid"} Layout */
+
+/** The layouts, the first being the default. */
+export const LAYOUTS = Object.freeze(["speaker", "grid"]);
+
+const ASPECT = 16 / 9; // every tile's shape: camera video fills it, no bars
+const STRIP_SHARE = 0.22; // of the grid's height, for the strip under the speaker
+const STRIP_MAX_H = 180; // px
+const STRIP_MIN_W = 112; // px: narrower strip tiles wrap (and the grid scrolls)
+
+/**
+ * The participant grid: one 16:9 tile per participant. Layout "grid": equal tiles in the rows
+ * and columns that make them largest. Layout "speaker": the active speaker (or, until the SFU
+ * names one, the first other participant) large on top, the others in a strip below.
+ */
 export class Grid {
   constructor(root) {
     this.root = root;
     // Remote peer id (a string from the server) or the caller's own key for its self view
     // (context.js makes it a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
     this.tiles = new Map();
-    // The remote peer the SFU reports as the dominant speaker (activeSpeaker), shown large.
+    // The remote peer the SFU reports as the dominant speaker (activeSpeaker).
     this.speaker = null;
+    /** @type {Layout} */
+    this.mode = LAYOUTS[0];
     new ResizeObserver(() => this.layout()).observe(root);
+  }
+
+  /** @param {Layout} mode */
+  setMode(mode) {
+    this.mode = LAYOUTS.includes(mode) ? mode : LAYOUTS[0];
+    this.layout();
   }
 
   add(id, { name, self = false }) {
@@ -203,8 +227,8 @@ export class Grid {
     tile.audio.play().catch(() => {});
   }
 
-  /** The room's dominant speaker: its tile spans the grid's top, the others a strip below.
-   * Never our own tile: `id` is a remote peer id (our tile's key is a Symbol). */
+  /** The room's dominant speaker: large in the speaker layout, outlined in the grid. Never
+   * our own tile: `id` is a remote peer id (our tile's key is a Symbol). */
   setActiveSpeaker(id) {
     this.speaker = id;
     this.layout();
@@ -222,28 +246,59 @@ export class Grid {
     tile.quality.title = `Connection ${quality}${detail ? ` (${detail})` : ""}`;
   }
 
-  /** Columns and rows that make 16:9 tiles as large as the grid allows. */
+  /**
+   * The tile shown large: the active speaker in the speaker layout (never our own tile),
+   * else the first remote one; none in the grid layout or alone.
+   */
+  largeTile() {
+    if (this.mode !== "speaker" || this.tiles.size < 2) return null;
+    const speaker = this.tiles.get(this.speaker);
+    if (speaker && !speaker.self) return speaker;
+    for (const tile of this.tiles.values()) if (!tile.self) return tile;
+    return null;
+  }
+
+  /** Size the tiles (CSS variables --tile-w/--tile-h, --big-w/--big-h), always 16:9. */
   layout() {
     const n = Math.max(1, this.tiles.size);
+    const large = this.largeTile();
     const speaker = this.tiles.get(this.speaker);
-    const large = !!speaker && !speaker.self && n > 1;
-    for (const tile of this.tiles.values()) tile.node.classList.toggle("active-speaker", large && tile === speaker);
-    this.root.classList.toggle("has-speaker", large);
-    this.root.style.setProperty("--strip", Math.max(1, n - 1));
-    const { width, height } = this.root.getBoundingClientRect();
-    if (!width || !height) return;
-    const gap = 8;
-    let best = { cols: 1, rows: n, size: 0 };
+    for (const tile of this.tiles.values()) {
+      tile.node.classList.toggle("large", tile === large);
+      tile.node.classList.toggle("active-speaker", !!speaker && !speaker.self && tile === speaker && n > 1);
+    }
+    this.root.classList.toggle("has-speaker", !!large);
+    this.root.classList.toggle("layout-speaker", this.mode === "speaker");
+    this.root.classList.toggle("layout-grid", this.mode === "grid");
+    this.root.dataset.layout = this.mode;
+    this.root.dataset.count = String(n);
+    const style = getComputedStyle(this.root);
+    const gap = parseFloat(style.columnGap) || 0;
+    const width = this.root.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
+    const height = this.root.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
+    if (width <= 0 || height <= 0) return;
+    const px = (name, value) => this.root.style.setProperty(name, `${Math.max(0, Math.floor(value))}px`);
+    if (large) {
+      // The strip: n - 1 tiles in one row, as tall as STRIP_SHARE of the grid allows.
+      const k = n - 1;
+      let stripW = Math.min(height * STRIP_SHARE, STRIP_MAX_H) * ASPECT;
+      if (k * stripW + (k - 1) * gap > width) stripW = Math.max(STRIP_MIN_W, (width - (k - 1) * gap) / k);
+      const bigW = Math.min(width, (height - stripW / ASPECT - gap) * ASPECT);
+      px("--tile-w", stripW);
+      px("--tile-h", stripW / ASPECT);
+      px("--big-w", bigW);
+      px("--big-h", bigW / ASPECT);
+      return;
+    }
+    let best = 0;
     for (let cols = 1; cols <= n; cols++) {
       const rows = Math.ceil(n / cols);
       const w = (width - gap * (cols - 1)) / cols;
       const h = (height - gap * (rows - 1)) / rows;
-      const tileW = Math.min(w, (h * 16) / 9);
-      if (tileW > best.size) best = { cols, rows, size: tileW };
+      best = Math.max(best, Math.min(w, h * ASPECT));
     }
-    this.root.style.setProperty("--cols", best.cols);
-    this.root.style.setProperty("--rows", best.rows);
-    this.root.dataset.count = String(n);
+    px("--tile-w", best);
+    px("--tile-h", best / ASPECT);
   }
 }
 
