@@ -335,8 +335,12 @@ async def run_thin_link_scenario(
             pub_ns.shape_uplink(publisher_uplink_kbit)
         if shape_before_join and phases[0][1] is not None:
             thin_ns.shape_downlink(phases[0][1])
-        result["namespace"] = {"thin": thin_ns.name, "publisher": pub_ns and pub_ns.name,
-                               "thinQdisc": thin_ns.qdisc()}  # fmt: skip
+        result["namespace"] = {
+            "thin": thin_ns.name,
+            "thinQdisc": thin_ns.qdisc(),
+            "publisher": pub_ns.name if pub_ns else None,
+            "publisherQdisc": pub_ns.qdisc(uplink=True) if pub_ns else None,
+        }
         config = make_config(
             tmp_path,
             http={"host": thin_ns.host_address, "port": 0},
