@@ -8,15 +8,18 @@ through `arbiter serve` in its own process) and against the plain relay.
 
 from __future__ import annotations
 
+import argparse
+import functools
+
 import httpx
 import pytest
 import trio
 
-from arbiter.bench import cli, engine, feedback, payloads, report, runner
+from arbiter.bench import cli, engine, feedback, payloads, report, runner, simulcast
 from arbiter.bench.arbiter_target import ArbiterTarget, workers_available
-from arbiter.bench.participant import Target
+from arbiter.bench.participant import Participant, Target
 from arbiter.bench.relay_target import RelayTarget
-from arbiter.sfu import rtcp
+from arbiter.sfu import rtcp, rtp, sdp, vp8
 from arbiter.sfu.dtls import Certificate
 
 pytestmark = pytest.mark.bench
@@ -188,3 +191,187 @@ def test_ramp_says_when_the_generator_ended_it() -> None:
     assert report.largest_meeting([held, saturated]) == "≥ 12 (load generator saturated)"
     assert report.largest_meeting([held, lost]) == "12"
     assert report.largest_meeting([lost]) == "none held"
+
+
+# -- issue 13: simulcast publishers and paused tiles --------------------------------------------
+
+
+async def _call(
+    target: ArbiterTarget, nursery: trio.Nursery, count: int, simulcast_on: bool
+) -> list[Participant]:
+    room = await target.new_room()
+    certificate = Certificate.generate()
+    people = [target.participant(room, n, certificate) for n in range(1, count + 1)]
+    with trio.fail_after(20):
+        for p in people:
+            p.nursery = nursery
+            p.simulcast = simulcast_on
+            await p.join(nursery, publish=True)
+        for p in people:
+            await p.wait_subscribed({o.peer_id for o in people if o is not p})
+    return people
+
+
+async def _publish_all(people: list[Participant], seconds: float) -> None:
+    recording = payloads.load()
+    until = trio.current_time() + seconds
+    async with trio.open_nursery() as senders:
+        for p in people:
+            assert p.publisher_leg is not None
+            senders.start_soon(functools.partial(
+                p.publisher_leg.publish, recording, p.number, p.audio_ssrc, p.video_ssrc, until,
+                layers=p.video_layers(recording),
+            ))  # fmt: skip
+    await trio.sleep(0.5)  # the last packets drain
+
+
+async def test_simulcast_subscribers_get_one_layer_on_the_sfus_ssrc() -> None:
+    """Three simulcast publishers: every subscriber receives, per publisher, its audio and ONE
+    video SSRC, the one the SFU's offer announced (never a layer's own), with every packet of
+    the one layer the SFU chose (q: each subscriber's downlink estimate starts at 600 kbit/s)
+    and no sequence gap; the publishers stop the layers nobody receives when told."""
+    target = ArbiterTarget()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(target.run)
+        people = await _call(target, nursery, 3, simulcast_on=True)
+        await trio.sleep(0.6)  # the SFU's first layer allocation (every 0.5 s)
+        await _publish_all(people, 2.0)
+        for sender in people:
+            assert sender.publisher_leg is not None
+            sent = sender.publisher_leg.sent_by_ssrc
+            q, h, f = sender.layer_ssrcs
+            # Told at once that only q is wanted (arbiter/sfu/simulcast.py wanted_rids): h and
+            # f sent at most their first frame or two, before the `layers` frame arrived.
+            assert sender.publisher_leg.active_rids == {"q"}
+            assert [rids for _, rids in sender.layer_frames] == [["q"]]
+            assert sent[q] == pytest.approx(2.0 * 37.5, abs=6)
+            assert sent.get(h, 0) < 20 and sent.get(f, 0) < 30
+            for receiver in people:
+                if receiver is sender:
+                    continue
+                leg = receiver.subscriptions[sender.peer_id]
+                [video_ssrc] = leg.offered["video"]
+                assert set(leg.streams) == {sender.audio_ssrc, video_ssrc}
+                assert video_ssrc not in sender.layer_ssrcs
+                video, audio = leg.streams[video_ssrc], leg.streams[sender.audio_ssrc]
+                assert audio.packets == audio.expected == sent[sender.audio_ssrc]
+                assert video.packets == video.expected == sent[q]  # every q packet, no gap
+                assert video.layers[2:] == [0, 0] and video.layers[0] == 0
+                assert video.layers[1] == sum(len(s.latencies_ns) for s in [video]) > 0
+        assert all(p.errors == [] for p in people)
+        for p in people:
+            await p.leave()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("simulcast_on", [False, True])
+async def test_a_paused_tile_gets_audio_and_no_video(simulcast_on: bool) -> None:
+    """Subscriber 3 watches one tile (the publisher after it: 1) with maxHeight 90 and pauses
+    publisher 2: not one video packet of 2 reaches it while all of 2's audio does; 1's video
+    arrives whole (its q layer for simulcast, whose keyframes say 90 px)."""
+    target = ArbiterTarget()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(target.run)
+        one, two, three = await _call(target, nursery, 3, simulcast_on)
+        sent_preferences = simulcast.preferences(["p1", "p2", "p3"], "p3", 1, 90)
+        assert sent_preferences == [
+            {"remotePeerId": "p1", "maxHeight": 90, "paused": False},
+            {"remotePeerId": "p2", "maxHeight": 0, "paused": True},
+        ]
+        for data in sent_preferences:
+            await three.send_preferences(data)
+        await trio.sleep(0.6)
+        await _publish_all([one, two, three], 1.5)
+        assert one.publisher_leg is not None and two.publisher_leg is not None
+        paused = three.subscriptions[two.peer_id]
+        assert set(paused.streams) == {two.audio_ssrc}  # no video SSRC at all
+        assert paused.streams[two.audio_ssrc].packets == \
+            two.publisher_leg.sent_by_ssrc[two.audio_ssrc] > 60  # fmt: skip
+        watched = three.subscriptions[one.peer_id]
+        [video_ssrc] = watched.offered["video"]
+        sent = one.publisher_leg.sent_by_ssrc
+        wanted = sent[one.layer_ssrcs[0]] if simulcast_on else sent[one.video_ssrc]
+        video = watched.streams[video_ssrc]
+        assert video.packets == video.expected == wanted > 0
+        assert video.layers[1 if simulcast_on else 0] == len(video.latencies_ns) > 0
+        # Subscriber 1 did not pause 2: it gets 2's video.
+        [other_video] = one.subscriptions[two.peer_id].offered["video"]
+        assert one.subscriptions[two.peer_id].streams[other_video].packets > 0
+        assert three.errors == []
+        for p in (one, two, three):
+            await p.leave()
+        nursery.cancel_scope.cancel()
+
+
+async def test_watched_tiles_scenario_figures() -> None:
+    """`arbiter bench --simulcast --watch 2 --max-height 90` in small: a 4-person simulcast
+    call, each subscriber watching 2 of its 3 publishers at the q layer."""
+    target = ArbiterTarget()
+    scenario = runner.meeting(4).with_options(simulcast=True, watch=2, max_height=90)
+    assert scenario.name == "meeting-4-simulcast-watch2-h90"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(target.run)
+        result = await runner.run_scenario(target, scenario, 1.0, payloads.load())
+        nursery.cancel_scope.cancel()
+    assert result["errors"] == [] and result["loss"] == 0.0
+    # Video in the window: the 8 watched tiles only (a paused one may have received some before
+    # its subscriber's preferences, while the call was still joining).
+    assert result["video_streams"] == 8 and result["video_ssrcs_per_leg_max"] == 1
+    assert result["paused_video_packets"] == 0
+    assert result["paused_audio_packets"] == pytest.approx(4 * 50 * result["seconds"], abs=12)
+    assert result["layer_share"] == {"plain": 0.0, "q": 1.0, "h": 0.0, "f": 0.0}
+    assert result["streams_by_layer"] == {"plain": 0, "q": 8, "h": 0, "f": 0}
+    assert result["switched_streams"] == 0 and result["video_lost"] == 0
+    # Publishers send q alone (the SFU's layers frame), each watched by 2: video out = 2 x in.
+    assert result["video_pps"] == pytest.approx(2 * result["publisher_video_pps"], rel=0.1)
+    assert result["publisher_audio_pps"] == pytest.approx(50, abs=2)
+
+
+def test_simulcast_offer_and_layers_as_the_sfu_reads_them() -> None:
+    offer = simulcast.build_simulcast_offer("ufrag", "p" * 22, "AB:" * 31 + "AB", 7,
+                                            candidate=("127.0.0.1", 9))  # fmt: skip
+    parsed = sdp.parse_offer_untrusted(offer)
+    video = next(s for s in parsed.sections if s.kind == "video")
+    extensions = [(4, simulcast.URI_MID), (10, simulcast.URI_RID)]
+    assert sdp.simulcast_rids(video, extensions) == ("q", "h", "f")
+    layers = simulcast.simulcast_layers(payloads.load(), (11, 12, 13))
+    assert [(la.rid, la.ssrc, la.step, la.tag) for la in layers] == \
+        [("q", 11, 4, 1), ("h", 12, 2, 2), ("f", 13, 1, 3)]  # fmt: skip
+    for layer, height in zip(layers, (90, 180, 360), strict=True):
+        assert layer.keyframes == {0, 60}
+        assert all(i % layer.step == 0 for i in layer.keyframes)  # every layer has them
+        packet = rtp.build_rtp(96, 1, 0, layer.ssrc, layer.frames[0][0].payload)
+        assert vp8.vp8_keyframe_size_untrusted(packet, 12) == (16 * height // 9, height)
+        assert layer.extension == b"\xbe\xde\x00\x01\x40" + b"1" + b"\xa0" + layer.rid.encode()
+        built = b"\x90" + bytes(11) + layer.extension + b"x"
+        assert rtp.rid_untrusted(built, 10) == layer.rid
+        assert rtp.get_extension_untrusted(built, 4) == b"1"
+
+
+def test_watched_publishers_and_preferences() -> None:
+    people = [f"p{i}" for i in range(1, 9)]
+    assert simulcast.watched(people, "p7", 4) == {"p8", "p1", "p2", "p3"}
+    assert simulcast.watched(people, "p1", 0) == set(people) - {"p1"}
+    # Every publisher is watched by exactly 4 of the 7 others.
+    counts = {p: sum(p in simulcast.watched(people, me, 4) for me in people) for p in people}
+    assert set(counts.values()) == {4}
+    assert simulcast.preferences(people[:4], "p2", 2, 180) == [
+        {"remotePeerId": "p1", "maxHeight": 0, "paused": True},
+        {"remotePeerId": "p3", "maxHeight": 180, "paused": False},
+        {"remotePeerId": "p4", "maxHeight": 180, "paused": False},
+    ]
+    assert simulcast.preferences(people[:4], "p2", 2, 0) == [
+        {"remotePeerId": "p1", "maxHeight": 0, "paused": True}
+    ]
+
+
+def test_cli_variants_of_a_scenario() -> None:
+    s = cli._scenario("meeting:8+simulcast+watch4+h180")
+    assert (s.name, s.publishers, s.simulcast, s.watch, s.max_height) == \
+        ("meeting-8-simulcast-watch4-h180", 8, True, 4, 180)  # fmt: skip
+    assert cli._scenario("meeting:6+step4").name == "meeting-6-step4"
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._scenario("meeting:6+loud")
+    names = [v.name for v in cli.variants([runner.meeting(8)], True, 4, 180)]
+    assert names == ["meeting-8", "meeting-8-simulcast", "meeting-8-watch4",
+                     "meeting-8-simulcast-watch4-h180"]  # fmt: skip
