@@ -370,6 +370,8 @@ def test_cli_variants_of_a_scenario() -> None:
     assert (s.name, s.publishers, s.simulcast, s.watch, s.max_height) == \
         ("meeting-8-simulcast-watch4-h180", 8, True, 4, 180)  # fmt: skip
     assert cli._scenario("meeting:6+step4").name == "meeting-6-step4"
+    flat = cli._scenario("meeting:6+flat")
+    assert (flat.name, flat.simulcast, flat.flat) == ("meeting-6-simulcast-flat", True, True)
     with pytest.raises(argparse.ArgumentTypeError):
         cli._scenario("meeting:6+loud")
     names = [v.name for v in cli.variants([runner.meeting(8)], True, 4, 180)]

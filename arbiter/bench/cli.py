@@ -23,8 +23,9 @@ SERVER_CPU, GENERATOR_CPU = 1, 0
 
 def _scenario(text: str) -> runner.Scenario:
     """meeting:N | broadcast:M | rooms:KxN, then issue 13's options, each after a "+":
-    simulcast, watchN (each subscriber watches N publishers, the others paused), hH (maxHeight H
-    for the watched ones), stepN (plain publishers send every Nth frame)."""
+    simulcast, flat (simulcast, every layer at the plain packet rate), watchN (each subscriber
+    watches N publishers, the others paused), hH (maxHeight H for the watched ones), stepN (plain
+    publishers send every Nth frame)."""
     head, *options = text.split("+")
     kind, _, arg = head.partition(":")
     scenario: runner.Scenario | None = None
@@ -41,6 +42,8 @@ def _scenario(text: str) -> runner.Scenario:
                 break
             if option == "simulcast":
                 scenario = scenario.with_options(simulcast=True)
+            elif option == "flat":
+                scenario = scenario.with_options(flat=True)
             elif option.startswith("watch"):
                 scenario = scenario.with_options(watch=int(option[5:]))
             elif option.startswith("h"):
@@ -54,7 +57,7 @@ def _scenario(text: str) -> runner.Scenario:
     if scenario is None:
         raise argparse.ArgumentTypeError(
             f"bad scenario {text!r}: meeting:N, broadcast:M or rooms:KxN, then any of "
-            "+simulcast, +watchN, +hH, +stepN"
+            "+simulcast, +flat, +watchN, +hH, +stepN"
         )
     return scenario
 

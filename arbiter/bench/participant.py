@@ -36,6 +36,7 @@ class Participant:
         # Publishing: three simulcast layers (simulcast.py) instead of one stream; a plain
         # publisher may send every `frame_step`-th frame only (the rate of layer q at 4).
         self.simulcast = False
+        self.flat_layers = False  # every layer sends every frame (simulcast.simulcast_layers)
         self.frame_step = 1
         self.layer_ssrcs = tuple(0x2000_0000 + 4 * number + i for i in range(3))
         self._changed = trio.Event()
@@ -60,7 +61,8 @@ class Participant:
     def video_layers(self, recording: payloads.Recording) -> list[simulcast.VideoLayer]:
         """What this participant's publishing leg sends as video."""
         if self.simulcast:
-            return simulcast.simulcast_layers(recording, self.layer_ssrcs)
+            steps = (1, 1, 1) if self.flat_layers else simulcast.FRAME_STEP
+            return simulcast.simulcast_layers(recording, self.layer_ssrcs, steps)
         return [simulcast.plain_layer(recording, self.video_ssrc, self.frame_step)]
 
     def add_subscription(self, publisher_id: str, leg: Leg) -> None:

@@ -40,8 +40,10 @@ class Scenario:
     listeners: int = 0  # per room; subscribe only
     # Issue 13 variants (simulcast.py): publishers send layers q, h, f; each subscriber watches
     # `watch` publishers (the others paused by `preferences`; 0: all) with `max_height` (0: no
-    # preference); plain publishers send every `frame_step`-th frame (4: the rate of layer q).
+    # preference); plain publishers send every `frame_step`-th frame (4: the rate of layer q);
+    # `flat`: every simulcast layer sends every frame (the packet rate of a plain publisher).
     simulcast: bool = False
+    flat: bool = False
     watch: int = 0
     max_height: int = 0
     frame_step: int = 1
@@ -52,14 +54,18 @@ class Scenario:
         return self.simulcast or self.watch > 0 or self.max_height > 0 or self.frame_step > 1
 
     def with_options(self, *, simulcast: bool = False, watch: int = 0, max_height: int = 0,
-                     frame_step: int = 1) -> Scenario:  # fmt: skip
+                     frame_step: int = 1, flat: bool = False) -> Scenario:  # fmt: skip
         """This scenario with more options; its name says which (meeting-8-simulcast-watch4)."""
         merged = replace(
             self, simulcast=simulcast or self.simulcast, watch=watch or self.watch,
             max_height=max_height or self.max_height, frame_step=max(frame_step, self.frame_step),
+            flat=flat or self.flat,
         )  # fmt: skip
+        if merged.flat:
+            merged = replace(merged, simulcast=True)
         base = self.base or self.name
         name = base + ("-simulcast" if merged.simulcast else "")
+        name += "-flat" if merged.flat else ""
         name += f"-step{merged.frame_step}" if merged.frame_step > 1 else ""
         name += f"-watch{merged.watch}" if merged.watch else ""
         name += f"-h{merged.max_height}" if merged.max_height else ""
@@ -158,6 +164,7 @@ async def run_scenario(
                 p = target.participant(room, number, certificate)
                 p.nursery = nursery
                 p.simulcast, p.frame_step = scenario.simulcast, scenario.frame_step
+                p.flat_layers = scenario.flat
                 present = {m.peer_id for m in members if m.publisher_leg is not None}
                 with trio.fail_after(JOIN_TIMEOUT):
                     await p.join(nursery, publishes)

@@ -124,15 +124,19 @@ def plain_layer(recording: payloads.Recording, ssrc: int, step: int = 1) -> Vide
     return VideoLayer(ssrc=ssrc, step=step, frames=recording.video)
 
 
-def simulcast_layers(recording: payloads.Recording, ssrcs: Sequence[int]) -> list[VideoLayer]:
-    """The three layers q, h, f on `ssrcs` (see the module docstring)."""
+def simulcast_layers(
+    recording: payloads.Recording, ssrcs: Sequence[int], steps: Sequence[int] = FRAME_STEP
+) -> list[VideoLayer]:
+    """The three layers q, h, f on `ssrcs` (see the module docstring). `steps` (1, 1, 1): every
+    layer sends every frame, the packet rate of a plain publisher whichever layer a subscriber
+    gets (the forwarding cost of the rewrite on today's load)."""
     layers = []
     for index, rid in enumerate(RIDS):
         width, height = SIZES[index]
         extension = one_byte_extension([(MID_EXT, VIDEO_MID.encode()), (RID_EXT, rid.encode())])
         frames = resized_frames(recording.video, width, height)
         layers.append(VideoLayer(
-            ssrc=ssrcs[index], step=FRAME_STEP[index], frames=frames, extension=extension,
+            ssrc=ssrcs[index], step=steps[index], frames=frames, extension=extension,
             rid=rid, keyframes=keyframe_indices(frames), tag=1 + index,
             timestamp_origin=secrets.randbits(32),
         ))  # fmt: skip
