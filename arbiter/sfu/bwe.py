@@ -68,7 +68,7 @@ PROBE_DURATION = 0.3
 PROBE_WAIT = 0.5  # s after the window for its feedback to come back
 PROBE_SUCCESS = 0.9
 PROBE_MAX_LOSS = 0.05
-PROBE_BURST = 0.025  # s: padding_budget never asks for more than this much at the target rate
+PROBE_BURST = 0.06  # s: padding_budget never asks for more than this at the target rate (> one 50 ms tick)
 
 NORMAL = 0
 OVERUSE = 1

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 UP_HOLD = 2.0  # seconds the estimate must allow a higher layer before a consumer moves up
 HEADROOM = 0.9  # of the estimate, the rest absorbs audio bursts and retransmissions
 PROBE_DURATION = 1.5
-PROBE_OVERSHOOT = 1.25  # a probe aims this far above what the step up needs
+PROBE_OVERSHOOT = 1.1  # a probe aims this far above what the step up needs
 PROBE_BACKOFF_MIN = 4.0
 PROBE_BACKOFF_MAX = 32.0
 PADDING_PACKET = 255 + 20  # RTP header + transport-cc extension + a full padding run (RFC 3550)
@@ -79,12 +79,12 @@ class Downlink:
         rates = {c: _rates(c, now) for c in consumers}
         want: dict[SimulcastConsumer, int] = {}
         for c in consumers:
-            track = c.producer
+            heights = _heights(c.producer.heights)
             # A layer up to a quarter taller than the tile still fits: the browser scales it
             # down, where the next lower layer would be scaled up and blur (a 332 px tile gets
             # the 360 p layer, not the 180 p one).
             want[c] = -1 if c.paused else choose_layer(
-                track.heights, rates[c], c.max_height * 5 // 4, float("inf")
+                heights, rates[c], c.max_height * 5 // 4, float("inf")
             )
         alloc = dict(want)
         total = sum(rates[c][alloc[c]] for c in consumers if alloc[c] >= 0)
@@ -114,9 +114,11 @@ class Downlink:
         # Held back by the estimate (not by preferences): probe for the next step up.
         held = [c for c in consumers if want[c] > alloc[c] >= 0]
         if held and not self.probing and now >= self.next_probe:
+            # One step up for the cheapest held consumer, from what is sent now: a probe far
+            # above the link would only cost loss (and freezes) on a thin one.
             c = min(held, key=lambda o: rates[o][_next_higher(rates[o], alloc[o])])
             step = rates[c][_next_higher(rates[c], alloc[c])] - rates[c][alloc[c]]
-            target = (self.estimator.estimate_bps + step) * PROBE_OVERSHOOT
+            target = (total + fixed_bps + step) / HEADROOM * PROBE_OVERSHOOT
             self.probing_for = target
             self.probe_until = now + PROBE_DURATION
             self.estimator.start_probe(int(target), now)
@@ -157,6 +159,17 @@ def _rates(consumer: SimulcastConsumer, now: float) -> list[float]:
         if layer is not None and asked and not track.sending(index, now):
             rate = 0.0
         out.append(rate)
+    return out
+
+
+def _heights(known: list[int | None]) -> list[int | None]:
+    """Layer heights with the unknown ones (a layer not sent yet) guessed from the layer below:
+    simulcast layers double in size (the web client's scaleResolutionDownBy 4, 2, 1)."""
+    out = list(known)
+    for i in range(1, len(out)):
+        below = out[i - 1]
+        if out[i] is None and below is not None:
+            out[i] = below * 2
     return out
 
 

@@ -76,7 +76,7 @@ PLI_FLOOR = 0.3
 MAX_FORWARD_RTP = 1356
 TWCC_FEEDBACK_INTERVAL = 0.1  # transport-cc feedback to publishers (docs/PROTOCOL.md section 4)
 ALLOCATION_INTERVAL = 0.5  # layer choices per subscriber (downlink.py)
-MAX_PADDING_BURST = 16  # probe packets per tick and subscriber (a tick is 50 ms)
+MAX_PADDING_BURST = 64  # probe packets per tick and subscriber (a tick is 50 ms: 2.8 Mbit/s)
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
@@ -486,7 +486,7 @@ class Router:
     def _send_padding(self, now: float) -> None:
         """Probe padding for the downlinks that probe (downlink.py): on the RTX stream of one
         of the subscriber's connected simulcast consumers with transport-cc."""
-        if not any(d.probing for d in self.downlinks.values()):
+        if not self.downlinks:
             return
         sent: dict[str, int] = {}
         for t, routes in self.transports.items():
