@@ -22,18 +22,20 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from .bwe import DownlinkEstimator
+from .bwe import PROBE_DURATION, DownlinkEstimator
 from .layers import choose_layer
 
 if TYPE_CHECKING:
     from .simulcast import SimulcastConsumer
 
+INITIAL_BPS = 300_000
 UP_HOLD = 2.0  # seconds the estimate must allow a higher layer before a consumer moves up
 HEADROOM = 0.9  # of the estimate, the rest absorbs audio bursts and retransmissions
-PROBE_DURATION = 1.5
 PROBE_OVERSHOOT = 1.1  # a probe aims this far above what the step up needs
+PROVEN_FOR = 1.0  # seconds a successful probe's rate counts as the estimate
+PROBE_LEAD = 0.025  # padding is due half a tick early, so the window's last tick is not short
 PROBE_BACKOFF_MIN = 4.0
-PROBE_BACKOFF_MAX = 32.0
+PROBE_BACKOFF_MAX = 8.0  # a link that got better is found within seconds
 PADDING_PACKET = 255 + 20  # RTP header + transport-cc extension + a full padding run (RFC 3550)
 
 _HEADER = struct.Struct("!BBHII")
@@ -47,12 +49,14 @@ class Downlink:
 
     __slots__ = (
         "subscriber", "estimator", "twcc", "up_since", "probe_until", "next_probe", "backoff",
-        "probing_for", "sent_bytes",
+        "probing_for", "sent_bytes", "proven_bps", "proven_until",
     )  # fmt: skip
 
     def __init__(self, subscriber: str, now: float) -> None:
         self.subscriber = subscriber
-        self.estimator = DownlinkEstimator(now)
+        # libwebrtc's start rate: a new subscriber starts low and probes up, rather than
+        # start above a thin link and freeze until the loss says so.
+        self.estimator = DownlinkEstimator(now, initial_bps=INITIAL_BPS)
         self.twcc = False  # transport-cc feedback seen: receiver reports no longer drive it
         self.up_since: dict[SimulcastConsumer, float] = {}
         self.probe_until = float("-inf")
@@ -60,6 +64,11 @@ class Downlink:
         self.backoff = PROBE_BACKOFF_MIN
         self.probing_for = 0.0  # the rate a running probe must reach
         self.sent_bytes = 0  # its transports' TwccSender.sent_bytes summed, as last seen
+        # What the last successful probe delivered, trusted until `proven_until`: the step up
+        # it was for happens at once (the estimate alone stays near 1.5x what is acknowledged
+        # until more is sent, as in libwebrtc, so it would never allow it).
+        self.proven_bps = 0
+        self.proven_until = float("-inf")
 
     @property
     def estimate_bps(self) -> int:
@@ -75,7 +84,9 @@ class Downlink:
         """Set each consumer's `rewriter.target` (see the module docstring). `fixed_bps`: what
         the subscriber receives besides simulcast video (audio, non-simulcast video)."""
         self._finish_probe(now)
-        budget = self.estimator.estimate_bps * HEADROOM - fixed_bps
+        proven = now < self.proven_until
+        estimate = max(self.estimator.estimate_bps, self.proven_bps if proven else 0)
+        budget = estimate * HEADROOM - fixed_bps
         rates = {c: _rates(c, now) for c in consumers}
         want: dict[SimulcastConsumer, int] = {}
         for c in consumers:
@@ -102,7 +113,7 @@ class Downlink:
         for c in consumers:
             rewriter = c.rewriter
             new, old = alloc[c], rewriter.target
-            if new > old >= 0:
+            if new > old >= 0 and not proven:
                 since = self.up_since.setdefault(c, now)
                 if now - since < UP_HOLD:
                     continue  # evidence first: the estimate must hold a while
@@ -133,6 +144,8 @@ class Downlink:
         if result:
             self.backoff = PROBE_BACKOFF_MIN
             self.next_probe = now + UP_HOLD
+            self.proven_bps = self.estimator.probe_delivered_bps()
+            self.proven_until = now + PROVEN_FOR
         else:
             self.next_probe = now + self.backoff
             self.backoff = min(PROBE_BACKOFF_MAX, self.backoff * 2)
@@ -141,7 +154,8 @@ class Downlink:
         """Bytes of padding to send now for a running probe (0 when none runs)."""
         if not self.probing or now >= self.probe_until:
             return 0
-        return self.estimator.padding_budget(now)
+        estimator = self.estimator
+        return estimator.padding_budget(now + PROBE_LEAD) or estimator.padding_budget(now)
 
     def forget(self, consumer: SimulcastConsumer) -> None:
         self.up_since.pop(consumer, None)

@@ -58,6 +58,10 @@ LAYER_RATE_WINDOW = 1.0  # seconds of forwarded bytes a layer's measured rate co
 LAYER_HOLD = 3.0
 
 
+def _nominal(index: int) -> float:
+    return float(NOMINAL_BPS[min(index, len(NOMINAL_BPS) - 1)])
+
+
 class SimulcastTrack:
     """One publisher's simulcast video track: a Producer per layer (None until its first
     packet), the learnt frame height of each layer, and the consumers of the track."""
@@ -99,17 +103,28 @@ class SimulcastTrack:
         self.closed = False
 
     def layer_bps(self, index: int, now: float) -> float:
-        """The measured rate of one layer over the last second, else its nominal rate."""
+        """The measured rate of one layer over the last second. A layer not being sent is
+        scaled from a measured one by the nominal ratios (an encoder that makes 500 kbit/s of
+        its full layer makes about a third of that of its half one), else nominal."""
+        measured = self._measured_bps(index, now)
+        if measured > 0:
+            return measured
+        for other in range(len(self.rids)):
+            rate = self._measured_bps(other, now) if other != index else 0.0
+            if rate > 0:
+                return rate * _nominal(index) / _nominal(other)
+        return _nominal(index)
+
+    def _measured_bps(self, index: int, now: float) -> float:
         producer = self.layers[index] if 0 <= index < len(self.layers) else None
-        nominal = float(NOMINAL_BPS[min(index, len(NOMINAL_BPS) - 1)])
         if producer is None or not producer.samples:
-            return nominal
+            return 0.0
         horizon = now - LAYER_RATE_WINDOW
         first = next(((t, o) for t, o in producer.samples if t >= horizon), None)
         if first is None or now - first[0] < 0.3:
-            return nominal
+            return 0.0
         measured = (producer.octets - first[1]) * 8 / (now - first[0])
-        return measured if measured > 10_000 else nominal  # a stopped layer: its nominal rate
+        return measured if measured > 10_000 else 0.0  # a stopped layer
 
     def sending(self, index: int, now: float) -> bool:
         """Whether layer `index` brought any packet within the last LAYER_RATE_WINDOW."""
