@@ -262,8 +262,8 @@ async def test_subscriber_sends_preferences_per_tile(tmp_path: Path) -> None:
     """(b) A subscriber page (devicePixelRatio 2) sends one `preferences` frame when the
     publisher's tile appears, with the height the video is drawn at in device pixels, then one
     per change: paused when the tile is scrolled out of view, resumed when it is back, paused
-    while the publisher's camera is off. Error frames about `preferences` (a server that does
-    not know the action yet) are not shown to the person."""
+    while the publisher's camera is off and while the page is hidden. Error frames about
+    `preferences` (from a server that does not know the action) are not shown to the person."""
     require_chromium()
     seen: dict[str, Any] = {}
     async with running_server(make_config(tmp_path)) as srv:
@@ -330,6 +330,17 @@ async def test_subscriber_sends_preferences_per_tile(tmp_path: Path) -> None:
                 seen["camera off"] = wait_frames(4, "paused while the camera is off")
                 publisher.page.get_by_role("button", name="Camera").click()
                 seen["camera on"] = wait_frames(5, "resumed with the camera")
+                # The page is hidden (another tab in front), then shown again. Headless
+                # Chromium never hides a page by itself: the test says so, as the browser would.
+                visibility = """(hidden) => {
+                  if (hidden) Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+                  else delete document.hidden;
+                  document.dispatchEvent(new Event("visibilitychange"));
+                }"""
+                subscriber.page.evaluate(visibility, True)
+                seen["hidden"] = wait_frames(6, "paused while the page is hidden")
+                subscriber.page.evaluate(visibility, False)
+                seen["shown"] = wait_frames(7, "resumed when the page is shown")
                 state = subscriber.state()
                 seen["state"] = {k: state[k] for k in ("banner", "errors", "preferences")}
             except BaseException as exc:
@@ -354,6 +365,8 @@ async def test_subscriber_sends_preferences_per_tile(tmp_path: Path) -> None:
     assert seen["back"] == [on, off, on]
     assert seen["camera off"] == [on, off, on, off]
     assert seen["camera on"] == [on, off, on, off, on]
+    assert seen["hidden"] == [on, off, on, off, on, off]
+    assert seen["shown"] == [on, off, on, off, on, off, on]
     assert seen["state"]["preferences"] == [{"id": on["remotePeerId"], "sent": on}]
     assert seen["state"]["banner"] == ""
     assert not any(e.startswith("preferences") for e in seen["state"]["errors"]), seen
