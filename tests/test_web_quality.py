@@ -1,15 +1,14 @@
-"""The web client's side of "Quality" (DESIGN section 4; issue 13) in headless Chromium, through a
-real server: simulcast publishing (three encodings, rid q/h/f), `layers` frames and screen sharing
-turning encodings on and off, `preferences` frames per remote tile, and the speaker/grid layouts
-with 16:9 tiles.
+"""The web client's side of "Quality" (DESIGN section 4; issue 13) in headless Chromium (and
+Firefox ESR for the publisher side), through a real server: simulcast publishing (three
+encodings, rid q/h/f), `layers` frames and screen sharing turning encodings on and off,
+`preferences` frames per remote tile, and the speaker/grid layouts with 16:9 tiles.
 
-The server's side (layer forwarding, `preferences` relay, `layers` frames) may or may not
-answer simulcast yet. So that the publisher side is checked the same either way, the pages that
-need an accepted (or a refused) simulcast set it on the SFU's producer answer themselves with
-an init script, as an SFU that simulcasts (or an older one) answers: `a=rid:<rid> recv` and
-`a=simulcast:recv q;h;f` added when absent (RFC 8853 section 5.1), or removed. `layers` frames
-are sent to the page by the gateway itself (its connection for the page's id), exactly as the
-SFU's frames reach a client.
+So that the publisher side is checked whatever the SFU answers, the Chromium pages that need an
+accepted (or a refused) simulcast set it on the SFU's producer answer themselves with an init
+script, as an SFU that simulcasts (or an older one) answers: `a=rid:<rid> recv` and
+`a=simulcast:recv q;h;f` added when absent (RFC 8853 section 5.1; a no-op on an answer that
+has them), or removed. `layers` frames are sent to the page by the gateway itself (its
+connection for the page's id), exactly as the SFU's frames reach a client.
 """
 
 from __future__ import annotations
@@ -24,7 +23,14 @@ import trio
 
 from arbiter.testing import make_config, running_server
 from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
-from arbiter.testing.webpage import MEDIA_TIMEOUT, Page, record_sent_frames, run_pages
+from arbiter.testing.firefox import firefox, require_firefox
+from arbiter.testing.webpage import (
+    JOIN_TIMEOUT,
+    MEDIA_TIMEOUT,
+    Page,
+    record_sent_frames,
+    run_pages,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -88,6 +94,20 @@ def answer_simulcast(mode: str) -> Callable[[Any], None]:
 def _threads() -> Iterator[None]:
     with no_leaked_threads():
         yield
+
+
+def to_client(srv: Any) -> Callable[[str, dict[str, Any]], None]:
+    """Send a frame to a client of `srv` exactly as the gateway delivers the SFU's frames (run
+    it in trio's thread)."""
+
+    def send(peer_id: str, message: dict[str, Any]) -> None:
+        gateway = srv.server.gateway
+        assert gateway is not None
+        peers = [p for p in gateway.peers.values() if p.kind == "client" and p.peer_id == peer_id]
+        assert len(peers) == 1, peers
+        peers[0].send(message)
+
+    return send
 
 
 def video_section(sdp: str, mid: str) -> list[str]:
@@ -188,15 +208,7 @@ async def test_layers_frames_and_screen_share_set_the_encodings(tmp_path: Path) 
     seen: dict[str, Any] = {}
     async with running_server(make_config(tmp_path)) as srv:
         token = trio.lowlevel.current_trio_token()
-
-        def to_client(peer_id: str, message: dict[str, Any]) -> None:
-            gateway = srv.server.gateway
-            assert gateway is not None
-            peers = [
-                p for p in gateway.peers.values() if p.kind == "client" and p.peer_id == peer_id
-            ]
-            assert len(peers) == 1, peers
-            peers[0].send(message)
+        send = to_client(srv)
 
         def body(browser: Any) -> None:
             page = Page(browser, srv.url + "/web-layers", "P", setup=answer_simulcast("accept"))
@@ -211,7 +223,7 @@ async def test_layers_frames_and_screen_share_set_the_encodings(tmp_path: Path) 
 
                 def layers(active: list[Any], frame_mid: str = mid) -> None:
                     frame = {"type": "layers", "mid": frame_mid, "active": active}
-                    trio.from_thread.run_sync(to_client, me, frame, trio_token=token)
+                    trio.from_thread.run_sync(send, me, frame, trio_token=token)
 
                 layers(["q"])
                 wait_encodings(page, encodings_with(q=True, h=False, f=False), "q alone")
@@ -220,7 +232,7 @@ async def test_layers_frames_and_screen_share_set_the_encodings(tmp_path: Path) 
                 # Not our video's mid, no list, unknown rids: ignored (unknown rids dropped).
                 layers(["q"], frame_mid=f"{mid}9")
                 trio.from_thread.run_sync(
-                    to_client, me, {"type": "layers", "mid": mid}, trio_token=token
+                    send, me, {"type": "layers", "mid": mid}, trio_token=token
                 )
                 time.sleep(0.5)
                 assert encodings(page) == encodings_with(q=False, h=True, f=True)
@@ -491,3 +503,67 @@ async def test_speaker_and_grid_layouts_keep_16_9_tiles(tmp_path: Path) -> None:
 
     assert seen["reloaded"] == "grid"
     assert seen["reloaded button"] == "Speaker view"
+
+
+@pytest.mark.firefox
+async def test_firefox_publishes_three_encodings_and_obeys_layers(tmp_path: Path) -> None:
+    """(a, c) in Firefox ESR: the producer offer simulcasts q;h;f from a 1280x720 capture, the
+    SFU's answer takes the three, and a `layers` frame sets the encodings exactly. No media
+    needs to flow (Firefox ignores the loopback candidate): this is all signaling and the
+    sender's parameters."""
+    require_firefox()
+    seen: dict[str, Any] = {}
+    async with running_server(make_config(tmp_path)) as srv:
+        token = trio.lowlevel.current_trio_token()
+
+        def body() -> None:
+            with firefox() as ff:
+                page = ff.new_page(srv.url + "/web-firefox", "F")
+                try:
+                    page.fill("#name", "Fox")
+                    page.click("#join")
+                    me = poll(
+                        lambda: (s := page.evaluate("window.arbiter.state()"))["joined"] and s,
+                        timeout=JOIN_TIMEOUT,
+                        what="Firefox to join",
+                    )["id"]
+                    sdp = poll(
+                        lambda: (
+                            (s := page.evaluate("window.arbiter.producerSdp()"))["remote"] and s
+                        ),
+                        timeout=JOIN_TIMEOUT,
+                        what="the producer answer in Firefox",
+                    )
+                    seen["offer"] = video_section(sdp["local"], sdp["videoMid"])
+                    seen["answer"] = video_section(sdp["remote"], sdp["videoMid"])
+                    seen["capture"] = page.evaluate(
+                        "document.querySelector('[data-testid=tile].self video')"
+                        ".srcObject.getVideoTracks()[0].getSettings().height"
+                    )
+
+                    def current() -> list[dict[str, Any]]:
+                        return page.evaluate_async("window.arbiter.encodings()")
+
+                    poll(lambda: current() == ALL_ON, timeout=5, what="three encodings")
+                    frame = {"type": "layers", "mid": sdp["videoMid"], "active": ["h"]}
+                    trio.from_thread.run_sync(to_client(srv), me, frame, trio_token=token)
+                    want = encodings_with(q=False, h=True, f=False)
+                    poll(lambda: current() == want, timeout=5, what="h alone")
+                    seen["errors"] = page.evaluate("window.arbiter.state()")["errors"]
+                except BaseException as exc:
+                    exc.add_note(f"Firefox log: {ff.log_tail(15)}")
+                    raise
+
+        with trio.fail_after(90):
+            await trio.to_thread.run_sync(body)
+    assert [line for line in seen["offer"] if line.startswith(("a=rid:", "a=simulcast:"))] == [
+        "a=rid:q send",
+        "a=rid:h send",
+        "a=rid:f send",
+        "a=simulcast:send q;h;f",
+    ], seen["offer"]
+    assert [line for line in seen["answer"] if line.startswith("a=simulcast:")] == [
+        "a=simulcast:recv q;h;f"
+    ]
+    assert seen["capture"] == 720
+    assert seen["errors"] == []
