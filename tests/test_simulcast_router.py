@@ -172,18 +172,37 @@ def test_paused_consumer_gets_no_video_and_the_publisher_stops_encoding(call: Ca
     assert got and all(rtp.ssrc_of(p) == OUT for p in got)
 
 
-def test_max_height_caps_the_layer(call: Call) -> None:
+def test_max_height_caps_the_layer_and_a_probe_proves_the_step_up(call: Call) -> None:
     call.send_frames(key=True)
     call.h.router.set_preferences(call.sub_t, 180, False, call.h.now)
     call.tick()
     assert call.consumer.rewriter.target == 0
     call.h.router.set_preferences(call.sub_t, 300, False, call.h.now)
-    call.tick()  # 360 <= 300 * 1.25: the 360 p layer fits a 300 px tile
-    assert call.consumer.rewriter.target == 0  # but up-moves wait UP_HOLD for evidence
-    for _ in range(60):
-        call.tick()
+    call.tick()  # 360 <= 300 * 1.25: the 360 p layer fits a 300 px tile...
+    assert call.consumer.rewriter.target == 0  # ...but not the 300 kbit/s start estimate
+    # A healthy downlink: the subscriber acknowledges everything it gets (padding included)
+    # 10 ms after it was sent. The SFU probes, the probe is delivered, and it steps up.
+    fb_count = 0
+    for _ in range(80):  # 4 s
         call.send_frames()
-    assert call.consumer.rewriter.target == 1
+        call.tick()
+        srtp = call.sub.srtp
+        assert srtp is not None
+        seqs = []
+        for datagram in call.h.net.take(S_ADDR):
+            if not rtp.is_rtcp(datagram):
+                packet = srtp.unprotect_rtp_untrusted(datagram)
+                value = rtp.get_extension_untrusted(packet, TWCC_EXT)
+                if value is not None:
+                    seqs.append(struct.unpack("!H", value)[0])
+        if seqs:
+            arrival = int(call.h.now * 1_000_000) + 10_000
+            acks = [(s, arrival + i * 50) for i, s in enumerate(seqs)]
+            for packet in build_feedback(call.sub_t.rtcp_ssrc, OUT, seqs[0], fb_count, acks):
+                call.h.send_rtcp(call.sub, S_ADDR, packet)
+            fb_count += 1
+    assert call.h.endpoint.counters["padding_sent"] > 0
+    assert call.consumer.rewriter.target == 1  # h, never f: 720 > 300 * 1.25
 
 
 def test_nack_is_served_through_the_rewrite(call: Call) -> None:

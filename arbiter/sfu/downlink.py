@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .bwe import PROBE_DURATION, DownlinkEstimator
 from .layers import choose_layer
+from .simulcast import NOMINAL_BPS
 
 if TYPE_CHECKING:
     from .simulcast import SimulcastConsumer
@@ -49,7 +50,7 @@ class Downlink:
 
     __slots__ = (
         "subscriber", "estimator", "twcc", "up_since", "probe_until", "next_probe", "backoff",
-        "probing_for", "sent_bytes", "proven_bps", "proven_until",
+        "probing_for", "probing_for_last", "sent_bytes", "proven_bps", "proven_until",
     )  # fmt: skip
 
     def __init__(self, subscriber: str, now: float) -> None:
@@ -63,6 +64,7 @@ class Downlink:
         self.next_probe = now + UP_HOLD
         self.backoff = PROBE_BACKOFF_MIN
         self.probing_for = 0.0  # the rate a running probe must reach
+        self.probing_for_last = 0.0
         self.sent_bytes = 0  # its transports' TwccSender.sent_bytes summed, as last seen
         # What the last successful probe delivered, trusted until `proven_until`: the step up
         # it was for happens at once (the estimate alone stays near 1.5x what is acknowledged
@@ -110,6 +112,19 @@ class Downlink:
             alloc[c] = lower if lower >= 0 else 0
             if lower < 0:
                 break
+        # Moving up needs room for the new layer's ceiling (its nominal rate: what its encoder
+        # may reach on a busier scene), where staying needs room only for what it sends now.
+        # The gap between the two is the hysteresis that keeps a layer from flapping.
+        for c in consumers:
+            old = c.rewriter.target
+            while alloc[c] > max(old, 0):
+                up = alloc[c]
+                extra = max(rates[c][up], _nominal_of(c, up)) - rates[c][up]
+                if total + extra <= budget:
+                    break
+                lower = _next_lower(rates[c], up)
+                total -= rates[c][up] - (rates[c][lower] if lower >= 0 else 0.0)
+                alloc[c] = max(lower, 0)
         for c in consumers:
             rewriter = c.rewriter
             new, old = alloc[c], rewriter.target
@@ -122,13 +137,14 @@ class Downlink:
         for c in list(self.up_since):
             if c not in alloc or alloc[c] <= c.rewriter.target:
                 del self.up_since[c]
-        # Held back by the estimate (not by preferences): probe for the next step up.
+        # Held back by the estimate (not by preferences): probe for the next step up, at
+        # what is sent now plus that layer's ceiling; a probe far above the link would only
+        # cost loss (and freezes) on a thin one.
         held = [c for c in consumers if want[c] > alloc[c] >= 0]
         if held and not self.probing and now >= self.next_probe:
-            # One step up for the cheapest held consumer, from what is sent now: a probe far
-            # above the link would only cost loss (and freezes) on a thin one.
-            c = min(held, key=lambda o: rates[o][_next_higher(rates[o], alloc[o])])
-            step = rates[c][_next_higher(rates[c], alloc[c])] - rates[c][alloc[c]]
+            c = min(held, key=lambda o: _nominal_of(o, _next_higher(rates[o], alloc[o])))
+            up = _next_higher(rates[c], alloc[c])
+            step = max(rates[c][up], _nominal_of(c, up)) - rates[c][alloc[c]]
             target = (total + fixed_bps + step) / HEADROOM * PROBE_OVERSHOOT
             self.probing_for = target
             self.probe_until = now + PROBE_DURATION
@@ -140,11 +156,12 @@ class Downlink:
         result = self.estimator.probe_result(now)
         if result is None and now < self.probe_until + 1.0:
             return  # still running (feedback for its last packets may still come)
-        self.probing_for = 0.0
+        self.probing_for_last, self.probing_for = self.probing_for, 0.0
         if result:
             self.backoff = PROBE_BACKOFF_MIN
             self.next_probe = now + UP_HOLD
-            self.proven_bps = self.estimator.probe_delivered_bps()
+            # Delivered at 90 % or more of its target (bwe.py): the link carried the target.
+            self.proven_bps = int(self.probing_for_last)
             self.proven_until = now + PROVEN_FOR
         else:
             self.next_probe = now + self.backoff
@@ -174,6 +191,13 @@ def _rates(consumer: SimulcastConsumer, now: float) -> list[float]:
             rate = 0.0
         out.append(rate)
     return out
+
+
+def _nominal_of(consumer: SimulcastConsumer, index: int) -> float:
+    """A layer's ceiling: the nominal rate of its place among the track's layers (the web
+    client's maxBitrate per rid, counted from the top layer down)."""
+    count = len(consumer.producer.rids)
+    return float(NOMINAL_BPS[max(0, min(len(NOMINAL_BPS) - 1, index + 3 - count))])
 
 
 def _heights(known: list[int | None]) -> list[int | None]:

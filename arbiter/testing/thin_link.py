@@ -293,8 +293,13 @@ def thin_browsers(
         yield root, inside
 
 
-def _page(browser: Any, url: str, label: str, camera: bool) -> Page:
-    return Page(browser, url, label, setup=lambda c: track_peer_connections(c, camera))
+def _page(
+    browser: Any, url: str, label: str, camera: bool, viewport: tuple[int, int] | None = None
+) -> Page:
+    extra: dict[str, Any] = {}
+    if viewport is not None:  # a bigger window: a bigger tile, so a taller layer is wanted
+        extra["viewport"] = {"width": viewport[0], "height": viewport[1]}
+    return Page(browser, url, label, setup=lambda c: track_peer_connections(c, camera), **extra)
 
 
 Phase = tuple[float, int | None]  # (seconds, thin downlink kbit/s; None: no limit)
@@ -311,6 +316,7 @@ async def run_thin_link_scenario(
     room: str = "thin-link",
     decode_timeout: float = 45.0,
     interval: float = 1.0,
+    unconstrained_viewport: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Issue 13's thin-link scenario; returns its figures (JSON-serialisable).
 
@@ -360,7 +366,8 @@ async def run_thin_link_scenario(
                     pub_browser = inside[pub_ns.name] if pub_ns else root
                     pages = {
                         "publisher": _page(pub_browser, url, "publisher", True),
-                        "unconstrained": _page(root, url, "unconstrained", unconstrained_camera),
+                        "unconstrained": _page(root, url, "unconstrained", unconstrained_camera,
+                                               unconstrained_viewport),
                         "thin": _page(inside[thin_ns.name], url, "thin", thin_camera),
                     }
                     try:
