@@ -242,10 +242,13 @@ def outbound_summary(samples: Sequence[Sample]) -> dict[str, dict[str, Any]]:
         if len(seen) < 2:
             continue
         (t0, first), (t1, last) = seen[0], seen[-1]
-        sent = last["packetsSent"] - first["packetsSent"]
+        # Loss over the samples that have the receiver's view (a layer turned on later has
+        # none until the SFU's first receiver report for it).
+        reported = [o for _, o in seen if o["remotePacketsLost"] is not None]
         lost = None
-        if first["remotePacketsLost"] is not None and last["remotePacketsLost"] is not None:
-            n = last["remotePacketsLost"] - first["remotePacketsLost"]
+        if len(reported) >= 2:
+            sent = reported[-1]["packetsSent"] - reported[0]["packetsSent"]
+            n = reported[-1]["remotePacketsLost"] - reported[0]["remotePacketsLost"]
             lost = round(100 * n / sent, 1) if sent > 0 else 0.0
         out[rid] = {
             "kbps": round((last["bytesSent"] - first["bytesSent"]) * 8 / 1000 / (t1 - t0), 1),
