@@ -175,9 +175,12 @@ def test_paused_consumer_gets_no_video_and_the_publisher_stops_encoding(call: Ca
 def test_max_height_caps_the_layer_and_a_probe_proves_the_step_up(call: Call) -> None:
     call.send_frames(key=True)
     call.h.router.set_preferences(call.sub_t, 180, False, call.h.now)
-    call.tick()
+    for _ in range(10):  # the publisher sends all along: its layers' rates are measured
+        call.send_frames()
+        call.tick()
     assert call.consumer.rewriter.target == 0
     call.h.router.set_preferences(call.sub_t, 300, False, call.h.now)
+    call.send_frames()
     call.tick()  # 360 <= 300 * 1.25: the 360 p layer fits a 300 px tile...
     assert call.consumer.rewriter.target == 0  # ...but not the 300 kbit/s start estimate
     # A healthy downlink: the subscriber acknowledges everything it gets (padding included)

@@ -51,6 +51,7 @@ class Downlink:
     __slots__ = (
         "subscriber", "estimator", "twcc", "up_since", "probe_until", "next_probe", "backoff",
         "probing_for", "probing_for_last", "sent_bytes", "proven_bps", "proven_until",
+        "congested",
     )  # fmt: skip
 
     def __init__(self, subscriber: str, now: float) -> None:
@@ -60,6 +61,7 @@ class Downlink:
         self.estimator = DownlinkEstimator(now, initial_bps=INITIAL_BPS)
         self.twcc = False  # transport-cc feedback seen: receiver reports no longer drive it
         self.up_since: dict[SimulcastConsumer, float] = {}
+        self.congested: set[SimulcastConsumer] = set()  # paused by the downlink, not by asking
         self.probe_until = float("-inf")
         self.next_probe = now + UP_HOLD
         self.backoff = PROBE_BACKOFF_MIN
@@ -108,43 +110,64 @@ class Downlink:
                 break
             c = max(options, key=lambda o: rates[o][alloc[o]])
             lower = _next_lower(rates[c], alloc[c])
-            total -= rates[c][alloc[c]] - (rates[c][lower] if lower >= 0 else 0.0)
-            alloc[c] = lower if lower >= 0 else 0
             if lower < 0:
+                break  # the lowest layer being sent (a screen share sends only its top one)
+            total -= rates[c][alloc[c]] - rates[c][lower]
+            alloc[c] = lower
+        # Even the lowest layers do not fit: the smallest tiles' video stops (congestion pause)
+        # rather than every picture freezing in the loss; one video always stays.
+        while total > budget:
+            running = [c for c in consumers if alloc[c] >= 0]
+            if len(running) <= 1:
                 break
+            c = min(running, key=lambda o: (o.max_height, rates[o][alloc[o]]))
+            total -= rates[c][alloc[c]]
+            alloc[c] = -1
         # Moving up needs room for the new layer's ceiling (its nominal rate: what its encoder
         # may reach on a busier scene), where staying needs room only for what it sends now.
         # The gap between the two is the hysteresis that keeps a layer from flapping.
         for c in consumers:
             old = c.rewriter.target
-            while alloc[c] > max(old, 0):
+            # From a congestion pause the lowest layer is an up-move too; from a pause the
+            # subscriber asked for (it has its tile back) it is not: that one resumes at once.
+            floor = old if old >= 0 or c in self.congested else 0
+            if old >= 0 and rates[c][old] <= 0:
+                continue  # its layer stopped (a share began): whatever is sent, at once
+            while alloc[c] > floor and alloc[c] >= 0:
                 up = alloc[c]
                 extra = max(rates[c][up], _nominal_of(c, up)) - rates[c][up]
                 if total + extra <= budget:
                     break
                 lower = _next_lower(rates[c], up)
                 total -= rates[c][up] - (rates[c][lower] if lower >= 0 else 0.0)
-                alloc[c] = max(lower, 0)
+                alloc[c] = lower if lower >= 0 else (-1 if old < 0 else 0)
         for c in consumers:
             rewriter = c.rewriter
             new, old = alloc[c], rewriter.target
-            if new > old >= 0 and not proven:
+            # An up-move, or a resume after a congestion pause (not one the subscriber asked).
+            stopped = old >= 0 and rates[c][old] <= 0
+            if new > old and (old >= 0 or c in self.congested) and not proven and not stopped:
                 since = self.up_since.setdefault(c, now)
                 if now - since < UP_HOLD:
                     continue  # evidence first: the estimate must hold a while
             self.up_since.pop(c, None)
             rewriter.target = new
+            if new < 0 and not c.paused:
+                self.congested.add(c)
+            else:
+                self.congested.discard(c)
         for c in list(self.up_since):
             if c not in alloc or alloc[c] <= c.rewriter.target:
                 del self.up_since[c]
         # Held back by the estimate (not by preferences): probe for the next step up, at
         # what is sent now plus that layer's ceiling; a probe far above the link would only
         # cost loss (and freezes) on a thin one.
-        held = [c for c in consumers if want[c] > alloc[c] >= 0]
+        held = [c for c in consumers if want[c] > alloc[c]]
         if held and not self.probing and now >= self.next_probe:
             c = min(held, key=lambda o: _nominal_of(o, _next_higher(rates[o], alloc[o])))
             up = _next_higher(rates[c], alloc[c])
-            step = max(rates[c][up], _nominal_of(c, up)) - rates[c][alloc[c]]
+            now_bps = rates[c][alloc[c]] if alloc[c] >= 0 else 0.0
+            step = max(rates[c][up], _nominal_of(c, up)) - now_bps
             target = (total + fixed_bps + step) / HEADROOM * PROBE_OVERSHOOT
             self.probing_for = target
             self.probe_until = now + PROBE_DURATION
@@ -176,6 +199,7 @@ class Downlink:
 
     def forget(self, consumer: SimulcastConsumer) -> None:
         self.up_since.pop(consumer, None)
+        self.congested.discard(consumer)
 
 
 def _rates(consumer: SimulcastConsumer, now: float) -> list[float]:

@@ -56,6 +56,9 @@ LAYER_RATE_WINDOW = 1.0  # seconds of forwarded bytes a layer's measured rate co
 # A layer nobody gets any more stays encoded this long before the publisher is told to stop
 # it (a subscriber that steps down and up again finds it running).
 LAYER_HOLD = 3.0
+# A layer silent this long has stopped (a screen share turned it off): its consumers move to
+# what is sent at once. Frames come every 33-100 ms; keyframe gaps never reach this.
+STOPPED_AFTER = 0.5
 
 
 def _nominal(index: int) -> float:
@@ -127,11 +130,11 @@ class SimulcastTrack:
         return measured if measured > 10_000 else 0.0  # a stopped layer
 
     def sending(self, index: int, now: float) -> bool:
-        """Whether layer `index` brought any packet within the last LAYER_RATE_WINDOW."""
+        """Whether layer `index` brought any packet within the last STOPPED_AFTER."""
         producer = self.layers[index]
         if producer is None:
             return False
-        horizon = now - LAYER_RATE_WINDOW
+        horizon = now - STOPPED_AFTER
         first = next((o for t, o in producer.samples if t >= horizon), None)
         return first is None or producer.octets > first
 
