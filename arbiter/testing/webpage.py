@@ -179,3 +179,76 @@ def record_sent_frames(page: Page) -> list[dict[str, Any]]:
 
     page.page.on("websocket", lambda ws: ws.on("framesent", sent))
     return frames
+
+
+# ------------------------------------------------------------ per-publisher inbound counters
+
+# Every inbound-rtp stream of the page's RTCPeerConnections (recorded by
+# thin_link.track_peer_connections' tracker), keyed by the remote peer whose tile plays its
+# track (video element or audio element) and by kind. Counters of two streams for one peer and
+# kind (a connection rebuilt while the old one closes) add up.
+INBOUND_BY_PEER_JS = """async () => {
+  const peerOfTrack = {};
+  for (const tile of document.querySelectorAll('[data-testid="tile"][data-peer-id]')) {
+    const peer = tile.getAttribute("data-peer-id");
+    for (const el of tile.querySelectorAll("video, audio")) {
+      for (const track of el.srcObject?.getTracks?.() ?? []) peerOfTrack[track.id] = peer;
+    }
+  }
+  const out = {};
+  for (const pc of window.__arbiterPcs || []) {
+    if (pc.connectionState === "closed") continue;
+    let report;
+    try { report = await pc.getStats(); } catch { continue; }
+    report.forEach((s) => {
+      if (s.type !== "inbound-rtp" || (s.kind !== "audio" && s.kind !== "video")) return;
+      const peer = peerOfTrack[s.trackIdentifier] ?? `track:${s.trackIdentifier}`;
+      const kinds = (out[peer] ??= {});
+      const c = (kinds[s.kind] ??= {
+        packetsReceived: 0, framesDecoded: 0, bytesReceived: 0, audioLevel: 0,
+      });
+      c.audioLevel = Math.max(c.audioLevel, s.audioLevel || 0);
+      c.packetsReceived += s.packetsReceived || 0;
+      c.framesDecoded += s.framesDecoded || 0;
+      c.bytesReceived += s.bytesReceived || 0;
+    });
+  }
+  return Object.entries(out);
+}"""
+
+InboundCounters = dict[str, dict[str, dict[str, float]]]  # peer -> kind -> counter -> value
+
+
+def inbound_by_peer(page: Page) -> InboundCounters:
+    """`page`'s inbound RTP per remote peer and kind ("audio", "video"): packetsReceived,
+    framesDecoded, bytesReceived and (audio) audioLevel, 0..1, the latest. The page needs the
+    RTCPeerConnection tracker (`thin_link.track_peer_connections` as its setup hook); a peer
+    with no stream is absent."""
+    # [key, value] pairs: Playwright would drop a peer id "__proto__" as an object key.
+    return {str(peer): kinds for peer, kinds in page.page.evaluate(INBOUND_BY_PEER_JS)}
+
+
+def inbound_count(counters: InboundCounters, peer: str, kind: str, key: str) -> float:
+    """One counter of `inbound_by_peer`'s result, 0 when the stream is not there (yet)."""
+    return counters.get(peer, {}).get(kind, {}).get(key, 0)
+
+
+def run_browsers(body: Callable[[list[Any]], None], *extra_args: list[str]) -> None:
+    """`body(browsers)` in this (worker) thread with one fresh Chromium per `extra_args` list
+    (browser-wide flags such as `--use-file-for-fake-audio-capture` need their own browser),
+    all from one Playwright and all closed whatever happened."""
+    from contextlib import ExitStack
+
+    from playwright.sync_api import sync_playwright
+
+    from .browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright, ExitStack() as stack:
+        launched: list[Any] = []
+        for args in extra_args:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + args
+            )
+            stack.callback(browser.close)
+            launched.append(browser)
+        body(launched)
