@@ -224,8 +224,10 @@ async def test_paused_tile_receives_no_video_but_audio(tmp_path: Path) -> None:
         f"{settled_at:.2f} s after the scroll; then {quiet_s:.1f} s with "
         f"{final - quiet_video[0]:.0f} video packets from A, {audio_gain:.0f} audio packets from A, "
         f"{b_gain:.0f} video packets from B; resumed decoding {seen['resumed after']} s after "
-        f"the tile came back; SFU while paused {seen['sfu paused']}, at the end {seen['sfu end']}"
+        f"the tile came back; SFU while paused {seen.get('sfu paused')}, at the end "
+        f"{seen['sfu end']}"
     )
+    assert seen["grid scrollTop"] > 0, seen["grid scrollTop"]  # scrolled: A's tile out of view
     assert settled_at <= SETTLE_MAX, (settled_at, video)
     assert quiet_s >= QUIET, quiet_s
     assert quiet_video == [final] * len(quiet), quiet_video
@@ -239,7 +241,10 @@ async def test_paused_tile_receives_no_video_but_audio(tmp_path: Path) -> None:
     height = seen["before"]["sent"][a]["maxHeight"]
     assert seen["before"]["sent"][a] == {"remotePeerId": a, "maxHeight": height, "paused": False}
     assert seen["before"]["sfu"]["preferences"] == (height, False)
+    # The web client simulcasts: one layer-switching consumer, which counts what it forwards.
+    assert [c["type"] for c in seen["before"]["sfu"]["consumers"]] == ["SimulcastConsumer"]
     assert seen["paused sent"][a] == {"remotePeerId": a, "maxHeight": height, "paused": True}
+    assert seen["paused sent"][b]["paused"] is False, seen["paused sent"]  # B still in view
     for view in (seen["sfu paused"], seen["sfu end"]):
         assert view["preferences"] == (height, True), view
         assert [c["paused"] for c in view["consumers"]] == [True], view
