@@ -114,9 +114,10 @@ class Downlink:
                 break  # the lowest layer being sent (a screen share sends only its top one)
             total -= rates[c][alloc[c]] - rates[c][lower]
             alloc[c] = lower
-        # Even the lowest layers do not fit: the smallest tiles' video stops (congestion pause)
+        # Even the lowest layers do not fit a downlink measured below the start rate (evidence
+        # of congestion, not a start): the smallest tiles' video stops (congestion pause)
         # rather than every picture freezing in the loss; one video always stays.
-        while total > budget:
+        while total > budget and self.estimator.estimate_bps < INITIAL_BPS:
             running = [c for c in consumers if alloc[c] >= 0]
             if len(running) <= 1:
                 break
@@ -207,13 +208,8 @@ def _rates(consumer: SimulcastConsumer, now: float) -> list[float]:
     although asked to (a screen share sends only its top layer)."""
     track = consumer.producer
     out = []
-    for index, rid in enumerate(track.rids):
-        rate = track.layer_bps(index, now)
-        layer = track.layers[index]
-        asked = track.active is None or rid in track.active
-        if layer is not None and asked and not track.sending(index, now):
-            rate = 0.0
-        out.append(rate)
+    for index in range(len(track.rids)):
+        out.append(track.layer_bps(index, now) if track.available(index, now) else 0.0)
     return out
 
 

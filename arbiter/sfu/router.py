@@ -167,8 +167,9 @@ class Router:
                 return
             if twcc_at >= 0 and routes.twcc_in is not None:
                 routes.twcc_in.on_packet(_SEQ.unpack_from(packet, twcc_at)[0], now)
-        producer.octets += size
         media = producer.ssrc == ssrc
+        if media or producer.group is None:  # a layer's RTX is not forwarded: not counted
+            producer.octets += size
         if media:  # RTX packets are forwarded, not cached or counted
             seq = _SEQ.unpack_from(packet, 2)[0]
             producer.cache[seq & producer.mask] = packet
@@ -480,7 +481,7 @@ class Router:
             for track in routes.simulcast:
                 wanted = wanted_rids(track, now)
                 if wanted != track.active:
-                    track.active = wanted
+                    track.active, track.active_at = wanted, now
                     self.listener.layers_wanted(track, wanted)
 
     def _send_padding(self, now: float) -> None:

@@ -59,6 +59,7 @@ LAYER_HOLD = 3.0
 # A layer silent this long has stopped (a screen share turned it off): its consumers move to
 # what is sent at once. Frames come every 33-100 ms; keyframe gaps never reach this.
 STOPPED_AFTER = 0.5
+ASK_GRACE = 2.0  # a layer the publisher was asked for has this long to start
 
 
 def _nominal(index: int) -> float:
@@ -72,6 +73,7 @@ class SimulcastTrack:
     __slots__ = (
         "transport", "mid", "rids", "mid_ext", "rid_ext", "rrid_ext", "codec", "rtx_pt",
         "layers", "heights", "consumers", "closed", "kind", "active", "twcc_ext", "wanted_at",
+        "active_at",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +104,7 @@ class SimulcastTrack:
         self.consumers: list[SimulcastConsumer] = []
         # The rids the publisher was last told to encode (a `layers` frame), None: not told yet.
         self.active: tuple[str, ...] | None = None
+        self.active_at = float("-inf")  # when it was last told (the Router sets both)
         self.wanted_at = [float("-inf")] * len(rids)  # when some consumer last got each layer
         self.closed = False
 
@@ -128,6 +131,15 @@ class SimulcastTrack:
             return 0.0
         measured = (producer.octets - first[1]) * 8 / (now - first[0])
         return measured if measured > 10_000 else 0.0  # a stopped layer
+
+    def available(self, index: int, now: float) -> bool:
+        """Whether a consumer may be given layer `index`: it is being sent, or the publisher
+        was not asked for it (it starts when asked), or was asked only just now. A layer asked
+        for and still silent after ASK_GRACE is not coming (a screen share sends only f)."""
+        if self.sending(index, now):
+            return True
+        asked = self.active is None or self.rids[index] in self.active
+        return not asked or now - self.active_at < ASK_GRACE
 
     def sending(self, index: int, now: float) -> bool:
         """Whether layer `index` brought any packet within the last STOPPED_AFTER."""
