@@ -7,11 +7,15 @@ same room decodes it. Checked:
 - the Chromium subscriber decodes Firefox's video (`framesDecoded` rising);
 - the SFU learnt Firefox's layers: the `simulcast_layers` counter, and the Firefox publisher's
   SimulcastTrack (found through the media worker's Routers) whose layers have distinct SSRCs
-  and whose heights were read from VP8 keyframes (printed: they are what the fake camera makes);
-- a layer switch on the Chromium side when its tile changes size: a small viewport (the tile's
-  `preferences` maxHeight drops) brings the lowest layer's height within 10 s; a large one
-  (1600x1100) brings at least the middle layer's within 20 s (the SFU probes before it steps
-  up, and Firefox must turn the encodings the SFU's `layers` frame had turned off back on);
+  and whose heights were read from VP8 keyframes (printed: they are what the fake camera makes,
+  180/360/720). q and h are learnt at once; f may be learnt only when the SFU asks for it
+  (Firefox's own estimate starts low and enables f last, and the SFU's first `layers` frame may
+  turn it off before it started);
+- layer switches on the Chromium side as its tile changes size, which the estimate starting at
+  600 kbit/s (q first) makes the order: a large window (1600x1100, a 750 px tile) brings h or
+  f within 20 s (the SFU probes before it steps up); a small one (640x360, a 155 px tile)
+  brings q within 10 s, and 3 s later the SFU tells Firefox to encode q alone, which it does;
+  large again brings h or f back within 20 s, Firefox turning the encodings it needs back on;
 - the reverse direction: Firefox decodes the Chromium page's (simulcast) video.
 
 Firefox ignores loopback candidates (DESIGN section 8), so the server listens on the wildcard
@@ -30,7 +34,7 @@ from typing import Any
 import pytest
 import trio
 
-from arbiter.sfu.simulcast import SimulcastTrack
+from arbiter.sfu.simulcast import LAYER_HOLD, SimulcastTrack
 from arbiter.testing import make_config, running_server
 from arbiter.testing.browser import chromium, no_leaked_threads, poll, require_chromium
 from arbiter.testing.firefox import FirefoxPage, firefox, require_firefox
@@ -46,7 +50,6 @@ UP_WITHIN = 20.0  # s: a larger tile decodes a higher layer within this (probing
 # 360 / 1.25), 750 px in a 1600x1100 one (f), 332 px in the default 960x600 (h).
 SMALL = {"width": 640, "height": 360}
 BIG = {"width": 1600, "height": 1100}
-LAYER_HOLD = 3.0  # s: a layer nobody gets stays encoded this long (simulcast.LAYER_HOLD)
 
 
 @pytest.fixture(autouse=True)
