@@ -62,13 +62,13 @@ class ArbiterTarget(Target):
         with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
             config = Path(tmp) / "arbiter.toml"
             config.write_text(
-                "[http]\nhost = \"127.0.0.1\"\nport = 0\n"
-                f"[media]\nlisten = \"127.0.0.1\"\nport = {self.media_port}\n"
-                "announced_ip = [\"127.0.0.1\"]\n"
+                '[http]\nhost = "127.0.0.1"\nport = 0\n'
+                f'[media]\nlisten = "127.0.0.1"\nport = {self.media_port}\n'
+                'announced_ip = ["127.0.0.1"]\n'
                 "[rooms]\nidle_pool = 0\nmax_rooms = 1000\nmax_participants = 64\n"
                 # Every room of a benchmark is created from this one address.
                 "[limits]\ncreate_room_per_minute = 0\nrooms_per_address = 0\n"
-                f"[store]\npath = \"{tmp}/arbiter.db\"\n"
+                f'[store]\npath = "{tmp}/arbiter.db"\n'
                 # Rooms in this one process unless the scenario asks for workers (the default
                 # is one worker per core).
                 + (f"[workers]\nlocal = {self.workers}\n" if workers_available() else "")

@@ -87,7 +87,9 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--scenario", action="append", type=_scenario, default=[],
                        help="meeting:N, broadcast:M or rooms:KxN (repeatable)")  # fmt: skip
     bench.add_argument("--seconds", type=float, default=6.0, help="measured window per run")
-    bench.add_argument("--ramp", action="store_true", help="meetings of growing size until 1%% loss")
+    bench.add_argument(
+        "--ramp", action="store_true", help="meetings of growing size until 1%% loss"
+    )
     bench.add_argument("--ramp-start", type=int, default=4)
     bench.add_argument("--ramp-step", type=int, default=4)
     bench.add_argument("--ramp-limit", type=int, default=40)
@@ -96,10 +98,17 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--out", default="benchmarks", help="directory for bench.json and bench.png")
     bench.add_argument("--markdown", default=None, help="also write this Markdown report")
     bench.add_argument("--no-pin", action="store_true", help="do not pin server and generator")
-    bench.add_argument("--from-json", default=None,
-                       help="rewrite the report (--markdown, plot) from an earlier bench.json")
-    bench.add_argument("--repeats", type=int, default=1,
-                       help="interleaved runs per figure (the report gives median, min, max)")
+    bench.add_argument(
+        "--from-json",
+        default=None,
+        help="rewrite the report (--markdown, plot) from an earlier bench.json",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="interleaved runs per figure (the report gives median, min, max)",
+    )
     bench.add_argument("--two-core", action="append", type=_scenario, default=[],
                        help="scenario run again with both cores for the server: Arbiter "
                        "workers.local = 2 (when built), Janus event_loops = 2")  # fmt: skip
@@ -109,10 +118,20 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--watch", type=int, default=0,
                        help="every scenario also with each subscriber watching N publishers "
                        "(the others paused by the preferences action)")  # fmt: skip
-    bench.add_argument("--max-height", type=int, default=0,
-                       help="with --watch: the simulcast variants' maxHeight for watched tiles")
-    bench.add_argument("--section", default=None,
-                       help="also write the issue 13 figures as a Markdown section to this file")
+    bench.add_argument(
+        "--max-height",
+        type=int,
+        default=0,
+        help="with --watch: the simulcast variants' maxHeight for watched tiles",
+    )
+    bench.add_argument("--warmup", type=float, default=None,
+                       help="seconds from the last join to the window (default 1, simulcast 4): "
+                       "longer lets the SFU's downlink estimates grow")  # fmt: skip
+    bench.add_argument(
+        "--section",
+        default=None,
+        help="also write the issue 13 figures as a Markdown section to this file",
+    )
     bench.set_defaults(func=run)
 
 
@@ -185,7 +204,7 @@ async def _interleaved(
             for scenario in group[turn:] + group[:turn]:
                 for target in targets[shift:] + targets[:shift]:
                     result = await runner.run_or_report(target, scenario, args.seconds,
-                                                        recording)  # fmt: skip
+                                                        recording, args.warmup)  # fmt: skip
                     result["repeat"] = repeat
                     into.append(result)
                     _print(result, repeat)
@@ -276,7 +295,9 @@ def run(args: argparse.Namespace) -> int:
     if args.standard:
         args.target = args.target or ["arbiter", "janus", "relay"]
         args.scenario = args.scenario or [
-            runner.meeting(6), runner.broadcast(24), runner.small_rooms(6, 3)
+            runner.meeting(6),
+            runner.broadcast(24),
+            runner.small_rooms(6, 3),
         ]
         args.ramp = True
         args.ramp_start, args.ramp_step, args.ramp_limit = 12, 8, 20

@@ -423,9 +423,11 @@ class Leg:
             if now >= next_rr:
                 next_rr = now + feedback.RR_INTERVAL
                 blocks = [
-                    feedback.block(ssrc, s.packets, s.expected, s.highest, self.reception[ssrc],
-                                   now)  # fmt: skip
-                    for ssrc, s in self.streams.items() if ssrc in self.reception
+                    feedback.block(
+                        ssrc, s.packets, s.expected, s.highest, self.reception[ssrc], now
+                    )  # fmt: skip
+                    for ssrc, s in self.streams.items()
+                    if ssrc in self.reception
                 ]
                 self._send_rtcp(srtcp, rtcp.build_receiver_report(me, blocks)
                                 + rtcp.build_sdes(me, "bench"))  # fmt: skip

@@ -128,7 +128,7 @@ def transport_seq(packet: bytes, extension_id: int) -> int | None:
         return None
     cc = packet[0] & 0x0F
     offset = 12 + 4 * cc
-    if len(packet) < offset + 4 or packet[offset:offset + 2] != b"\xbe\xde":
+    if len(packet) < offset + 4 or packet[offset : offset + 2] != b"\xbe\xde":
         return None
     end = offset + 4 + 4 * struct.unpack_from("!H", packet, offset + 2)[0]
     pos = offset + 4
@@ -151,7 +151,7 @@ def twcc_extension_id(sdp_text: str) -> int | None:
     """The id the server's SDP gives the transport-wide-cc extension, or None."""
     for line in sdp_text.splitlines():
         if line.startswith("a=extmap:") and TWCC_URI in line:
-            ident = line[len("a=extmap:"):].split()[0].split("/")[0]
+            ident = line[len("a=extmap:") :].split()[0].split("/")[0]
             return int(ident)
     return None
 

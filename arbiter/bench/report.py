@@ -273,7 +273,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += [
         "Caveat: the load generator is Python too, on the other core (on both cores, shared "
         "with the server, in the two-core rows). Its CPU share is in the tables; once it nears "
-        "100 % (\"generator saturated\") the loss and latency it reports are its own, not the "
+        '100 % ("generator saturated") the loss and latency it reports are its own, not the '
         "server's. Latency p99 is the figure most exposed to other work on this machine: see "
         "its range.",
         "",

@@ -132,8 +132,14 @@ def _streams(participants: list[Participant]) -> dict[tuple[int, int], StreamSta
 
 
 async def run_scenario(
-    target: Target, scenario: Scenario, seconds: float, recording: payloads.Recording
+    target: Target,
+    scenario: Scenario,
+    seconds: float,
+    recording: payloads.Recording,
+    warmup: float | None = None,
 ) -> dict[str, Any]:
+    """One run; `warmup` (seconds between the last join and the window) defaults to WARMUP,
+    SIMULCAST_WARMUP for simulcast publishers."""
     certificate = Certificate.generate()
     pids = target.pids
     baseline_rss = procstat.total(pids).rss_kib
@@ -188,7 +194,9 @@ async def run_scenario(
                     publishers = {m.peer_id for m in members if m.publisher_leg and m is not p}
                     await p.wait_subscribed(publishers)
                 await _send_preferences(scenario, members)
-        await trio.sleep(SIMULCAST_WARMUP if scenario.simulcast else WARMUP)
+        if warmup is None:
+            warmup = SIMULCAST_WARMUP if scenario.simulcast else WARMUP
+        await trio.sleep(warmup)
         start_stats = _snapshot(participants)
         start_video = simulcast_figures.snapshot(participants)
         sent0 = _sent(participants)
@@ -232,6 +240,7 @@ async def run_scenario(
         "streams": len(end_stats),
         "expected_streams": 2 * scenario.expected_streams,  # audio + video per pair
         "seconds": round(window, 3),
+        "warmup_s": warmup,
         "forwarded_pps": round(packets / window),
         "forwarded_mbps": round(bytes_ * 8 / window / 1e6, 2),
         "server_cpu_s": round(cpu, 3),
@@ -252,8 +261,9 @@ async def run_scenario(
         "generator_saturated": publish_rate < 0.97 * nominal or generator_cpu > 0.95,
         "sent_packets": _sent(participants),
         "subscriber_rtcp": _rtcp_counts(participants),
-        "transport_cc": any(leg.twcc_id is not None for p in participants
-                            for leg in p.subscriptions.values()),  # fmt: skip
+        "transport_cc": any(
+            leg.twcc_id is not None for p in participants for leg in p.subscriptions.values()
+        ),  # fmt: skip
         "errors": errors[:5],
         **simulcast_figures.figures(scenario, participants, start_video, end_video, window, cpu),
     }
@@ -294,12 +304,16 @@ def _round(value: float | None) -> float | None:
 
 
 async def run_or_report(
-    target: Target, scenario: Scenario, seconds: float, recording: payloads.Recording
+    target: Target,
+    scenario: Scenario,
+    seconds: float,
+    recording: payloads.Recording,
+    warmup: float | None = None,
 ) -> dict[str, Any]:
     """run_scenario, with a failure (a hang past JOIN_TIMEOUT, a refused join) reported as a
     result row instead of ending the whole benchmark."""
     try:
-        return await run_scenario(target, scenario, seconds, recording)
+        return await run_scenario(target, scenario, seconds, recording, warmup)
     except Exception as exc:  # noqa: BLE001 - reported, never hidden
         return {"target": target.name, "scenario": scenario.name,
                 "participants": scenario.participants, "loss": None, "error": repr(exc)[:300]}  # fmt: skip
