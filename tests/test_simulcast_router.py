@@ -133,7 +133,7 @@ def test_layers_are_learnt_and_one_is_forwarded_rewritten(call: Call) -> None:
 
 
 def test_switch_up_on_the_target_keyframe_without_a_gap(call: Call) -> None:
-    call.h.router._next_allocation = float("inf")  # the target is set by hand here
+    call.h.router.quality.next_allocation = float("inf")  # the target is set by hand here
     call.send_frames(key=True)
     first = call.received()
     call.consumer.rewriter.target = 2  # what the Downlink decides from preferences/estimate
@@ -209,7 +209,7 @@ def test_max_height_caps_the_layer_and_a_probe_proves_the_step_up(call: Call) ->
 
 
 def test_nack_is_served_through_the_rewrite(call: Call) -> None:
-    call.h.router._next_allocation = float("inf")  # layer q throughout
+    call.h.router.quality.next_allocation = float("inf")  # layer q throughout
     call.send_frames(key=True)
     call.tick()
     call.send_frames()
@@ -254,7 +254,7 @@ def test_a_lossy_downlink_steps_down_at_once(call: Call) -> None:
     call.send_frames(key=True)
     assert call.consumer.rewriter.current == 2
     call.received()
-    estimator = call.h.router._downlink("S", call.h.now).estimator
+    estimator = call.h.router.quality.downlink("S", call.h.now).estimator
     before = estimator.estimate_bps
     # The subscriber reports half of what we sent lost, several times.
     for round_ in range(6):

@@ -36,23 +36,21 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import MalformedInput
 from . import rtcp
-from .downlink import PADDING_PACKET, Downlink, padding_packet
 from .producer import SAMPLE_INTERVAL, Consumer, Producer
+from .quality import Quality
 from .ratelog import RateLimitedLog
 from .rtp import extension_offset_untrusted
 from .simulcast import (
     SimulcastConsumer,
     SimulcastTrack,
-    consumer_bps,
     forward_layer,
     learn_layer_untrusted,
     nack_simulcast,
-    wanted_rids,
 )
 from .speaker import DominantSpeaker, audio_level
 from .srtp import PROTECT_ERRORS
 from .transport import WebRtcTransport
-from .twcc import TwccReceiver, TwccSender, parse_feedback_packet_untrusted
+from .twcc import TwccReceiver, TwccSender
 
 if TYPE_CHECKING:
     from .dtls import Certificate
@@ -74,9 +72,6 @@ PLI_FLOOR = 0.3
 # authentic packet must be dropped here, before it fails to be re-protected per subscriber
 # (found by scripts/fuzz_parsers.py: ValueError in Router.on_rtp, logged per packet).
 MAX_FORWARD_RTP = 1356
-TWCC_FEEDBACK_INTERVAL = 0.1  # transport-cc feedback to publishers (docs/PROTOCOL.md section 4)
-ALLOCATION_INTERVAL = 0.5  # layer choices per subscriber (downlink.py)
-MAX_PADDING_BURST = 64  # probe packets per tick and subscriber (a tick is 50 ms: 2.8 Mbit/s)
 REMB_MIN = 150_000
 REMB_MAX = 2_500_000
 
@@ -90,7 +85,7 @@ class RouterListener(Protocol):
 
     def active_speaker(self, publisher: str) -> None: ...
 
-    def layers_wanted(self, track: SimulcastTrack, rids: tuple[str, ...]) -> None: ...
+    def layers_wanted(self, track: SimulcastTrack, rids: tuple[str, ...] | None) -> None: ...
 
 
 AnyConsumer = Consumer | SimulcastConsumer
@@ -130,9 +125,8 @@ class Router:
         self._now = 0.0  # the last `now` seen: log rate limiting where none is passed in
         self._log = RateLimitedLog(log)
         self.speakers = DominantSpeaker()
-        self.downlinks: dict[str, Downlink] = {}  # subscriber -> its one downlink (estimate)
-        self._next_feedback = float("-inf")
-        self._next_allocation = float("-inf")
+        # Congestion control and layer choice (quality.py): reads this Router's tables.
+        self.quality = Quality(self.transports, send, counters, self._layers_wanted)
 
     # -- RTP: publisher -> subscribers (the hot path) --------------------------------------
 
@@ -251,9 +245,9 @@ class Router:
                     if item.fmt == rtcp.FMT_NACK:
                         self._on_nack(transport, item, now)
                     elif item.fmt == rtcp.FMT_TWCC:
-                        self._on_transport_feedback(transport, item, now)
+                        self.quality.on_transport_feedback(transport, item, now)
                 elif pt == rtcp.PT_RR and transport.role == "consumer":
-                    self._on_receiver_report(transport, item, now)
+                    self.quality.on_receiver_report(transport, item, now)
                 # SDES, BYE and REMB from peers need no action here.
             except MalformedInput:
                 self.counters["rtcp_parse"] += 1
@@ -306,40 +300,6 @@ class Router:
                 self.send(t.protect_rtcp(report), t.remote_addr)
             except PROTECT_ERRORS:
                 self.counters["protect_failed"] += 1
-
-    def _on_transport_feedback(
-        self, transport: WebRtcTransport, item: rtcp.RtcpPacket, now: float
-    ) -> None:
-        """A subscriber's transport-cc feedback: the arrival of what we sent it, for its
-        downlink estimate (bwe.py)."""
-        routes = self.transports.get(transport)
-        if routes is None or routes.twcc_out is None:
-            return
-        feedback = parse_feedback_packet_untrusted(item)
-        results = routes.twcc_out.on_feedback(feedback)
-        downlink = self._downlink(transport.owner, now)
-        downlink.twcc = True
-        downlink.estimator.on_packet_results(results, now)
-        self.counters["twcc_feedback_in"] += 1
-
-    def _on_receiver_report(
-        self, transport: WebRtcTransport, item: rtcp.RtcpPacket, now: float
-    ) -> None:
-        """A subscriber's RR: the loss it reports drives its estimate when it sends no
-        transport-cc (aiortc), docs/PROTOCOL.md section 4, Quality."""
-        downlink = self.downlinks.get(transport.owner)
-        if downlink is None or downlink.twcc:
-            return
-        report = rtcp.parse_receiver_report_untrusted(item)
-        if report.reports:
-            worst = max(b.fraction_lost for b in report.reports) / 256
-            downlink.estimator.on_loss_report(worst, now)
-
-    def _downlink(self, subscriber: str, now: float) -> Downlink:
-        downlink = self.downlinks.get(subscriber)
-        if downlink is None:
-            downlink = self.downlinks[subscriber] = Downlink(subscriber, now)
-        return downlink
 
     def _consumer_for(self, transport: WebRtcTransport, media_ssrc: int) -> Consumer | None:
         routes = self.transports.get(transport)
@@ -424,9 +384,6 @@ class Router:
                 for consumer in routes.consumers.values():
                     if isinstance(consumer, SimulcastConsumer):
                         consumer.samples.append((now, consumer.octets))
-        if now >= self._next_feedback:
-            self._next_feedback = now + TWCC_FEEDBACK_INTERVAL
-            self._send_transport_feedback(now)
         for routes in self.transports.values():
             for track in routes.simulcast:
                 waiting = {c.rewriter.target for c in track.consumers
@@ -436,109 +393,7 @@ class Router:
                     layer = track.layers[index] if index < len(track.layers) else None
                     if layer is not None:
                         self.request_keyframe(layer, now, force=True)
-        if now >= self._next_allocation:
-            self._next_allocation = now + ALLOCATION_INTERVAL
-            self._allocate(now)
-        self._send_padding(now)
-
-    def _send_transport_feedback(self, now: float) -> None:
-        """transport-cc feedback to every publisher that negotiated it (~every 100 ms), so
-        its browser's own estimator adapts its sending rate (docs/PROTOCOL.md section 4)."""
-        for t, routes in self.transports.items():
-            receiver = routes.twcc_in
-            if receiver is None or not t.connected or t.remote_addr is None:
-                continue
-            media_ssrc = routes.producer_list[0].ssrc if routes.producer_list else 0
-            for packet in receiver.build(now, t.rtcp_ssrc, media_ssrc):
-                try:
-                    self.send(t.protect_rtcp(packet), t.remote_addr)
-                except PROTECT_ERRORS:
-                    self.counters["protect_failed"] += 1
-                self.counters["twcc_feedback_out"] += 1
-
-    def _allocate(self, now: float) -> None:
-        """Each subscriber's simulcast consumers get their layers (downlink.py); a publisher
-        is told which of its layers anyone gets (`layers_wanted`)."""
-        by_subscriber: dict[str, list[SimulcastConsumer]] = {}
-        fixed: dict[str, float] = {}
-        for t, routes in self.transports.items():
-            if t.role != "consumer":
-                continue
-            for consumer in set(routes.consumers.values()):
-                if isinstance(consumer, SimulcastConsumer):
-                    by_subscriber.setdefault(t.owner, []).append(consumer)
-                elif not consumer.paused:
-                    fixed[t.owner] = fixed.get(t.owner, 0.0) + consumer_bps(consumer, now)
-        for subscriber, consumers in by_subscriber.items():
-            downlink = self._downlink(subscriber, now)
-            downlink.allocate(consumers, fixed.get(subscriber, 0.0), now)
-        for subscriber in [s for s in self.downlinks if s not in by_subscriber]:
-            if subscriber not in fixed:
-                del self.downlinks[subscriber]
-        if self.listener is None:
-            return
-        for routes in self.transports.values():
-            for track in routes.simulcast:
-                wanted = wanted_rids(track, now)
-                if wanted != track.active:
-                    track.active, track.active_at = wanted, now
-                    self.listener.layers_wanted(track, wanted)
-
-    def _send_padding(self, now: float) -> None:
-        """Probe padding for the downlinks that probe (downlink.py): on the RTX stream of one
-        of the subscriber's connected simulcast consumers with transport-cc."""
-        if not self.downlinks:
-            return
-        sent: dict[str, int] = {}
-        for t, routes in self.transports.items():
-            if routes.twcc_out is not None:
-                sent[t.owner] = sent.get(t.owner, 0) + routes.twcc_out.sent_bytes
-        for downlink in self.downlinks.values():
-            # What the subscriber was sent since the last tick (media included) paces it.
-            total = sent.get(downlink.subscriber, 0)
-            downlink.estimator.on_sent(total - downlink.sent_bytes, now)
-            downlink.sent_bytes = total
-            if not downlink.probing:
-                continue
-            budget = downlink.padding_bytes(now)
-            if budget < PADDING_PACKET:
-                continue
-            carrier = self._padding_carrier(downlink.subscriber)
-            if carrier is None:
-                continue
-            consumer, twcc, ext = carrier
-            t = consumer.transport
-            rewriter = consumer.rewriter
-            for _ in range(min(budget // PADDING_PACKET, MAX_PADDING_BURST)):
-                packet = padding_packet(
-                    consumer.rtx_ssrc or 0, rewriter.rtx_pt or 0, rewriter.next_rtx_seq(),
-                    rewriter.last_timestamp, ext, twcc.next_seq(PADDING_PACKET, now),
-                )  # fmt: skip
-                try:
-                    self.send(t.protect_rtp(packet), t.remote_addr)  # type: ignore[arg-type]
-                except PROTECT_ERRORS:
-                    self.counters["protect_failed"] += 1
-                    break
-                self.counters["padding_sent"] += 1
-
-    def _padding_carrier(
-        self, subscriber: str
-    ) -> tuple[SimulcastConsumer, TwccSender, int] | None:
-        for t, routes in self.transports.items():
-            if t.owner != subscriber or t.role != "consumer" or routes.twcc_out is None:
-                continue
-            if not t.connected or t.remote_addr is None:
-                continue
-            for consumer in routes.consumers.values():
-                if (
-                    isinstance(consumer, SimulcastConsumer)
-                    and consumer.rtx_ssrc is not None
-                    and consumer.rewriter.rtx_pt is not None
-                    and 0 < consumer.producer.twcc_ext < 15
-                    and consumer.rewriter.current >= 0
-                ):
-                    return consumer, routes.twcc_out, consumer.producer.twcc_ext
-        return None
+        self.quality.tick(now)
 
     # -- periodic reports upstream ---------------------------------------------------------
 
@@ -660,7 +515,7 @@ class Router:
                     resumed.append(consumer.producer)
         for producer in resumed:
             self.request_keyframe(producer, now, force=True)  # it decodes from a keyframe
-        self._next_allocation = now  # choose layers on the next tick
+        self.quality.next_allocation = now  # choose layers on the next tick
 
     def remove_producer(self, producer: Producer | SimulcastTrack) -> None:
         """A track its publisher stopped sending (a renegotiation removed or changed it): closed
@@ -687,7 +542,7 @@ class Router:
         routes.consumers[ssrc] = consumer
         if rtx_ssrc is not None:
             routes.consumers[rtx_ssrc] = consumer
-        self._next_allocation = self._now  # choose its layer on the next tick
+        self.quality.next_allocation = self._now  # choose its layer on the next tick
         return consumer
 
     def _close_simulcast(self, track: SimulcastTrack) -> None:
@@ -732,14 +587,16 @@ class Router:
             return
         if isinstance(consumer, SimulcastConsumer):
             ssrcs = (consumer.ssrc, consumer.rtx_ssrc)
-            downlink = self.downlinks.get(consumer.transport.owner)
-            if downlink is not None:
-                downlink.forget(consumer)
+            self.quality.forget(consumer)
         else:
             ssrcs = (consumer.producer.ssrc, consumer.producer.rtx_ssrc)
         for ssrc in ssrcs:
             if ssrc is not None and routes.consumers.get(ssrc) is consumer:
                 del routes.consumers[ssrc]
+
+    def _layers_wanted(self, track: SimulcastTrack, rids: tuple[str, ...] | None) -> None:
+        if self.listener is not None:
+            self.listener.layers_wanted(track, rids)
 
     # -- TransportListener: what a transport reports ------------------------------------------
 
