@@ -21,6 +21,7 @@ from arbiter.bench.participant import Participant, Target
 from arbiter.bench.relay_target import RelayTarget
 from arbiter.sfu import rtcp, rtp, sdp, vp8
 from arbiter.sfu.dtls import Certificate
+from arbiter.testing import rtcp_reader
 
 pytestmark = pytest.mark.bench
 
@@ -142,7 +143,7 @@ def test_transport_cc_feedback_round_trips_through_the_sfu_parser() -> None:
     packet = feedback.build_twcc(7, 9, 3, arrivals)
     assert packet is not None
     [pkt] = rtcp.iter_packets_untrusted(packet)
-    parsed = rtcp.parse_twcc_untrusted(pkt)
+    parsed = rtcp_reader.parse_twcc_untrusted(pkt)
     assert (parsed.base_seq, parsed.packet_status_count, parsed.fb_pkt_count) == (100, 5, 3)
     statuses = [(seq, status) for seq, status, _ in parsed.packets]
     # 189.5 ms does not fit a one-byte delta: a large (two-byte, symbol 2) one.

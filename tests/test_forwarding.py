@@ -14,6 +14,7 @@ from arbiter.sfu.client import PeerClient
 from arbiter.sfu.dtls import Certificate
 from arbiter.sfu.srtp import SrtpSession
 from arbiter.sfu.transport import CONSUMER, PRODUCER, WebRtcTransport
+from arbiter.testing import rtcp_reader
 from arbiter.testing.router_pair import CLIENT_CERT, SFU_CERT, Address, Harness
 
 VIDEO, RTX, AUDIO = 0x1111, 0x1112, 0x2222
@@ -89,7 +90,7 @@ def test_pli_is_relayed_upstream_once_per_second(room) -> None:  # type: ignore[
     upstream = [srtp.unprotect_rtcp_untrusted(d) for d in h.net.take(P_ADDR)]
     assert upstream == [rtcp.build_pli(transports["P"].rtcp_ssrc, VIDEO)]
     h.now += 1.01
-    h.send_rtcp(clients["S2"], S2_ADDR, rtcp.build_fir(1, VIDEO, 1))
+    h.send_rtcp(clients["S2"], S2_ADDR, rtcp_reader.build_fir(1, VIDEO, 1))
     upstream = [srtp.unprotect_rtcp_untrusted(d) for d in h.net.take(P_ADDR)]
     assert upstream == [rtcp.build_pli(transports["P"].rtcp_ssrc, VIDEO)]
 
@@ -121,7 +122,7 @@ def test_sender_report_is_forwarded_and_publisher_gets_rr_and_remb(room) -> None
     )  # fmt: skip
     assert block.lsr == rtcp.ntp_middle32(ntp)
     assert block.dlsr == 32768  # 0.5 s in 1/65536 s units
-    bitrate, ssrcs = rtcp.parse_remb_untrusted(items[1])
+    bitrate, ssrcs = rtcp_reader.parse_remb_untrusted(items[1])
     assert ssrcs == [VIDEO] and bitrate > 0
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from arbiter.errors import MalformedInput
 from arbiter.sfu import rtcp
 from arbiter.sfu.rtcp import ReportBlock
+from arbiter.testing import rtcp_reader
 
 
 def one(data: bytes) -> rtcp.RtcpPacket:
@@ -110,7 +111,7 @@ def test_ntp_helpers() -> None:
     assert ntp == ((1_700_000_000 + 2_208_988_800) << 32) | 0xC0000000
     assert rtcp.ntp_middle32(ntp) == ((ntp >> 16) & 0xFFFFFFFF)
     assert rtcp.ntp_middle32(0x1122334455667788) == 0x33445566
-    assert rtcp.ntp_to_unix(ntp) == 1_700_000_000.75
+    assert rtcp_reader.ntp_to_unix(ntp) == 1_700_000_000.75
 
 
 # -- compound framing --------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_compound_with_unknown_types_in_the_middle() -> None:
     assert [p.packet_type for p in packets] == [200, 207, 204, 202, 206]
     assert packets[1].data == xr and packets[2].data == app
     assert rtcp.parse_sender_report_untrusted(packets[0]).ntp_timestamp == 1 << 32
-    assert rtcp.parse_sdes_untrusted(packets[3]) == [(9, {1: b"cname-9"})]
+    assert rtcp_reader.parse_sdes_untrusted(packets[3]) == [(9, {1: b"cname-9"})]
     assert rtcp.keyframe_request_ssrcs_untrusted(packets[4]) == [0xABC]
     assert packets[4].media_ssrc == 0xABC
 
@@ -162,10 +163,10 @@ def test_parsers_reject_the_wrong_type_or_truncation() -> None:
         rtcp.parse_sender_report_untrusted,
         rtcp.parse_receiver_report_untrusted,
         rtcp.parse_nack_untrusted,
-        rtcp.parse_remb_untrusted,
-        rtcp.parse_twcc_untrusted,
-        rtcp.parse_sdes_untrusted,
-        rtcp.parse_bye_untrusted,
+        rtcp_reader.parse_remb_untrusted,
+        rtcp_reader.parse_twcc_untrusted,
+        rtcp_reader.parse_sdes_untrusted,
+        rtcp_reader.parse_bye_untrusted,
     ):
         with pytest.raises(MalformedInput):
             parse(pli)
@@ -188,38 +189,38 @@ def test_sdes_round_trip_and_aiortc() -> None:
     for cname in ("", "abc", "abcd", "{e5c2a8a4-7c34-4a1b-9c4e-0d6f3c7f2a11}"):
         data = rtcp.build_sdes(0x1234, cname)
         assert len(data) % 4 == 0
-        assert rtcp.parse_sdes_untrusted(one(data)) == [(0x1234, {1: cname.encode()})]
+        assert rtcp_reader.parse_sdes_untrusted(one(data)) == [(0x1234, {1: cname.encode()})]
         [theirs] = aio.RtcpPacket.parse(data)
         assert theirs.chunks[0].items == [(1, cname.encode())]
     theirs = bytes(
         aio.RtcpSdesPacket(chunks=[aio.RtcpSourceInfo(ssrc=1, items=[(1, b"one"), (6, b"tool")])])
     )
-    assert rtcp.parse_sdes_untrusted(one(theirs)) == [(1, {1: b"one", 6: b"tool"})]
+    assert rtcp_reader.parse_sdes_untrusted(one(theirs)) == [(1, {1: b"one", 6: b"tool"})]
     # Two chunks, each starting on a 32-bit boundary (RFC 3550 6.5). aiortc does not align
     # the second chunk, so this one is laid out by hand.
     two = bytes.fromhex("82ca00050000000101036f6e650000000000000201015a00")
-    assert rtcp.parse_sdes_untrusted(one(two)) == [(1, {1: b"one"}), (2, {1: b"Z"})]
+    assert rtcp_reader.parse_sdes_untrusted(one(two)) == [(1, {1: b"one"}), (2, {1: b"Z"})]
 
 
 def test_sdes_malformed() -> None:
     unterminated = bytes.fromhex("81ca00020000000101026162")
     with pytest.raises(MalformedInput):
-        rtcp.parse_sdes_untrusted(one(unterminated))
+        rtcp_reader.parse_sdes_untrusted(one(unterminated))
     item_past_end = bytes.fromhex("81ca00020000000101056162")
     with pytest.raises(MalformedInput):
-        rtcp.parse_sdes_untrusted(one(item_past_end))
+        rtcp_reader.parse_sdes_untrusted(one(item_past_end))
     missing_chunk = bytes.fromhex("82ca00020000000100000000")
     with pytest.raises(MalformedInput):
-        rtcp.parse_sdes_untrusted(one(missing_chunk))
+        rtcp_reader.parse_sdes_untrusted(one(missing_chunk))
 
 
 def test_bye_round_trip_and_aiortc() -> None:
-    data = rtcp.build_bye([1, 0xFFFFFFFF])
-    assert rtcp.parse_bye_untrusted(one(data)) == [1, 0xFFFFFFFF]
+    data = rtcp_reader.build_bye([1, 0xFFFFFFFF])
+    assert rtcp_reader.parse_bye_untrusted(one(data)) == [1, 0xFFFFFFFF]
     assert aio.RtcpPacket.parse(data)[0].sources == [1, 0xFFFFFFFF]
-    assert rtcp.parse_bye_untrusted(one(bytes(aio.RtcpByePacket(sources=[7, 8, 9])))) == [7, 8, 9]
+    assert rtcp_reader.parse_bye_untrusted(one(bytes(aio.RtcpByePacket(sources=[7, 8, 9])))) == [7, 8, 9]
     with pytest.raises(MalformedInput):  # SC=3 with room for 1
-        rtcp.parse_bye_untrusted(one(bytes.fromhex("83cb000100000001")))
+        rtcp_reader.parse_bye_untrusted(one(bytes.fromhex("83cb000100000001")))
 
 
 # -- PLI / FIR / NACK --------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_pli_and_fir() -> None:
     pli = rtcp.build_pli(0x10, 0x20)
     assert pli == bytes.fromhex("81ce00020000001000000020")
     assert rtcp.keyframe_request_ssrcs_untrusted(one(pli)) == [0x20]
-    fir = rtcp.build_fir(0x10, 0x20, 3)
+    fir = rtcp_reader.build_fir(0x10, 0x20, 3)
     assert fir == bytes.fromhex("84ce000400000010000000000000002003000000")
     pkt = one(fir)
     assert (pkt.packet_type, pkt.fmt, pkt.media_ssrc) == (206, 4, 0)
@@ -279,24 +280,24 @@ def test_remb_round_trip_and_aiortc() -> None:
     data = rtcp.build_remb(0x99, 2_500_000, [0x11, 0x22])
     pkt = one(data)
     assert (pkt.packet_type, pkt.fmt, pkt.media_ssrc) == (206, 15, 0)
-    assert rtcp.is_remb(pkt)
+    assert rtcp_reader.is_remb(pkt)
     assert data[12:20] == b"REMB" + bytes((2, 4 << 2 | 2)) + (156250 & 0xFFFF).to_bytes(2, "big")
-    assert rtcp.parse_remb_untrusted(pkt) == (2_500_000, [0x11, 0x22])
+    assert rtcp_reader.parse_remb_untrusted(pkt) == (2_500_000, [0x11, 0x22])
     # Not representable in 18 bits: rounded down to mantissa << exponent.
-    assert rtcp.parse_remb_untrusted(one(rtcp.build_remb(1, 2**20 + 1, [3]))) == (2**20, [3])
-    assert rtcp.parse_remb_untrusted(one(rtcp.build_remb(1, 0, []))) == (0, [])
+    assert rtcp_reader.parse_remb_untrusted(one(rtcp.build_remb(1, 2**20 + 1, [3]))) == (2**20, [3])
+    assert rtcp_reader.parse_remb_untrusted(one(rtcp.build_remb(1, 0, []))) == (0, [])
     [theirs] = aio.RtcpPacket.parse(data)
     assert aio.unpack_remb_fci(theirs.fci) == (2_500_000, [0x11, 0x22])
     mine = bytes(
         aio.RtcpPsfbPacket(fmt=15, ssrc=5, media_ssrc=0, fci=aio.pack_remb_fci(1_234_567, [42]))
     )
-    assert rtcp.parse_remb_untrusted(one(mine)) == (1_234_560, [42])
+    assert rtcp_reader.parse_remb_untrusted(one(mine)) == (1_234_560, [42])
     bad_id = data[:12] + b"ABCD" + data[16:]
-    assert not rtcp.is_remb(one(bad_id))
+    assert not rtcp_reader.is_remb(one(bad_id))
     with pytest.raises(MalformedInput):
-        rtcp.parse_remb_untrusted(one(bad_id))
+        rtcp_reader.parse_remb_untrusted(one(bad_id))
     with pytest.raises(MalformedInput):  # claims 3 SSRCs, carries 2
-        rtcp.parse_remb_untrusted(one(data[:16] + b"\x03" + data[17:]))
+        rtcp_reader.parse_remb_untrusted(one(data[:16] + b"\x03" + data[17:]))
 
 
 # -- transport-wide congestion control ---------------------------------------------------------
@@ -423,7 +424,7 @@ def test_twcc_pion_example6() -> None:
         2608133663,
         2473712828,
     )
-    fb = rtcp.parse_twcc_untrusted(pkt)
+    fb = rtcp_reader.parse_twcc_untrusted(pkt)
     assert (fb.base_seq, fb.packet_status_count, fb.reference_time, fb.fb_pkt_count) == (
         34108,
         9,
@@ -444,7 +445,7 @@ def test_twcc_pion_example6() -> None:
 
 
 def test_twcc_wireshark_capture() -> None:
-    fb = rtcp.parse_twcc_untrusted(one(WIRESHARK_TWCC))
+    fb = rtcp_reader.parse_twcc_untrusted(one(WIRESHARK_TWCC))
     assert (fb.base_seq, fb.packet_status_count, fb.reference_time, fb.fb_pkt_count) == (
         1,
         9,
@@ -465,7 +466,7 @@ def test_twcc_wireshark_capture() -> None:
 
 
 def test_twcc_one_bit_vector() -> None:
-    fb = rtcp.parse_twcc_untrusted(one(PION_ONE_BIT))
+    fb = rtcp_reader.parse_twcc_untrusted(one(PION_ONE_BIT))
     assert (fb.base_seq, fb.packet_status_count, fb.reference_time, fb.fb_pkt_count) == (
         1,
         14,
@@ -482,12 +483,12 @@ def test_twcc_hand_built_edge_cases() -> None:
     # base 0xFFFF, 2 packets, reference time -1 (0xFFFFFF), fb count 7; run of 2 large
     # deltas: -250 µs and +8191.75 ms; sequence numbers wrap.
     body = bytes.fromhex("ffff0002ffffff074002ffff7fff0000")
-    fb = rtcp.parse_twcc_untrusted(one(head + body))
+    fb = rtcp_reader.parse_twcc_untrusted(one(head + body))
     assert (fb.base_seq, fb.reference_time, fb.fb_pkt_count) == (0xFFFF, -1, 7)
     assert fb.packets == [(0xFFFF, 2, -250), (0, 2, 8191750)]
     # An empty feedback (pion "example7"): no chunks at all.
     empty = bytes.fromhex("8fcd00049acb0442") + bytes(12)
-    assert rtcp.parse_twcc_untrusted(one(empty)).packets == []
+    assert rtcp_reader.parse_twcc_untrusted(one(empty)).packets == []
 
 
 @pytest.mark.parametrize(
@@ -532,7 +533,7 @@ def test_twcc_hand_built_edge_cases() -> None:
 )
 def test_twcc_malformed(data: bytes) -> None:
     with pytest.raises(MalformedInput):
-        rtcp.parse_twcc_untrusted(one(data))
+        rtcp_reader.parse_twcc_untrusted(one(data))
 
 
 # -- fuzzing: only MalformedInput may escape ---------------------------------------------------
@@ -542,10 +543,10 @@ PARSERS: list[Callable[[rtcp.RtcpPacket], Any]] = [
     rtcp.parse_receiver_report_untrusted,
     rtcp.keyframe_request_ssrcs_untrusted,
     rtcp.parse_nack_untrusted,
-    rtcp.parse_remb_untrusted,
-    rtcp.parse_twcc_untrusted,
-    rtcp.parse_sdes_untrusted,
-    rtcp.parse_bye_untrusted,
+    rtcp_reader.parse_remb_untrusted,
+    rtcp_reader.parse_twcc_untrusted,
+    rtcp_reader.parse_sdes_untrusted,
+    rtcp_reader.parse_bye_untrusted,
 ]
 
 

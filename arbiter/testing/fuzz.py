@@ -23,6 +23,7 @@ from arbiter.sfu import rtcp, rtp, sdp, stun
 from arbiter.sfu.ice import IceLiteResponder
 
 from . import fuzz_corpus as corpus
+from . import rtcp_reader
 
 # -- the harness -----------------------------------------------------------------------------
 
@@ -181,9 +182,9 @@ def build_targets() -> list[Target]:
                c.rtcp_mutator(), _rtcp_strategy()),
     ]
     for parse in (rtcp.parse_sender_report_untrusted, rtcp.parse_receiver_report_untrusted,
-                  rtcp.parse_sdes_untrusted, rtcp.parse_bye_untrusted,
+                  rtcp_reader.parse_sdes_untrusted, rtcp_reader.parse_bye_untrusted,
                   rtcp.keyframe_request_ssrcs_untrusted, rtcp.parse_nack_untrusted,
-                  rtcp.parse_remb_untrusted, rtcp.parse_twcc_untrusted):  # fmt: skip
+                  rtcp_reader.parse_remb_untrusted, rtcp_reader.parse_twcc_untrusted):  # fmt: skip
         targets.append(Target(f"rtcp.{parse.__name__.removesuffix('_untrusted')}",
                               _rtcp_parser(parse), c.rtcp_mutator(), _rtcp_strategy()))
     offer_lines = sorted(set(c.offers[0].split("\r\n") + c.offers[1].split("\r\n")))

@@ -24,6 +24,8 @@ from arbiter.sfu import rtcp, rtp, sdp, stun
 from arbiter.sfu.dtls import SRTP_PROFILES, Certificate, DtlsSession, SrtpKeys
 from arbiter.sfu.srtp import SrtpSession
 
+from . import rtcp_reader
+
 DATA = payloads.DATA_FILE.parent  # tests/data
 INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
 INTERESTING16 = (0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x0100, 0x00FF)
@@ -374,9 +376,9 @@ def _rtcp_seeds() -> list[bytes]:
         rtcp.build_sender_report(0x2222, rtcp.ntp_from_unix(1.7e9), 90000, 10, 1000, [block]),
         rtcp.build_receiver_report(0x9999, [block, block]),
         rtcp.build_receiver_report(0x9999, []) + rtcp.build_sdes(0x9999, "cname-fuzz"),
-        rtcp.build_bye([0x2222, 0x1111]),
+        rtcp_reader.build_bye([0x2222, 0x1111]),
         rtcp.build_pli(0x9999, 0x2222),
-        rtcp.build_fir(0x9999, 0x2222, 3),
+        rtcp_reader.build_fir(0x9999, 0x2222, 3),
         rtcp.build_nack(0x9999, 0x2222, [1, 2, 5, 17, 40, 65535]),
         rtcp.build_remb(0x9999, 1_500_000, [0x2222, 0x1111]),
         twcc,
