@@ -126,7 +126,9 @@ def _rooms(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
+    """The parser; `with_bench` imports the benchmark's modules for the `bench` verb's options
+    (without it `bench` is listed for --help but has none)."""
     parser = argparse.ArgumentParser(prog="arbiter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,14 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     rooms.add_argument("--server", default=None, help="server URL (default: from --config)")
     rooms.set_defaults(func=_rooms)
 
-    from .bench.cli import add_parser as add_bench
+    if with_bench:
+        # Only for the bench verb: its modules pull in aiortc and PyAV (tens of MiB of server
+        # memory, and a server must run without them installed).
+        from .bench.cli import add_parser as add_bench
 
-    add_bench(sub)
+        add_bench(sub)
+    else:
+        sub.add_parser("bench", help=BENCH_HELP, add_help=False)
     return parser
 
 
+BENCH_HELP = "load generator and benchmark report (BENCHMARKS.md)"
+
+
+def _verb(argv: Sequence[str]) -> str | None:
+    """The subcommand: the first argument that is not an option (the top-level options take
+    no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(with_bench=_verb(argv) == "bench").parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
