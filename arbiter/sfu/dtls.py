@@ -19,6 +19,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 import pylibsrtp
@@ -215,6 +216,16 @@ def _pack_records(blob: bytes) -> list[bytes]:
     return out
 
 
+class DtlsState(StrEnum):
+    """A DTLS session's life: new -> connecting -> connected -> closed, or failed."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
 class DtlsSession:
     """One DTLS association over one ICE transport, sans-IO.
 
@@ -238,7 +249,7 @@ class DtlsSession:
             raise ValueError(f"role must be 'server' or 'client', not {role!r}")
         self.role = role
         self.remote_fingerprints = [(alg.lower(), val.upper()) for alg, val in remote_fingerprints]
-        self.state = "new"
+        self.state = DtlsState.NEW
         self.failure_reason: str | None = None
         self.srtp_keys: SrtpKeys | None = None
         self.just_connected = False
@@ -252,9 +263,9 @@ class DtlsSession:
     def start(self, now: float) -> list[bytes]:
         """Begin the handshake: the client returns its first flight (ClientHello)."""
         self._now = now
-        if self.state != "new":
+        if self.state != DtlsState.NEW:
             return []
-        self.state = "connecting"
+        self.state = DtlsState.CONNECTING
         if self.role == "server":
             self._ssl.set_accept_state()
             return []
@@ -267,13 +278,13 @@ class DtlsSession:
         _records_untrusted(data)
         self._now = now
         self.just_connected = False
-        if self.state == "new":
+        if self.state == DtlsState.NEW:
             self.start(now)  # a server may hear the ClientHello before the caller starts it
-        if self.state == "connecting":
+        if self.state == DtlsState.CONNECTING:
             self._ssl.bio_write(data)
             self._handshake()
-            return self._drain() if self.state in ("connecting", "connected") else []
-        if self.state == "connected":
+            return self._drain() if self.state in (DtlsState.CONNECTING, DtlsState.CONNECTED) else []
+        if self.state == DtlsState.CONNECTED:
             self._ssl.bio_write(data)
             self._read_application_data()
             return self._drain()
@@ -281,7 +292,7 @@ class DtlsSession:
 
     def next_timeout(self) -> float | None:
         """Absolute time (caller's clock) when `handle_timeout` should run, or None."""
-        if self.state not in ("connecting", "connected"):
+        if self.state not in (DtlsState.CONNECTING, DtlsState.CONNECTED):
             return None
         remaining = self._ssl.DTLSv1_get_timeout()
         if remaining is None:
@@ -292,7 +303,7 @@ class DtlsSession:
         """Retransmit the last flight if OpenSSL's timer expired (RFC 6347 4.2.4)."""
         self._now = now
         self.just_connected = False
-        if self.state not in ("connecting", "connected"):
+        if self.state not in (DtlsState.CONNECTING, DtlsState.CONNECTED):
             return []
         try:
             self._ssl.DTLSv1_handle_timeout()
@@ -303,10 +314,10 @@ class DtlsSession:
 
     def close(self) -> list[bytes]:
         """Send close_notify (RFC 5246 7.2.1) if there is an association; idempotent."""
-        if self.state in ("closed", "failed"):
+        if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             return []
-        was_started = self.state != "new"
-        self.state = "closed"
+        was_started = self.state != DtlsState.NEW
+        self.state = DtlsState.CLOSED
         if not was_started:
             return []
         try:
@@ -318,7 +329,7 @@ class DtlsSession:
     # -- internals -----------------------------------------------------------------------
 
     def _fail(self, reason: str) -> None:
-        self.state = "failed"
+        self.state = DtlsState.FAILED
         self.failure_reason = reason
 
     def _handshake(self) -> None:
@@ -341,7 +352,7 @@ class DtlsSession:
             self._fail("no srtp profile negotiated")
             return
         self.srtp_keys = self._derive_keys(profile)
-        self.state = "connected"
+        self.state = DtlsState.CONNECTED
         self.just_connected = True
         # Anything that arrived with the last flight (unlikely) is application data.
         self._read_application_data()
@@ -376,7 +387,7 @@ class DtlsSession:
 
     def send_application_data(self, records: list[bytes]) -> list[bytes]:
         """Encrypt one record per item (an SCTP packet); returns the datagrams to send."""
-        if self.state != "connected":
+        if self.state != DtlsState.CONNECTED:
             return []
         for record in records:
             try:
@@ -397,7 +408,7 @@ class DtlsSession:
             except SSL.WantReadError:
                 return
             except SSL.ZeroReturnError:  # close_notify from the peer
-                self.state = "closed"
+                self.state = DtlsState.CLOSED
                 return
             except SSL.Error as exc:  # a fatal alert (authenticated: records are encrypted)
                 self._fail(f"dtls: {exc}")

@@ -45,7 +45,7 @@ from .datachannels import RoomDataChannels
 from .ice import random_pwd, random_ufrag
 from .producer import Producer
 from .simulcast import SimulcastTrack, new_ssrcs
-from .transport import CONSUMER, PRODUCER, WebRtcTransport
+from .transport import CONSUMER, PRODUCER, CloseReason, WebRtcTransport
 
 if TYPE_CHECKING:
     from .media_worker import MediaWorker
@@ -271,7 +271,7 @@ class MediaRoom:
             # producers and their consumers with it; `transport_closed` evicts no one).
             old, publisher.transport = publisher.transport, transport
             publisher.producers = {}
-            old.close("replaced")
+            old.close(CloseReason.REPLACED)
         if restart:
             old_ufrag = transport.restart_ice(
                 now,
@@ -510,7 +510,7 @@ class MediaRoom:
         )
         subscription.transport = transport
         subscription.fresh = set()
-        old.close("replaced")
+        old.close(CloseReason.REPLACED)
         publisher = self.publishers.get(key[1])
         if publisher is not None:
             self._attach(subscription, publisher)
@@ -654,7 +654,7 @@ class MediaRoom:
             if publisher is None or publisher.transport is not transport:
                 return  # replaced by a rebuilt peer connection's transport, or already gone
             del self.publishers[transport.owner]
-            if transport.close_reason in ("consent", "peer_closed") and not self.closed:
+            if transport.close_reason in (CloseReason.CONSENT, CloseReason.PEER_CLOSED) and not self.closed:
                 # Its media stopped (lid closed, network gone) or its browser closed the
                 # connection without leaving: evict it so the room is told and a browser
                 # still alive rejoins (README).
@@ -668,7 +668,7 @@ class MediaRoom:
             subscription = self.subscriptions.get(key)
             if subscription is None or subscription.transport is not transport:
                 return
-            if transport.close_reason == "peer_closed" and subscription.unanswered:
+            if transport.close_reason == CloseReason.PEER_CLOSED and subscription.unanswered:
                 # The browser closed this connection to answer our offer on a new one: its
                 # answer brings the subscription back (`_consumer_answer`).
                 return

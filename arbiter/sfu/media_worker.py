@@ -20,6 +20,7 @@ import trio
 from .endpoint import MediaEndpoint
 from .ratelog import RateLimitedLog
 from .router import Router
+from .transport import CloseReason
 
 if TYPE_CHECKING:
     from .media import MediaRoom
@@ -92,7 +93,7 @@ class MediaWorker:
                     # RFC 7675 section 5.1: no consent, no sending; the room hears of it.
                     log.info("%r: consent expired", transport)
                     counters["consent_expired"] += 1
-                    transport.close("consent")
+                    transport.close(CloseReason.CONSENT)
             for router in list(self.routers):
                 try:
                     router.send_reports(now)

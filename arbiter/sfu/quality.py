@@ -20,6 +20,7 @@ from . import rtcp
 from .downlink import PADDING_PACKET, Downlink, padding_packet
 from .simulcast import SimulcastConsumer, SimulcastTrack, consumer_bps, wanted_rids
 from .srtp import PROTECT_ERRORS
+from .transport import Role
 from .twcc import TwccSender, parse_feedback_packet_untrusted
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class Quality:
         by_subscriber: dict[str, list[SimulcastConsumer]] = {}
         fixed: dict[str, float] = {}
         for t, routes in self.routes.items():
-            if t.role != "consumer":
+            if t.role != Role.CONSUMER:
                 continue
             for consumer in set(routes.consumers.values()):
                 if isinstance(consumer, SimulcastConsumer):
@@ -181,7 +182,7 @@ class Quality:
         self, subscriber: str
     ) -> tuple[SimulcastConsumer, TwccSender, int] | None:
         for t, routes in self.routes.items():
-            if t.owner != subscriber or t.role != "consumer" or routes.twcc_out is None:
+            if t.owner != subscriber or t.role != Role.CONSUMER or routes.twcc_out is None:
                 continue
             if not t.connected or t.remote_addr is None:
                 continue

@@ -49,7 +49,7 @@ from .simulcast import (
 )
 from .speaker import DominantSpeaker, audio_level
 from .srtp import PROTECT_ERRORS
-from .transport import WebRtcTransport
+from .transport import Role, WebRtcTransport
 from .twcc import TwccReceiver, TwccSender
 
 if TYPE_CHECKING:
@@ -236,17 +236,17 @@ class Router:
         for item in rtcp.iter_packets_untrusted(packet):
             pt = item.packet_type
             try:
-                if pt == rtcp.PT_SR and transport.role == "producer":
+                if pt == rtcp.PT_SR and transport.role == Role.PRODUCER:
                     self._on_sender_report(transport, item, now)
-                elif pt == rtcp.PT_PSFB and transport.role == "consumer":
+                elif pt == rtcp.PT_PSFB and transport.role == Role.CONSUMER:
                     if item.fmt in (rtcp.FMT_PLI, rtcp.FMT_FIR):
                         self._on_keyframe_request(transport, item, now)
-                elif pt == rtcp.PT_RTPFB and transport.role == "consumer":
+                elif pt == rtcp.PT_RTPFB and transport.role == Role.CONSUMER:
                     if item.fmt == rtcp.FMT_NACK:
                         self._on_nack(transport, item, now)
                     elif item.fmt == rtcp.FMT_TWCC:
                         self.quality.on_transport_feedback(transport, item, now)
-                elif pt == rtcp.PT_RR and transport.role == "consumer":
+                elif pt == rtcp.PT_RR and transport.role == Role.CONSUMER:
                     self.quality.on_receiver_report(transport, item, now)
                 # SDES, BYE and REMB from peers need no action here.
             except MalformedInput:
@@ -400,7 +400,7 @@ class Router:
     def send_reports(self, now: float) -> None:
         """RR (loss, LSR/DLSR) and REMB to every connected publisher (RFC 3550 6.4.2)."""
         for t, routes in self.transports.items():
-            if t.role != "producer" or not t.connected or t.remote_addr is None:
+            if t.role != Role.PRODUCER or not t.connected or t.remote_addr is None:
                 continue
             producers = [p for p in routes.producer_list if p.packets]
             if not producers:
@@ -419,7 +419,7 @@ class Router:
     def create_transport(
         self,
         *,
-        role: str,
+        role: Role,
         owner: str,
         certificate: Certificate,
         now: float,
@@ -488,9 +488,9 @@ class Router:
         routes = self.transports.get(transport)
         if routes is None:
             return
-        if transport.role == "producer" and routes.twcc_in is None:
+        if transport.role == Role.PRODUCER and routes.twcc_in is None:
             routes.twcc_in = TwccReceiver()
-        elif transport.role == "consumer" and routes.twcc_out is None:
+        elif transport.role == Role.CONSUMER and routes.twcc_out is None:
             routes.twcc_out = TwccSender()
 
     def set_preferences(

@@ -31,6 +31,7 @@ import secrets
 import struct
 from collections import Counter, deque
 from dataclasses import dataclass
+from enum import StrEnum
 from random import Random
 
 from arbiter.errors import MalformedInput
@@ -51,10 +52,26 @@ SACK_DELAY = 0.2
 _COOKIE = struct.Struct("!dIIIIIHH??")  # time, tags, tsns, a_rwnd, streams, extensions
 _MOD = 1 << 32
 MAX_QUEUED_CHUNKS = 4096  # per association, whatever their size
-_RECEIVING = ("established", "shutdown-pending", "shutdown-sent")
 _KNOWN = frozenset({c.DATA, c.INIT, c.INIT_ACK, c.SACK, c.HEARTBEAT, c.HEARTBEAT_ACK, c.ABORT,
                     c.SHUTDOWN, c.SHUTDOWN_ACK, c.ERROR, c.COOKIE_ECHO, c.COOKIE_ACK,
                     c.SHUTDOWN_COMPLETE, c.RECONFIG, c.FORWARD_TSN})  # fmt: skip
+
+
+class AssociationState(StrEnum):
+    """RFC 9260 section 4, the passive side: listen -> established -> shutdown-* -> closed."""
+
+    LISTEN = "listen"
+    ESTABLISHED = "established"
+    SHUTDOWN_PENDING = "shutdown-pending"
+    SHUTDOWN_SENT = "shutdown-sent"
+    SHUTDOWN_RECEIVED = "shutdown-received"
+    SHUTDOWN_ACK_SENT = "shutdown-ack-sent"
+    CLOSED = "closed"
+
+
+_RECEIVING = (
+    AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_SENT,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,7 @@ class SctpAssociation:
         self.counters: Counter[str] = Counter() if counters is None else counters
         self._secret = secret or secrets.token_bytes(32)
         self._rng = rng
-        self.state = "listen"  # -> established -> shutdown-* -> closed
+        self.state = AssociationState.LISTEN
         self.events: list[Event] = []
         self.local_tag = self.remote_tag = 0
         self.inbound_streams = self.outbound_streams = 0
@@ -172,11 +189,11 @@ class SctpAssociation:
                 raise MalformedInput("sctp: INIT must be alone with tag 0")  # 8.5.1
             self._on_init(c.parse_init_untrusted(first.body), now)
             return self._flush()
-        if self.state == "closed":
+        if self.state == AssociationState.CLOSED:
             return []
         if first is not None and first.type == c.COOKIE_ECHO:
             self._on_cookie_echo(first.body, packet.tag, now)
-        elif self.state == "listen":
+        elif self.state == AssociationState.LISTEN:
             self.counters["sctp_out_of_the_blue"] += 1
             return []
         data_packet = False
@@ -195,7 +212,7 @@ class SctpAssociation:
                     self._on_control(ch, now)
             except MalformedInput:
                 self.counters["sctp_malformed_chunk"] += 1
-            if self.state == "closed":
+            if self.state == AssociationState.CLOSED:
                 return self._flush()
             if ch.type not in _KNOWN and ch.type >> 6 in (0, 1):
                 break  # RFC 9260 3.2: unknown types 00 and 01 stop processing the packet
@@ -224,14 +241,14 @@ class SctpAssociation:
             self._close("abort", send_abort=False)
         elif t == c.SHUTDOWN:
             self._on_sack(c.Sack(c.parse_tsn_untrusted(ch.body), self._peer_rwnd, [], []), now)
-            if self.state in ("established", "shutdown-received", "shutdown-sent"):
-                self.state = "shutdown-received"
+            if self.state in (AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_RECEIVED, AssociationState.SHUTDOWN_SENT):
+                self.state = AssociationState.SHUTDOWN_RECEIVED
                 self._maybe_shutdown_ack()
         elif t == c.SHUTDOWN_ACK:
             self._out.append(c.chunk(c.SHUTDOWN_COMPLETE, 0, b""))
             self._close("shutdown", send_abort=False)
         elif t == c.SHUTDOWN_COMPLETE:
-            if self.state == "shutdown-ack-sent":
+            if self.state == AssociationState.SHUTDOWN_ACK_SENT:
                 self._close("shutdown", send_abort=False)
         elif t not in _KNOWN:
             self.counters["sctp_unknown_chunk"] += 1
@@ -239,10 +256,10 @@ class SctpAssociation:
 
     def _on_init(self, init: c.Init, now: float) -> None:
         """Answer with INIT-ACK and a cookie; no state is kept (RFC 9260 5.1.3)."""
-        if self.state not in ("listen", "established"):
+        if self.state not in (AssociationState.LISTEN, AssociationState.ESTABLISHED):
             return
         local_tag, local_tsn = self._random32(), self._random32()
-        if self.state == "established":
+        if self.state == AssociationState.ESTABLISHED:
             # 5.2.2: an INIT for an established association (the peer restarted): answer with
             # our current tags; a COOKIE-ECHO with other tags is refused below.
             local_tag, local_tsn = self.local_tag, self._next_tsn
@@ -268,12 +285,12 @@ class SctpAssociation:
             raise MalformedInput("sctp: COOKIE-ECHO with the wrong tag")
         if not 0 <= now - born <= COOKIE_LIFETIME:
             raise MalformedInput("sctp: stale cookie")  # 5.1.5 (we answer nothing)
-        if self.state != "listen":
+        if self.state != AssociationState.LISTEN:
             if (local_tag, remote_tag) != (self.local_tag, self.remote_tag):
                 raise MalformedInput("sctp: cookie of another association")
             self._out.append(c.chunk(c.COOKIE_ACK, 0, b""))  # our COOKIE-ACK was lost
             return
-        self.state = "established"
+        self.state = AssociationState.ESTABLISHED
         self.local_tag, self.remote_tag = local_tag, remote_tag
         self.outbound_streams = min(self.max_streams, inbound)
         self.inbound_streams = min(self.max_streams, outbound)
@@ -350,7 +367,7 @@ class SctpAssociation:
              ) -> bool:  # fmt: skip
         """Queue one message; False (dropped, counted) when it cannot be sent or the queue is
         full. Call `flush(now)` (or any other method) afterwards to get the packets."""
-        if self.state != "established" or not 0 <= stream < self.outbound_streams or not data:
+        if self.state != AssociationState.ESTABLISHED or not 0 <= stream < self.outbound_streams or not data:
             self.counters["sctp_send_refused"] += 1
             return False
         pieces = [data[i : i + MAX_PAYLOAD] for i in range(0, len(data), MAX_PAYLOAD)]
@@ -474,7 +491,7 @@ class SctpAssociation:
                 self._t3 = now + self._rto  # resent on T3 until acknowledged
 
     def _transmit(self, now: float) -> list[bytes]:
-        if self.state in ("established", "shutdown-pending", "shutdown-received"):
+        if self.state in (AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_RECEIVED):
             self._advance_peer_ack_point(now)
             self._send_reset(now)
         chunks: list[bytes] = []
@@ -507,7 +524,7 @@ class SctpAssociation:
 
     def _may_send(self, size: int) -> bool:
         """RFC 9260 6.1 A and B: the peer's window and cwnd, or one chunk when nothing flies."""
-        if self.state == "closed":
+        if self.state == AssociationState.CLOSED:
             return False
         return self._flight == 0 or (self._flight + size <= self._cwnd and size <= self._peer_rwnd)
 
@@ -543,7 +560,7 @@ class SctpAssociation:
         return min(times) if times else None
 
     def handle_timeout(self, now: float) -> list[bytes]:
-        if self.state == "closed":
+        if self.state == AssociationState.CLOSED:
             return []
         if self._t3 is not None and now >= self._t3:
             self._on_t3(now)
@@ -572,31 +589,31 @@ class SctpAssociation:
             self._t3 = now + self._rto
 
     def _maybe_shutdown_ack(self) -> None:
-        if self.state == "shutdown-received" and not self._outstanding and not self._queue:
-            self.state = "shutdown-ack-sent"
+        if self.state == AssociationState.SHUTDOWN_RECEIVED and not self._outstanding and not self._queue:
+            self.state = AssociationState.SHUTDOWN_ACK_SENT
             self._out.append(c.chunk(c.SHUTDOWN_ACK, 0, b""))
-        elif self.state == "shutdown-pending" and not self._outstanding and not self._queue:
-            self.state = "shutdown-sent"
+        elif self.state == AssociationState.SHUTDOWN_PENDING and not self._outstanding and not self._queue:
+            self.state = AssociationState.SHUTDOWN_SENT
             cumulative = self._rx.cumulative if self._rx is not None else 0
             self._out.append(c.chunk(c.SHUTDOWN, 0, struct.pack("!I", cumulative)))
 
     def shutdown(self, now: float) -> list[bytes]:
         """Graceful close (9.2): SHUTDOWN once everything queued is acknowledged."""
-        if self.state == "established":
-            self.state = "shutdown-pending"
+        if self.state == AssociationState.ESTABLISHED:
+            self.state = AssociationState.SHUTDOWN_PENDING
             self._maybe_shutdown_ack()
         return self._transmit(now)
 
     def abort(self) -> list[bytes]:
         """ABORT at once (9.1), e.g. before the DTLS association closes."""
-        if self.state not in ("listen", "closed"):
+        if self.state not in (AssociationState.LISTEN, AssociationState.CLOSED):
             self._close("closed", send_abort=True)
         return self._flush()
 
     def _close(self, reason: str, *, send_abort: bool) -> None:
         if send_abort:
             self._out.append(c.chunk(c.ABORT, 0, b""))
-        self.state = "closed"
+        self.state = AssociationState.CLOSED
         self._outstanding.clear()
         self._queue.clear()
         self._rx = None

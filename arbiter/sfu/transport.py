@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Protocol
 
 from ..errors import MalformedInput
 from .dcep import Channel, ChannelEvent, DataChannels
-from .dtls import Certificate, DtlsSession
+from .dtls import Certificate, DtlsSession, DtlsState
 from .ice import SWITCHED, IceLiteResponder
 from .srtp import SrtpSession
 
@@ -39,8 +40,26 @@ Send = Callable[[bytes, Address], None]
 
 PENDING_DTLS = 8  # datagrams held while the remote fingerprints are unknown
 
-PRODUCER = "producer"
-CONSUMER = "consumer"
+class Role(StrEnum):
+    """Which side of the producer/consumer model a transport is (docs/PROTOCOL.md section 4)."""
+
+    PRODUCER = "producer"  # a participant's microphone and camera, to the SFU
+    CONSUMER = "consumer"  # one publisher's tracks, to one subscriber
+
+
+class CloseReason(StrEnum):
+    """Why a transport closed (what the MediaRoom reacts to; counted by the endpoint)."""
+
+    OPEN = ""  # not closed
+    CLOSED = "closed"  # closed by its owner (departure, room closed)
+    CONSENT = "consent"  # no valid binding request for media.consent_timeout (RFC 7675)
+    DTLS = "dtls"  # the DTLS handshake failed (or the fingerprint did not match)
+    PEER_CLOSED = "peer_closed"  # the browser sent close_notify
+    REPLACED = "replaced"  # a rebuilt peer connection's transport took over
+
+
+PRODUCER = Role.PRODUCER
+CONSUMER = Role.CONSUMER
 
 
 class TransportListener(Protocol):
@@ -66,7 +85,7 @@ class WebRtcTransport:
     def __init__(
         self,
         *,
-        role: str,
+        role: Role,
         owner: str,
         certificate: Certificate,
         send: Send,
@@ -100,7 +119,7 @@ class WebRtcTransport:
         self.last_rx = float("-inf")
         self.connected = False
         self.closed = False
-        self.close_reason = ""  # "consent", "dtls", "peer_closed", "closed"
+        self.close_reason = CloseReason.OPEN
         # Our SSRC as an RTCP sender (RR, REMB, PLI) on this transport: random (RFC 3550 8.1).
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.listener: TransportListener | None = None  # the Router that made it
@@ -221,30 +240,30 @@ class WebRtcTransport:
             if len(self._pending_dtls) < PENDING_DTLS:
                 self._pending_dtls.append(data)
             return
-        was_connected = dtls.state == "connected"
+        was_connected = dtls.state == DtlsState.CONNECTED
         datagrams = dtls.receive_untrusted(data, now)
         self._flush(datagrams)
-        if not was_connected and dtls.state == "connected":
+        if not was_connected and dtls.state == DtlsState.CONNECTED:
             self._dtls_connected()
-        if dtls.state == "connected":
+        if dtls.state == DtlsState.CONNECTED:
             self._receive_sctp(dtls.take_application_data(), now)
-        elif dtls.state == "failed":
+        elif dtls.state == DtlsState.FAILED:
             log.info("%r: DTLS failed: %s", self, dtls.failure_reason)
-            self.close("dtls")
-        elif dtls.state == "closed":
+            self.close(CloseReason.DTLS)
+        elif dtls.state == DtlsState.CLOSED:
             # The browser closed this peer connection: its close_notify (RFC 5246 7.2.1) is a
             # goodbye, so stop sending at once instead of until consent runs out.
-            self.close("peer_closed")
+            self.close(CloseReason.PEER_CLOSED)
 
     def handle_timeout(self, now: float) -> None:
         """DTLS retransmissions (RFC 6347 4.2.4): call when `next_timeout()` has passed."""
         dtls = self.dtls
-        if dtls is not None and dtls.state in ("new", "connecting"):
+        if dtls is not None and dtls.state in (DtlsState.NEW, DtlsState.CONNECTING):
             deadline = dtls.next_timeout()
             if deadline is not None and now >= deadline:
                 self._flush(dtls.handle_timeout(now))
         channels = self.datachannels
-        if channels is not None and dtls is not None and dtls.state == "connected":
+        if channels is not None and dtls is not None and dtls.state == DtlsState.CONNECTED:
             deadline = channels.association.next_timeout()
             if deadline is not None and now >= deadline:  # SACK delay, T3-rtx, stream reset
                 packets, events = channels.handle_timeout(now)
@@ -338,7 +357,7 @@ class WebRtcTransport:
         if self.connected and not was and self.listener is not None:
             self.listener.on_transport_connected(self)
 
-    def close(self, reason: str = "closed") -> None:
+    def close(self, reason: CloseReason = CloseReason.CLOSED) -> None:
         """Idempotent. Says goodbye (SCTP ABORT, DTLS close_notify), then tells the listener
         (which closes this transport's producers and consumers), then the `on_close` hooks."""
         if self.closed:
