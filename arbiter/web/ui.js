@@ -74,7 +74,8 @@ const STRIP_MIN_W = 112; // px: narrower strip tiles wrap (and the grid scrolls)
 /**
  * The participant grid: one 16:9 tile per participant. Layout "grid": equal tiles in the rows
  * and columns that make them largest. Layout "speaker": the active speaker (or, until the SFU
- * names one, the first other participant) large on top, the others in a strip below.
+ * names one, the first other participant) large on top, the others in a strip below; with two
+ * people in a wide window, ours beside theirs (class "side-by-side").
  */
 export class Grid {
   constructor(root) {
@@ -268,6 +269,7 @@ export class Grid {
       tile.node.classList.toggle("active-speaker", !!speaker && !speaker.self && tile === speaker && n > 1);
     }
     this.root.classList.toggle("has-speaker", !!large);
+    if (!large) this.root.classList.remove("side-by-side");
     this.root.classList.toggle("layout-speaker", this.mode === "speaker");
     this.root.classList.toggle("layout-grid", this.mode === "grid");
     this.root.dataset.layout = this.mode;
@@ -284,6 +286,20 @@ export class Grid {
       let stripW = Math.min(height * STRIP_SHARE, STRIP_MAX_H) * ASPECT;
       if (k * stripW + (k - 1) * gap > width) stripW = Math.max(STRIP_MIN_W, (width - (k - 1) * gap) / k);
       const bigW = Math.min(width, (height - stripW / ASPECT - gap) * ASPECT);
+      // Two people: our tile beside theirs rather than below, when that makes theirs larger
+      // (a window wider than 16:9): theirs as tall as the grid, ours taking the rest of the
+      // row, so the two fill the width without bars at the sides.
+      const sideW = Math.min(height * ASPECT, width - gap - stripW);
+      const beside = k === 1 && sideW > bigW;
+      this.root.classList.toggle("side-by-side", beside);
+      if (beside) {
+        const ownW = Math.min(width - gap - sideW, sideW);
+        px("--tile-w", ownW);
+        px("--tile-h", ownW / ASPECT);
+        px("--big-w", sideW);
+        px("--big-h", sideW / ASPECT);
+        return;
+      }
       px("--tile-w", stripW);
       px("--tile-h", stripW / ASPECT);
       px("--big-w", bigW);
