@@ -20,7 +20,6 @@ page's TURN username (`<expiry>:<connectionId>`).
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import time
