@@ -121,12 +121,13 @@ class ArbiterParticipant(Participant):
             me = leg.local_credentials()
             if self.simulcast:
                 offer = simulcast.build_simulcast_offer(
-                    me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, candidate=leg.address
-                )
+                    me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, candidate=leg.address,
+                    transport_cc=self.transport_cc,
+                )  # fmt: skip
             else:
                 offer = sdp_client.build_publisher_offer(
                     me.ufrag, me.pwd, me.fingerprint, self.audio_ssrc, self.video_ssrc,
-                    candidate=leg.address,
+                    candidate=leg.address, transport_cc=self.transport_cc,
                 )  # fmt: skip
             await self.ws.send_offer(offer, room_id=self.room_id)
             with trio.fail_after(10):

@@ -25,7 +25,7 @@ def _scenario(text: str) -> runner.Scenario:
     """meeting:N | broadcast:M | rooms:KxN, then issue 13's options, each after a "+":
     simulcast, flat (simulcast, every layer at the plain packet rate), watchN (each subscriber
     watches N publishers, the others paused), hH (maxHeight H for the watched ones), stepN (plain
-    publishers send every Nth frame)."""
+    publishers send every Nth frame), twcc (publishers offer and send transport-cc)."""
     head, *options = text.split("+")
     kind, _, arg = head.partition(":")
     scenario: runner.Scenario | None = None
@@ -42,6 +42,8 @@ def _scenario(text: str) -> runner.Scenario:
                 break
             if option == "simulcast":
                 scenario = scenario.with_options(simulcast=True)
+            elif option == "twcc":
+                scenario = scenario.with_options(transport_cc=True)
             elif option == "flat":
                 scenario = scenario.with_options(flat=True)
             elif option.startswith("watch"):
@@ -57,7 +59,7 @@ def _scenario(text: str) -> runner.Scenario:
     if scenario is None:
         raise argparse.ArgumentTypeError(
             f"bad scenario {text!r}: meeting:N, broadcast:M or rooms:KxN, then any of "
-            "+simulcast, +flat, +watchN, +hH, +stepN"
+            "+simulcast, +flat, +watchN, +hH, +stepN, +twcc"
         )
     return scenario
 
@@ -124,6 +126,10 @@ def add_parser(sub: Any) -> None:
         default=0,
         help="with --watch: the simulcast variants' maxHeight for watched tiles",
     )
+    bench.add_argument("--transport-cc", action="store_true",
+                       help="every scenario's publishers offer and send transport-cc, as "
+                       "Chrome does (then the SFU offers it to subscribers, which answer with "
+                       "feedback)")  # fmt: skip
     bench.add_argument("--warmup", type=float, default=None,
                        help="seconds from the last join to the window (default 1, simulcast 4): "
                        "longer lets the SFU's downlink estimates grow")  # fmt: skip
@@ -308,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
     args.target = args.target or ["arbiter", "janus", "relay"]
     if not args.scenario and not args.ramp and not args.two_core:
         args.scenario = [runner.meeting(4)]
+    if args.transport_cc:
+        args.scenario = [s.with_options(transport_cc=True) for s in args.scenario]
     if args.simulcast or args.watch:
         args.scenario = variants(args.scenario, args.simulcast, args.watch, args.max_height)
     if any(s.variant for s in args.scenario):

@@ -38,10 +38,12 @@ from ..sfu.dtls import Certificate
 from . import feedback, payloads
 from .feedback import ReceptionState
 from .sdp_client import RemoteMedia, peer_client_for
-from .simulcast import TAG_SHIFT, TAGS, VideoLayer
+from .simulcast import TAG_SHIFT, TAGS, TWCC_EXT, VideoLayer, extension_block
 
 STAMP = struct.Struct("!QII")  # send time ns, publisher number | layer tag << 24, counter
 _RTP_HEADER = struct.Struct("!BBHII")  # RFC 3550 5.1 fixed header
+_U16 = struct.Struct("!H")
+_TWCC_ELEMENT = bytes([(TWCC_EXT << 4) | 1])  # RFC 8285 4.2: id, length 2 - 1
 LATENCY_SAMPLE = 8
 OPUS_PT, VP8_PT = 111, 96
 RECV_BUFFER = 4 * 1024 * 1024
@@ -242,13 +244,17 @@ class Leg:
         until: float,
         *,
         layers: Sequence[VideoLayer] | None = None,
+        transport_cc: bool = False,
     ) -> None:
         """Send the recording in real time until `until` (trio clock) or cancellation.
 
         `layers`: the video streams to send (simulcast.py); by default the whole recording on
         `video_ssrc`. A layer with a rid is sent only while `active_rids` (the SFU's last
         `layers` frame; None: not told yet) names it, and resumes at a keyframe, as a browser's
-        encoder does. Counts what the kernel accepted in `sent_packets` / `sent_bytes`."""
+        encoder does. `transport_cc`: every packet (audio too) carries the next transport-wide
+        sequence number of this leg (draft-holmer-rmcat-transport-wide-cc-extensions-01 section
+        2, extension id TWCC_EXT), as Chrome sends them. Counts what the kernel accepted in
+        `sent_packets` / `sent_bytes`."""
         remote, sock, protect = self.remote, self.sock, self.protect
         assert protect is not None and remote is not None
         if layers is None:
@@ -263,6 +269,7 @@ class Leg:
         a_seq = 0
         a_ts = v_ts = 0
         seqs = [0] * len(layers)
+        twcc_seq = 0
         sending = [True] * len(layers)  # False: stopped, waiting for a keyframe to resume
         counter = 0
         srtcp = self.client.srtp.protect_rtcp if self.client and self.client.srtp else None
@@ -302,11 +309,15 @@ class Leg:
                         sending[i] = True
                     ts = (v_ts + layer.timestamp_origin) & 0xFFFFFFFF
                     for packet in frame:
-                        batch.append((VP8_PT, seqs[i], ts, layer.ssrc, layer.extension, packet,
+                        batch.append((VP8_PT, seqs[i], ts, layer.ssrc, layer.elements, packet,
                                       layer.tag))  # fmt: skip
                         seqs[i] += 1
                 v_index += 1
-            for pt, seq, ts, ssrc, extension, packet, tag in batch:
+            for pt, seq, ts, ssrc, elements, packet, tag in batch:
+                if transport_cc:
+                    elements = elements + _TWCC_ELEMENT + _U16.pack(twcc_seq & 0xFFFF)
+                    twcc_seq += 1
+                extension = extension_block(elements)
                 body = packet.payload
                 if len(body) < STAMP.size + 4:
                     body = body + bytes(STAMP.size + 4 - len(body))

@@ -38,6 +38,7 @@ class Participant:
         self.simulcast = False
         self.flat_layers = False  # every layer sends every frame (simulcast.simulcast_layers)
         self.frame_step = 1
+        self.transport_cc = False  # offer and send transport-cc, as Chrome does
         self.layer_ssrcs = tuple(0x2000_0000 + 4 * number + i for i in range(3))
         self._changed = trio.Event()
 

@@ -44,6 +44,7 @@ class Scenario:
     # `flat`: every simulcast layer sends every frame (the packet rate of a plain publisher).
     simulcast: bool = False
     flat: bool = False
+    transport_cc: bool = False  # publishers offer and send transport-cc (Chrome's extension)
     watch: int = 0
     max_height: int = 0
     frame_step: int = 1
@@ -51,15 +52,20 @@ class Scenario:
 
     @property
     def variant(self) -> bool:
-        return self.simulcast or self.watch > 0 or self.max_height > 0 or self.frame_step > 1
+        return (
+            self.simulcast or self.watch > 0 or self.max_height > 0 or self.frame_step > 1
+            or self.transport_cc
+        )  # fmt: skip
 
     def with_options(self, *, simulcast: bool = False, watch: int = 0, max_height: int = 0,
-                     frame_step: int = 1, flat: bool = False) -> Scenario:  # fmt: skip
+                     frame_step: int = 1, flat: bool = False,
+                     transport_cc: bool = False) -> Scenario:  # fmt: skip
         """This scenario with more options; its name says which (meeting-8-simulcast-watch4)."""
         merged = replace(
             self, simulcast=simulcast or self.simulcast, watch=watch or self.watch,
             max_height=max_height or self.max_height, frame_step=max(frame_step, self.frame_step),
             flat=flat or self.flat,
+            transport_cc=transport_cc or self.transport_cc,
         )  # fmt: skip
         if merged.flat:
             merged = replace(merged, simulcast=True)
@@ -69,6 +75,7 @@ class Scenario:
         name += f"-step{merged.frame_step}" if merged.frame_step > 1 else ""
         name += f"-watch{merged.watch}" if merged.watch else ""
         name += f"-h{merged.max_height}" if merged.max_height else ""
+        name += "-twcc" if merged.transport_cc else ""
         return replace(merged, name=name, base=base)
 
     @property
@@ -157,6 +164,7 @@ async def run_scenario(
                 await p.publisher_leg.publish(
                     recording, p.number, p.audio_ssrc, p.video_ssrc, float("inf"),
                     layers=p.video_layers(recording),
+                    transport_cc=p.transport_cc,
                 )  # fmt: skip
 
         number = 0
@@ -170,7 +178,7 @@ async def run_scenario(
                 p = target.participant(room, number, certificate)
                 p.nursery = nursery
                 p.simulcast, p.frame_step = scenario.simulcast, scenario.frame_step
-                p.flat_layers = scenario.flat
+                p.flat_layers, p.transport_cc = scenario.flat, scenario.transport_cc
                 present = {m.peer_id for m in members if m.publisher_leg is not None}
                 with trio.fail_after(JOIN_TIMEOUT):
                     await p.join(nursery, publishes)

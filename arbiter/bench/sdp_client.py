@@ -19,6 +19,9 @@ from aiortc.sdp import SessionDescription
 from ..sfu.client import HOST_PRIORITY, PeerClient
 from ..sfu.dtls import Certificate
 
+TWCC_EXT = 3  # the transport-wide-cc extension id, as Chrome numbers it
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
 # aiortc maps a=setup values to its role names; map them back to what the SDP said.
 _ROLE_TO_SETUP = {"auto": "actpass", "client": "active", "server": "passive"}
 
@@ -49,14 +52,16 @@ def build_publisher_offer(
     opus_pt: int = 111,
     vp8_pt: int = 96,
     cname: str = "arbiter-bench",
+    transport_cc: bool = False,
 ) -> str:
     """A sendonly Opus + VP8 offer as a browser would make it, minus what we never send.
 
     Not ICE-lite: we are the full, controlling agent, so the server (ICE-lite or not) answers our
     checks and our USE-CANDIDATE decides the pair. `a=setup:actpass` lets the server choose its
-    DTLS role (Janus picks `active`, Arbiter `passive`). No header extensions: neither server needs
-    one to route SSRC-signalled streams, and leaving out transport-cc / abs-send-time keeps the
-    server from spending CPU on feedback that the load generator would ignore anyway.
+    DTLS role (Janus picks `active`, Arbiter `passive`). No header extensions by default: neither
+    server needs one to route SSRC-signalled streams. `transport_cc` adds the transport-wide-cc
+    extension (Chrome's id 3) to both sections: what a browser's call costs an SFU that stamps
+    and estimates with it (issue 13: Arbiter's layer choice needs its subscribers' feedback).
     """
     ip, port = candidate
     session_id = secrets.randbits(62)
@@ -91,6 +96,11 @@ def build_publisher_offer(
             f"a=mid:{mid}",
             "a=sendonly",
             "a=rtcp-mux",
+            *(
+                [f"a=extmap:{TWCC_EXT} {TWCC_URI}", f"a=rtcp-fb:{pt} transport-cc"]
+                if transport_cc
+                else []
+            ),
             f"a=rtpmap:{pt} {rtpmap}",
         ]
         lines += [f"a=rtcp-fb:{pt} {fb}" for fb in feedback]

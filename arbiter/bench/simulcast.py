@@ -34,8 +34,9 @@ RIDS = ("q", "h", "f")
 FRAME_STEP = (4, 2, 1)  # layer i sends the recording's frames whose index is a multiple of it
 SIZES = ((160, 90), (320, 180), (640, 360))  # width, height per layer (16:9, as the web client)
 # Extension ids as Chrome numbers them (tests/data/chrome_simulcast_offer.sdp).
-MID_EXT, RID_EXT = 4, 10
+MID_EXT, RID_EXT, TWCC_EXT = 4, 10, 3
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 VIDEO_MID = "1"
 TAG_SHIFT = 24  # the stamp's publisher field: number | tag << TAG_SHIFT
@@ -47,26 +48,35 @@ _VP8_START = b"\x9d\x01\x2a"
 @dataclass(frozen=True)
 class VideoLayer:
     """One video stream a publishing leg sends: the recording's frames `index % step == 0`
-    on `ssrc`, with `extension` (a complete RFC 8285 block, b"" for none) in every packet."""
+    on `ssrc`, with the one-byte header extension `elements` (RFC 8285 section 4.2, without
+    the 0xBEDE header; b"" for none) in every packet."""
 
     ssrc: int
     step: int
     frames: list[list[payloads.Packet]]
-    extension: bytes = b""
+    elements: bytes = b""
     rid: str | None = None  # None: always sent; else only while the SFU wants this rid
     keyframes: frozenset[int] = frozenset()  # frame indices a stopped layer may resume at
     tag: int = 0
     timestamp_origin: int = 0
 
 
-def one_byte_extension(elements: Sequence[tuple[int, bytes]]) -> bytes:
-    """An RFC 8285 section 4.2 one-byte-header extension block, padded to 32 bits."""
+def one_byte_elements(elements: Sequence[tuple[int, bytes]]) -> bytes:
+    """RFC 8285 section 4.2 one-byte-header elements: ID (4 bits), length - 1 (4 bits), data."""
     body = bytearray()
     for ident, value in elements:
         body.append((ident << 4) | (len(value) - 1))
         body += value
-    body += bytes(-len(body) % 4)
-    return _EXT_HEADER.pack(0xBEDE, len(body) // 4) + bytes(body)
+    return bytes(body)
+
+
+def extension_block(elements: bytes) -> bytes:
+    """`elements` as an RFC 8285 one-byte-header extension block (0xBEDE, length in 32-bit
+    words), zero-padded to 32 bits; b"" for no elements."""
+    if not elements:
+        return b""
+    pad = -len(elements) % 4
+    return _EXT_HEADER.pack(0xBEDE, (len(elements) + pad) // 4) + elements + bytes(pad)
 
 
 def resized_frames(
@@ -133,10 +143,10 @@ def simulcast_layers(
     layers = []
     for index, rid in enumerate(RIDS):
         width, height = SIZES[index]
-        extension = one_byte_extension([(MID_EXT, VIDEO_MID.encode()), (RID_EXT, rid.encode())])
+        elements = one_byte_elements([(MID_EXT, VIDEO_MID.encode()), (RID_EXT, rid.encode())])
         frames = resized_frames(recording.video, width, height)
         layers.append(VideoLayer(
-            ssrc=ssrcs[index], step=steps[index], frames=frames, extension=extension,
+            ssrc=ssrcs[index], step=steps[index], frames=frames, elements=elements,
             rid=rid, keyframes=keyframe_indices(frames), tag=1 + index,
             timestamp_origin=secrets.randbits(32),
         ))  # fmt: skip
@@ -152,11 +162,15 @@ def build_simulcast_offer(
     candidate: tuple[str, int],
     opus_pt: int = 111,
     vp8_pt: int = 96,
+    transport_cc: bool = False,
 ) -> str:
     """A sendonly Opus + simulcast VP8 offer as Chrome makes it (tests/data/
     chrome_simulcast_offer.sdp), minus what the load generator never sends: the video section
     has no a=ssrc (RFC 8853: the layers' SSRCs come from the RID extension), `a=rid:<rid> send`
-    for q, h, f, `a=simulcast:send q;h;f` and the mid and RID header extensions."""
+    for q, h, f, `a=simulcast:send q;h;f` and the mid and RID header extensions; with
+    `transport_cc`, the transport-wide-cc extension and feedback on both sections, as Chrome
+    offers them (the SFU then sends us feedback and offers transport-cc to subscribers)."""
+    twcc = [f"a=extmap:{TWCC_EXT} {URI_TWCC}"] if transport_cc else []
     ip, port = candidate
     host = f"a=candidate:1 1 udp 2130706431 {ip} {port} typ host"
     common = [
@@ -177,6 +191,7 @@ def build_simulcast_offer(
         f"m=audio {port} UDP/TLS/RTP/SAVPF {opus_pt}",
         *common,
         "a=mid:0",
+        *twcc,
         "a=sendonly",
         "a=rtcp-mux",
         f"a=rtpmap:{opus_pt} opus/48000/2",
@@ -191,11 +206,13 @@ def build_simulcast_offer(
         f"a=mid:{VIDEO_MID}",
         f"a=extmap:{MID_EXT} {URI_MID}",
         f"a=extmap:{RID_EXT} {URI_RID}",
+        *twcc,
         "a=sendonly",
         "a=msid:bench video",
         "a=rtcp-mux",
         f"a=rtpmap:{vp8_pt} VP8/90000",
         *(f"a=rtcp-fb:{vp8_pt} {fb}" for fb in ("nack", "nack pli", "ccm fir", "goog-remb")),
+        *([f"a=rtcp-fb:{vp8_pt} transport-cc"] if transport_cc else []),
         *(f"a=rid:{rid} send" for rid in RIDS),
         "a=simulcast:send " + ";".join(RIDS),
         host,
