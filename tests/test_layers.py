@@ -213,15 +213,15 @@ def test_lookup_and_retransmission_reproduce_the_original() -> None:
     assert rewriter.lookup((newest + 1) & 0xFFFF) is None  # not sent yet
     with pytest.raises(MalformedInput):
         rewriter.rewrite_retransmission_untrusted(b"\x80\x60", 2, newest)
-    # A NACK reaches back NACK_WINDOW packets, no further.
+    # A NACK reaches back NACK_REACH packets, no further.
     first = rtp.seq_of(run.out[0][2])
-    for frame in range(25, 25 + layers.NACK_WINDOW // 3 + 2):
+    for frame in range(25, 25 + layers.NACK_REACH // 3 + 2):
         run.feed(frame, {}, {})
     assert rewriter.lookup(first) is None
     assert rewriter.rewrite_retransmission_untrusted(run.out[0][1], 0, first) is None
     newest = rtp.seq_of(run.out[-1][2])
-    assert rewriter.lookup((newest - layers.NACK_WINDOW + 1) & 0xFFFF) is not None
-    assert rewriter.lookup((newest - layers.NACK_WINDOW) & 0xFFFF) is None
+    assert rewriter.lookup((newest - layers.NACK_REACH + 1) & 0xFFFF) is not None
+    assert rewriter.lookup((newest - layers.NACK_REACH) & 0xFFFF) is None
 
 
 def test_reordering_inside_a_layer_and_across_a_switch() -> None:
@@ -425,13 +425,13 @@ def test_long_run_in_one_layer_never_stalls() -> None:
     late = l0.sent[-4]  # reordered a little, still in
     assert rewriter.rewrite_untrusted(late, 0, frames / FPS) is not None
     newest = rtp.seq_of(last)
-    for back in (0, 1, 500, layers.NACK_WINDOW - 1):
+    for back in (0, 1, 500, layers.NACK_REACH - 1):
         original = l0.sent[-1 - back]
         assert rewriter.lookup((newest - back) & 0xFFFF) == (0, rtp.seq_of(original))
         again = rewriter.rewrite_retransmission_untrusted(original, 0, (newest - back) & 0xFFFF)
         assert again is not None and rtp.seq_of(again) == (newest - back) & 0xFFFF
     assert rewriter.rewrite_retransmission_untrusted(l0.sent[-1], 0, newest) == last
-    assert rewriter.lookup((newest - layers.NACK_WINDOW) & 0xFFFF) is None
+    assert rewriter.lookup((newest - layers.NACK_REACH) & 0xFFFF) is None
 
 
 def test_recorded_vp8_through_three_layers() -> None:

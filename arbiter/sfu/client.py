@@ -16,10 +16,10 @@ from ..errors import MalformedInput
 from . import mux, stun
 from .dtls import Certificate, DtlsSession
 from .ice import random_pwd, random_ufrag
+from .sdp import HOST_PRIORITY
 from .srtp import SrtpSession
 
 # A host candidate's priority as a browser computes it (RFC 8445 5.1.2.1): type preference 126.
-HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255
 
 
 class PeerClient:

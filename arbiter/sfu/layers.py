@@ -32,6 +32,7 @@ import struct
 from collections.abc import Sequence
 
 from ..errors import MalformedInput
+from .producer import VIDEO_CACHE
 from .rtp import payload_end_untrusted, payload_offset_untrusted
 from .vp8 import h264_is_keyframe_untrusted, vp8_descriptor_untrusted
 
@@ -41,13 +42,13 @@ _U32 = struct.Struct("!I")
 
 # A NACK reaches at most this far behind the newest output sequence number: the producer's
 # per-layer cache holds 1024 packets (producer.VIDEO_CACHE).
-NACK_WINDOW = 1024
+NACK_REACH = VIDEO_CACHE  # packets: as far back as a layer's cache reaches
 GENERATIONS = 16  # switches remembered for NACK lookup (more than 16 within 1024 packets: gone)
 # Packets this far ahead of the generation's base move the base forward (the base only exists to
 # drop the few packets that arrive after a switch but were sent before it).
 _BASE_SLIDE = 0x4000
 _BASE_LAG = 0x2000
-assert NACK_WINDOW < _BASE_LAG
+assert NACK_REACH < _BASE_LAG
 # This many packets of the current layer "from before the switch" mean the publisher restarted
 # its sequence numbers: start again at the next keyframe (a new, still continuous generation).
 STALE_LIMIT = 64
@@ -138,7 +139,7 @@ class LayerRewriter:
             base = self._base_seq = (in_seq - _BASE_LAG) & 0xFFFF
             # The generation's first output seq moves along too: NACK lookups compare seqs mod
             # 2^16, which a generation longer than 0x8000 packets would make ambiguous. Older
-            # generations fall out of NACK_WINDOW (< _BASE_LAG) with it.
+            # generations fall out of NACK_REACH (< _BASE_LAG) with it.
             gen = self._cur
             gen = self._cur = (*gen[:5], (base + gen[1]) & 0xFFFF)
             self._gens[(self._gen - 1) % GENERATIONS] = gen
@@ -257,9 +258,9 @@ class LayerRewriter:
     # -- NACK, RTX and SR support ----------------------------------------------------------
 
     def _generation(self, out_seq: int) -> Generation | None:
-        """The generation that output `out_seq`, if within NACK_WINDOW of the newest."""
+        """The generation that output `out_seq`, if within NACK_REACH of the newest."""
         max_seq = self._max_seq
-        if self._gen == 0 or (max_seq - out_seq) & 0xFFFF >= NACK_WINDOW:
+        if self._gen == 0 or (max_seq - out_seq) & 0xFFFF >= NACK_REACH:
             return None
         gens = self._gens
         for g in range(self._gen - 1, max(-1, self._gen - 1 - GENERATIONS), -1):
@@ -269,13 +270,13 @@ class LayerRewriter:
             # Newest first: the first generation that starts at or before out_seq output it.
             if (out_seq - gen[5]) & 0xFFFF <= span:
                 return gen
-            if span >= NACK_WINDOW:
+            if span >= NACK_REACH:
                 return None  # older generations are further back still
         return None
 
     def lookup(self, out_seq: int) -> tuple[int, int] | None:
         """(layer, original seq) behind the consumer's sequence number `out_seq` (a NACK), or
-        None when it is older than NACK_WINDOW or than the remembered switches."""
+        None when it is older than NACK_REACH or than the remembered switches."""
         gen = self._generation(out_seq & 0xFFFF)
         if gen is None:
             return None

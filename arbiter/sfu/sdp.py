@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Mapping
 
+from .sctp import MAX_MESSAGE_SIZE
 from .sdp_grammar import (
     CANONICAL_NAMES,
     DIRECTIONS,
@@ -75,7 +76,6 @@ __all__ = [
 
 # Data channels (RFC 8841): our SCTP port and the largest message we take (a=max-message-size).
 SCTP_PORT = 5000
-MAX_MESSAGE_SIZE = 262144
 DEFAULT_MAX_MESSAGE_SIZE = 65536  # RFC 8841 §6.1: when the peer does not say
 
 # RFC 8445 §5.1.2.1: type preference 126 (host), local preference 65535, component 1.
