@@ -1,24 +1,51 @@
-"""The `arbiter` command: serve, sfu, rooms, bench (argparse: stdlib, enough for four verbs)."""
+"""The `arbiter` command: serve, check, sfu, rooms, bench (argparse: stdlib, enough here)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 import trio
 
-from .config import ConfigError, load_config
+from . import logs
+from .config import (
+    Config,
+    ConfigError,
+    StartupError,
+    check_files,
+    check_udp_ports,
+    effective_toml,
+    exposure_warning,
+    load_config,
+)
+
+
+def _configure(args: argparse.Namespace) -> Config:
+    """The configuration (file, environment, then command-line overrides), and logging set up
+    from it. Raises ConfigError."""
+    config = load_config(args.config)
+    log_format = getattr(args, "log_format", None)
+    if log_format:
+        config = config.replace(log={"format": log_format})
+    logs.setup("debug" if args.verbose else config.log.level, config.log.format)
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import Server
 
-    config = load_config(args.config)
+    config = _configure(args)
     server = Server(config)
+    # Every check and bind before anything runs or logs: a failed start is one line.
+    try:
+        server.prepare()
+    except StartupError as exc:
+        print(f"arbiter: {exc.message}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -38,8 +65,37 @@ def _serve(args: argparse.Namespace) -> int:
                     server.shutdown()
                     break
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:  # trio nurseries wrap what their tasks raise
+        refused, _ = group.split(StartupError)
+        if refused is None:
+            raise
+        print(f"arbiter: {_leaf(refused)}", file=sys.stderr)
+        return 2
     print("Arbiter stopped", flush=True)
+    return 0
+
+
+def _leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
+def _check(args: argparse.Namespace) -> int:
+    """`arbiter check`: the effective configuration with secrets masked, or the one error."""
+    from .server import announced_addresses, media_ports
+
+    config = load_config(args.config)
+    check_files(config)
+    source = args.config if args.config is not None else "(no file: defaults)"
+    print(f"# arbiter check: the effective configuration of {source}, environment applied,")
+    print("# secrets masked")
+    print(effective_toml(config), end="")
+    warning = exposure_warning(config, announced_addresses(config), media_ports(config))
+    if warning:
+        print(f"arbiter: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -47,10 +103,15 @@ def _sfu(args: argparse.Namespace) -> int:
     """An SFU worker for a gateway (docs/PROTOCOL.md section 1)."""
     from .sfu.worker import Worker, WorkerRefused
 
-    config = load_config(args.config)
+    config = _configure(args)
     token = args.token or config.workers.token
     if not token:
         print("arbiter sfu: a worker token is required (--token or workers.token)", file=sys.stderr)
+        return 2
+    try:
+        check_udp_ports(config.media, 1)
+    except StartupError as exc:
+        print(f"arbiter sfu: {exc.message}", file=sys.stderr)
         return 2
     worker = Worker(config, args.gateway, token, args.id, parent_pid=args.parent)
     try:
@@ -116,7 +177,7 @@ def _rooms(args: argparse.Namespace) -> int:
                     f"/admin/rooms/{args.room}/password", json={"password": password}
                 )
     except httpx.HTTPError as exc:
-        print(f"arbiter rooms: cannot reach {base}: {exc}", file=sys.stderr)
+        print(f"arbiter rooms: server not reachable at {base} ({exc})", file=sys.stderr)
         return 1
     if response.status_code == 404 and response.json().get("message") == "Not found":
         print(f"arbiter rooms: {base} does not answer /admin/ to this address"
@@ -131,11 +192,20 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     (without it `bench` is listed for --help but has none)."""
     parser = argparse.ArgumentParser(prog="arbiter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"arbiter {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server (HTTP API, WebSocket gateway, SFUs)")
     serve.add_argument("--config", default=None, help="path to arbiter.toml")
+    serve.add_argument("--log-format", choices=["text", "json"], default=None,
+                       help="log lines as text or one JSON object per line (log.format)")  # fmt: skip
     serve.set_defaults(func=_serve)
+
+    check = sub.add_parser(
+        "check", help="validate a configuration and print it in full (secrets masked)"
+    )
+    check.add_argument("--config", default=None, help="path to arbiter.toml")
+    check.set_defaults(func=_check)
 
     sfu = sub.add_parser("sfu", help="run an SFU worker for a gateway")
     sfu.add_argument(
@@ -147,6 +217,8 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
     sfu.add_argument(
         "--parent", type=int, default=None, help="exit when this process is gone (local workers)"
     )
+    sfu.add_argument("--log-format", choices=["text", "json"], default=None,
+                     help="log lines as text or one JSON object per line (log.format)")  # fmt: skip
     sfu.set_defaults(func=_sfu)
 
     rooms = sub.add_parser(
@@ -174,6 +246,16 @@ def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:
 BENCH_HELP = "load generator and benchmark report (BENCHMARKS.md)"
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    try:
+        return importlib.metadata.version("arbiter")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def _verb(argv: Sequence[str]) -> str | None:
     """The subcommand: the first argument that is not an option (the top-level options take
     no values)."""
@@ -183,10 +265,8 @@ def _verb(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(with_bench=_verb(argv) == "bench").parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Until a verb reads its configuration (serve and sfu set up logging again from it).
+    logs.setup("debug" if args.verbose else "info")
     try:
         return int(args.func(args))
     except ConfigError as exc:

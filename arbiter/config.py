@@ -9,8 +9,13 @@ the field's type, so containers and systemd units need no edited file.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
+import json
 import os
+import re
+import socket
+import ssl
 import tomllib
 import types
 import typing
@@ -26,7 +31,15 @@ class ConfigError(ArbiterError):
     """The configuration file or an environment override is invalid (not a peer's fault)."""
 
 
+class StartupError(ArbiterError):
+    """The machine refuses what the configuration asks (a port in use, an address this host
+    does not have): `arbiter` prints the one line and exits 2."""
+
+
 LOOPBACK = ["127.0.0.1/8", "::1"]
+# Field metadata of keys whose value is a secret: `arbiter check` prints them masked.
+SECRET = {"secret": True}
+MASK = "********"
 
 
 def _check_networks(key: str, values: list[str]) -> None:
@@ -35,6 +48,55 @@ def _check_networks(key: str, values: list[str]) -> None:
             ipaddress.ip_network(value, strict=False)
         except ValueError as exc:
             raise ConfigError(f"{key}: not an address or network: {value!r}") from exc
+
+
+def _check_ip(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not an IP address: {value!r}") from exc
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_ICE_URL = re.compile(
+    r"(?P<scheme>stuns?|turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:?/@\s]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def _check_host(key: str, value: str) -> None:
+    """An IP address or a DNS name (what a socket can bind or a browser can resolve)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            raise ConfigError(f"{key}: not an IP address or host name: {value!r}") from None
+
+
+def check_ice_url(key: str, url: str) -> None:
+    """RFC 7064 (stun:, stuns:) and RFC 7065 (turn:, turns:) URIs: scheme, host, optional port
+    1-65535; `?transport=udp|tcp` on TURN URIs only. A browser refuses the whole RTCPeerConnection
+    configuration for one bad URL, so a typo here would break every join."""
+    match = _ICE_URL.fullmatch(url)
+    if match is None:
+        raise ConfigError(
+            f"{key}: expected a stun:, stuns:, turn: or turns: URL "
+            f"(scheme:host[:port][?transport=udp|tcp]), got {url!r}"
+        )
+    host = match["host"]
+    if host.startswith("["):
+        _check_ip(key, host[1:-1])
+    else:
+        _check_host(key, host)
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"{key}: port out of range (1-65535) in {url!r}")
+    if match["transport"] is not None and not match["scheme"].startswith("turn"):
+        raise ConfigError(f"{key}: ?transport= is for turn: and turns: URLs only, got {url!r}")
+
+
+def _check_port(key: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: expected 0-65535, got {port}")
 
 
 def _check_origin(key: str, value: str) -> None:
@@ -62,10 +124,12 @@ class HttpConfig:
     admin_allow: list[str] = field(default_factory=lambda: list(LOOPBACK))
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"http.port: expected 0-65535, got {self.port}")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("http.tls_cert and http.tls_key: set both or neither")
+        _check_host("http.host", self.host)
+        _check_port("http.port", self.port)
+        if self.tls_cert and not self.tls_key:
+            raise ConfigError("http.tls_key: not set, but http.tls_cert is: set both or neither")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("http.tls_cert: not set, but http.tls_key is: set both or neither")
         for origin in self.allowed_origins:
             _check_origin("http.allowed_origins", origin)
         _check_networks("http.metrics_allow", self.metrics_allow)
@@ -85,8 +149,10 @@ class MediaConfig:
     video_codec: str = "VP8"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"media.port: expected 0-65535, got {self.port}")
+        _check_ip("media.listen", self.listen)
+        _check_port("media.port", self.port)
+        for ip in self.announced_ip:
+            _check_ip("media.announced_ip", ip)
         if not self.consent_timeout > 0:
             raise ConfigError(
                 f"media.consent_timeout: must be > 0 seconds, got {self.consent_timeout}"
@@ -103,16 +169,13 @@ class IceConfig:
     # coturn `static-auth-secret`: when set, TURN URLs get time-limited credentials
     # (username "<expiry>:<connectionId>", password base64(HMAC-SHA1(secret, username))),
     # handed only to identified clients (arbiter/turn.py).
-    turn_secret: str = ""
+    turn_secret: str = field(default="", metadata=SECRET)
     # Lifetime of the credentials handed to an identified client (seconds).
     turn_ttl: int = 3600
 
     def __post_init__(self) -> None:
         for url in self.servers:
-            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")) or len(url) < 6:
-                raise ConfigError(
-                    f"ice.servers: expected a stun:, stuns:, turn: or turns: URL, got {url!r}"
-                )
+            check_ice_url("ice.servers", url)
         if not 60 <= self.turn_ttl <= 86400:
             raise ConfigError(f"ice.turn_ttl: expected 60-86400 seconds, got {self.turn_ttl}")
 
@@ -213,14 +276,14 @@ class LimitsConfig:
 class WorkersConfig:
     # Shared secret remote SFU workers present in `identify`. Empty: remote workers refused
     # (local workers then get a random token per boot).
-    token: str = ""
+    token: str = field(default="", metadata=SECRET)
     # Local SFU worker processes `arbiter serve` starts: "auto" (one per core), a number, or 0
     # (rooms run inside the gateway process). Worker i listens on UDP media.port + i.
     local: str = "auto"
 
     def __post_init__(self) -> None:
         if self.local != "auto" and not (self.local.isdigit() and int(self.local) <= 64):
-            raise ConfigError(f"workers.local: expected \"auto\" or 0-64, got {self.local!r}")
+            raise ConfigError(f'workers.local: expected "auto" or 0-64, got {self.local!r}')
 
     def count(self) -> int:
         """How many local workers to start."""
@@ -232,6 +295,28 @@ class StoreConfig:
     path: str = "arbiter.db"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    # "debug", "info", "warning" or "error" (`-v` on the command line: debug).
+    level: str = "info"
+    # "text" (time LEVEL logger: message) or "json" (one object per line); `--log-format`.
+    format: str = "text"
+    # One line per HTTP request and WebSocket upgrade (logger arbiter.access). Off by default:
+    # request paths hold room names, which let anyone who reads them into the call.
+    access: bool = False
+
+    def __post_init__(self) -> None:
+        if self.level not in LOG_LEVELS:
+            raise ConfigError(f"log.level: expected one of {', '.join(LOG_LEVELS)}, "
+                              f"got {self.level!r}")  # fmt: skip
+        if self.format not in LOG_FORMATS:
+            raise ConfigError(f"log.format: expected text or json, got {self.format!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -241,6 +326,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some keys changed: `config.replace(http={"port": 0})`."""
@@ -362,3 +448,140 @@ def _known_env_vars() -> set[str]:
         for f in dataclasses.fields(cls):
             names.add(f"ARBITER_{name.upper()}_{f.name.upper()}")
     return names
+
+
+# -- checks that read the machine, and what `arbiter check` prints --------------------------------
+
+
+def check_files(config: Config) -> None:
+    """The files the configuration names exist and hold what they should: the TLS certificate
+    and key (PEM, and a key that belongs to the certificate). One ConfigError naming the key."""
+    http = config.http
+    if not http.tls_cert:
+        return
+    texts = {}
+    for key, path in (("http.tls_cert", http.tls_cert), ("http.tls_key", http.tls_key)):
+        try:
+            texts[key] = Path(path).read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: no such file: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in texts["http.tls_cert"]:
+        raise ConfigError(f"http.tls_cert: no PEM certificate in {http.tls_cert}")
+    if "PRIVATE KEY-----" not in texts["http.tls_key"]:
+        raise ConfigError(f"http.tls_key: no PEM private key in {http.tls_key}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(http.tls_cert, http.tls_key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ConfigError(
+                f"http.tls_key: {http.tls_key} is not the key of the certificate in {http.tls_cert}"
+            ) from None
+        raise ConfigError(
+            f"http.tls_cert: cannot load {http.tls_cert} with {http.tls_key}: {exc.reason or exc}"
+        ) from None
+
+
+def bind_error(key: str, proto: str, host: str, port: int, exc: OSError) -> StartupError:
+    """The one line for a socket that could not be bound, naming the key and the port."""
+    where = f"{proto} port {port} on {host}"
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"{key}: {where} is already in use (another server running?)")
+    if exc.errno == errno.EACCES:
+        return StartupError(
+            f"{key}: {where}: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return StartupError(f"{key}: {host} is not an address of this host ({where})")
+    return StartupError(f"{key}: cannot bind {where}: {exc.strerror or exc}")
+
+
+def check_udp_ports(config: MediaConfig, count: int) -> None:
+    """Bind and release `media.listen:media.port + i` for i < count (the endpoints bind them
+    right after; a wildcard or ephemeral port is checked too: the address must exist)."""
+    family = socket.AF_INET6 if ":" in config.listen else socket.AF_INET
+    ports = [config.port + i if config.port else 0 for i in range(max(count, 1))]
+    if ports[-1] > 65535:
+        raise StartupError(f"media.port: {config.port} + {len(ports)} workers is past 65535")
+    for port in ports:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((config.listen, port))
+            except OSError as exc:
+                raise bind_error("media.port", "UDP", config.listen, port, exc) from None
+
+
+def _address_kind(ip: str) -> str | None:
+    """Why browsers elsewhere cannot reach `ip`, or None for a globally routable address."""
+    address = ipaddress.ip_address(ip)
+    if address.is_global:
+        return None
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    return "private"
+
+
+def exposure_warning(config: Config, announced: list[str], ports: str) -> str | None:
+    """The warning for an announced media address browsers outside this network cannot reach.
+
+    The rule (docs/PROTOCOL.md section 6): some announced address is not globally routable
+    (RFC 1918, loopback, link-local, CGNAT, IPv6 ULA, ...) while clients may come from outside:
+    `http.host` is a wildcard or a global address, or `limits.trusted_proxies` is set (a proxy
+    forwards visitors from anywhere). A server bound to a private address, with no proxy, serves
+    its own network only and is not warned about. `ports` names the media port(s)."""
+    local = [(ip, kind) for ip in announced if (kind := _address_kind(ip)) is not None]
+    if not local:
+        return None
+    host = config.http.host
+    if host in ("0.0.0.0", "::"):
+        why = f"http.host {host} accepts clients from any network"
+    elif _is_ip(host) and _address_kind(host) is None:
+        why = f"http.host {host} is a public address"
+    elif config.limits.trusted_proxies:
+        why = "limits.trusted_proxies is set (a proxy forwards clients from anywhere)"
+    else:
+        return None
+    which = ", ".join(f"{ip} ({kind})" for ip, kind in local)
+    return (
+        f"media.announced_ip: {which} is not reachable from other networks but {why}: their "
+        f"browsers' media will not arrive unless they relay through TURN; announce this host's "
+        f"public address (behind 1:1 NAT the public IP, with udp {ports} forwarded here)"
+    )
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def effective_toml(config: Config) -> str:
+    """Every key with its effective value (defaults filled in, environment applied), as TOML,
+    with secrets masked: what `arbiter check` prints."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        values = getattr(config, section.name)
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if f.metadata.get("secret") and value:
+                value = MASK
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+    return repr(value)

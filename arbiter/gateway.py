@@ -46,9 +46,11 @@ from .peer import (
     CLOSE_MEDIA_LOST,
     CLOSE_NORMAL,
     CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TOO_BIG,
     OFFER_IN_FLIGHT_TIMEOUT,
     QUEUE_FULL,
+    SERVER_RESTARTING,
     Peer,
     RoomHooks,
     RoomPeers,
@@ -126,10 +128,27 @@ class Gateway:
         if peer.kind == "worker" and peer.peer_id is not None:
             self.workers.pop(peer.peer_id, None)
             self.hooks.worker_gone(peer.peer_id)
-        self.leave(peer)
+        self.leave(peer, peer.close_reason or "connection closed")
         self.store.remove_connection(peer.connection_id)
         peer.outbox.close()
         self.metrics.ws_connections.set(len(self.peers))
+
+    def participant_count(self) -> int:
+        """Clients identified in a room, all rooms together (arbiter_participants)."""
+        return sum(len(room.clients) for room in self.rooms.values())
+
+    def server_restarting(self) -> None:
+        """The server is stopping (SIGTERM/SIGINT): every browser's socket, identified or not,
+        gets `{"type":"serverRestarting"}` and is closed with 1012 "Service Restart" (RFC 6455
+        7.4.1), so the web client rejoins after a pause instead of reporting an error. SFU and
+        worker connections are left to the shutdown itself."""
+        self.stopping = True
+        text = p.encode({"type": "serverRestarting"})
+        for peer in list(self.peers.values()):
+            if peer.trusted or peer.kind in ("sfu", "worker"):
+                continue
+            peer.send_text(text)
+            peer.request_close(CLOSE_SERVICE_RESTART, SERVER_RESTARTING)
 
     def client_count(self, room_id: int) -> int:
         room = self.rooms.get(room_id)
@@ -149,7 +168,7 @@ class Gateway:
         # Not sfuDisconnect: that means "rejoin", and rejoining would open a new room.
         self.broadcast(clients, {"type": "roomClosed", "roomId": room_id})
         for peer in [*clients, *([room.sfu] if room.sfu else [])]:
-            self.leave(peer)
+            self.leave(peer, "room closed")
         for peer in clients:
             peer.request_close(CLOSE_NORMAL, "Room closed")
 
@@ -191,7 +210,7 @@ class Gateway:
             if peer.kind == "sfu" and "clientId" in data:
                 self._evict(peer, data["clientId"])
             else:
-                self.leave(peer)
+                self.leave(peer, "disconnect")
                 peer.request_close(CLOSE_NORMAL, "disconnect")
         elif action == "chat":
             self._chat(peer, data)
@@ -316,6 +335,10 @@ class Gateway:
         peer.kind, peer.peer_id, peer.room_id, peer.name = "client", peer_id, room_id, name
         peer.moderator = moderator
         room.clients[peer_id] = peer
+        peer.joined_at, peer.media_seen = self.monotonic(), False
+        log.info("room %d: peer %s joined (%d in the room)", room_id, peer_id, len(room.clients),
+                 extra={"room": room_id, "peer": peer_id, "participants": len(room.clients),
+                        "moderator": moderator})  # fmt: skip
         self._store_identity(peer)
         peer.send(self._identified(peer))
         peer.send(
@@ -438,8 +461,9 @@ class Gateway:
 
     # -- leave ---------------------------------------------------------------------------------
 
-    def leave(self, peer: Peer) -> None:
-        """Undo identify: tell the room. Idempotent; the connection row stays until close."""
+    def leave(self, peer: Peer, reason: str = "") -> None:
+        """Undo identify: tell the room. Idempotent; the connection row stays until close.
+        `reason` is for the log line (default: the close reason, else "left")."""
         if peer.kind is None or peer.room_id is None:
             return
         room_id, kind, peer_id = peer.room_id, peer.kind, peer.peer_id
@@ -449,6 +473,13 @@ class Gateway:
             return
         if kind == "client" and peer_id is not None and room.clients.get(peer_id) is peer:
             del room.clients[peer_id]
+            stayed = self.monotonic() - peer.joined_at if peer.joined_at is not None else 0.0
+            why = reason or peer.close_reason or "left"
+            log.info("room %d: peer %s left after %.0f s, %s (%d in the room)", room_id, peer_id,
+                     stayed, why, len(room.clients),
+                     extra={"room": room_id, "peer": peer_id, "participants": len(room.clients),
+                            "reason": why, "seconds": round(stayed, 1)})  # fmt: skip
+            peer.joined_at = None
             if self.active_speaker.get(room_id) == peer_id:
                 del self.active_speaker[room_id]  # newcomers must not be shown a departed one
             self.broadcast(
@@ -489,7 +520,7 @@ class Gateway:
         target = room.clients.get(client_id) if isinstance(client_id, str) else None
         if target is None:
             raise NotFound(p.RECEIVER_NOT_FOUND)
-        self.leave(target)
+        self.leave(target, "media connection lost")
         target.request_close(CLOSE_MEDIA_LOST, "media connection lost")
 
     # -- routing -------------------------------------------------------------------------------
@@ -634,6 +665,16 @@ class Gateway:
         kind = data.get("type")
         if kind == "mediaUp":
             self.hooks.media_up(peer.room_id)
+            client_id = data.get("id")
+            client = room.clients.get(client_id) if isinstance(client_id, str) else None
+            if client is not None and client.joined_at is not None and not client.media_seen:
+                # The first transport of this client that connected: its join is complete.
+                client.media_seen = True
+                seconds = self.monotonic() - client.joined_at
+                self.metrics.join_seconds.observe(seconds)
+                log.info("room %d: peer %s media connected %.2f s after joining", peer.room_id,
+                         client_id, seconds, extra={"room": peer.room_id, "peer": client_id,
+                                                    "join_seconds": round(seconds, 3)})  # fmt: skip
         elif kind == "chat":
             sender = data.get("sender")
             content = data.get("content")

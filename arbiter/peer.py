@@ -19,6 +19,10 @@ from . import protocol as p
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # RFC 6455 section 7.4.1: a peer that does not drain its queue
 CLOSE_TOO_BIG = 1009
+# RFC 6455 section 7.4.1 (IANA registry): "Service Restart". The server is stopping (SIGTERM or
+# SIGINT) and will be back: the client should rejoin calmly after a pause.
+CLOSE_SERVICE_RESTART = 1012
+SERVER_RESTARTING = "Server restarting"
 # Application close code (RFC 6455 7.4.2 reserves 4000-4999 for applications): the room's SFU
 # evicted this client because its media stopped (consent freshness expired, RFC 7675).
 CLOSE_MEDIA_LOST = 4001
@@ -69,6 +73,10 @@ class Peer:
         # When this client's last producer offer went to the SFU, until the SFU answers it.
         self.offer_sent_at: float | None = None
         self.identified = trio.Event()
+        # When a client's identify was accepted (the gateway's monotonic clock), until its first
+        # transport connects (mediaUp): arbiter_join_seconds and the "media connected" line.
+        self.joined_at: float | None = None
+        self.media_seen = False
         self.moderator = False
         # Results of slow credential checks done before the frame is handled (arbiter.access):
         # (kind, stored hash, fingerprint of the secret offered) -> matched.

@@ -108,7 +108,7 @@ class RoomManager:
         self.workers.load(worker_id, load)
 
     def worker_gone(self, worker_id: str) -> None:
-        self.workers.gone(worker_id)
+        self.workers.gone(worker_id, stopping=self.gateway is not None and self.gateway.stopping)
 
     def media_up(self, room_id: int) -> None:
         room = self.rooms.get(room_id)
@@ -142,6 +142,10 @@ class RoomManager:
                 room.password_hash = row.password_hash
                 room.moderator_key_hash = row.moderator_key_hash
                 room.locked = row.locked
+            if self.rooms:
+                log.info("%d rooms recovered from the store (%s)", len(self.rooms),
+                         ", ".join(f"{n} {state}" for state, n in self.counts().items() if n),
+                         extra={"rooms": len(self.rooms)})  # fmt: skip
             nursery.start_soon(self._keep_pool)
             nursery.start_soon(self._reap_empty_rooms)
             task_status.started()
@@ -228,8 +232,10 @@ class RoomManager:
         with trio.move_on_after(self.config.rooms.start_timeout):
             await room.ready.wait()
         if not room.ready.is_set():
-            self.close_room(room_id)
+            self.close_room(room_id, "its SFU did not start in time")
             raise ServerFault("the room's SFU did not start in time")
+        log.info("room %d created (%s)", room_id, "createRoom" if owner else "idle pool",
+                 extra={"room": room_id, "worker": room.worker})  # fmt: skip
         return room_id
 
     def rooms_held(self, owner: str) -> int:
@@ -262,6 +268,10 @@ class RoomManager:
                 room.locked = False
                 if self.gateway is None or self.gateway.client_count(room_id) == 0:
                     room.empty_since = trio.current_time()
+                # Not the urlPath: a room's name lets whoever reads it into the call.
+                log.info("room %d claimed%s", room_id,
+                         " (password protected)" if password_hash else "",
+                         extra={"room": room_id, "password": password_hash is not None})  # fmt: skip
             self._pool_wakeup.set()
         return claimed
 
@@ -280,11 +290,13 @@ class RoomManager:
             room.password_hash = password_hash
             self.store.set_password(room_id, password_hash)
 
-    def close_room(self, room_id: int) -> None:
-        """Idempotent; stops the SFU task and frees the urlPath."""
+    def close_room(self, room_id: int, reason: str = "closed by an operator") -> None:
+        """Idempotent; stops the SFU task and frees the urlPath. `reason`: for the log line."""
         room = self.rooms.pop(room_id, None)
         self.store.close_room(room_id)
         if room is not None:
+            log.info("room %d closed: %s", room_id, reason,
+                     extra={"room": room_id, "reason": reason})  # fmt: skip
             room.status = st.CLOSED
             room.cancel_scope.cancel()
             room.ready.set()
@@ -333,5 +345,4 @@ class RoomManager:
                     and room.empty_since is not None
                     and now - room.empty_since >= limit
                 ):
-                    log.info("room %d: empty for %.0f s, closing", room.id, limit)
-                    self.close_room(room.id)
+                    self.close_room(room.id, f"empty for {limit:.0f} s")

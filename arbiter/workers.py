@@ -66,7 +66,7 @@ class WorkerPool:
 
     def attached(self, worker_id: str, peer: Peer, capacity: dict[str, Any]) -> None:
         self.workers[worker_id] = WorkerInfo(worker_id, peer, capacity)
-        log.info("SFU worker %s attached", worker_id)
+        log.info("SFU worker %s attached", worker_id, extra={"worker": worker_id})
         self._wake()
 
     def load(self, worker_id: str, load: dict[str, Any]) -> None:
@@ -87,10 +87,14 @@ class WorkerPool:
                 }
                 setattr(worker, key, clean)
 
-    def gone(self, worker_id: str) -> None:
+    def gone(self, worker_id: str, stopping: bool = False) -> None:
+        """The worker's control connection closed: its rooms move (`stopping`: the server is
+        shutting down, which is no news worth a warning)."""
         worker = self.workers.pop(worker_id, None)
         if worker is not None:
-            log.warning("SFU worker %s gone; its %d rooms move", worker_id, len(worker.rooms))
+            log.log(logging.INFO if stopping else logging.WARNING,
+                    "SFU worker %s gone; its %d rooms move", worker_id, len(worker.rooms),
+                    extra={"worker": worker_id})  # fmt: skip
             worker.gone.set()
             self._wake()
 
@@ -142,6 +146,9 @@ async def run_local_worker(config: Config, index: int, gateway_url: str, token: 
         ARBITER_MEDIA_ANNOUNCED_IP=",".join(media.announced_ip),
         ARBITER_MEDIA_CONSENT_TIMEOUT=str(media.consent_timeout),
         ARBITER_MEDIA_VIDEO_CODEC=media.video_codec,
+        # The workers log like the gateway (their stderr is the gateway's).
+        ARBITER_LOG_LEVEL=config.log.level,
+        ARBITER_LOG_FORMAT=config.log.format,
         # In the environment, not on the command line: `ps` shows arguments to everyone.
         ARBITER_WORKERS_TOKEN=token,
     )

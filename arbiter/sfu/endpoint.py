@@ -221,6 +221,9 @@ class MediaEndpoint:
         self.config = config
         self.certificate = certificate or Certificate.generate()
         self.counters: Counter[str] = Counter()
+        # UDP payload bytes received and sent (/metrics: arbiter_media_bytes_total).
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_addr: dict[Address, WebRtcTransport] = {}
         self._addrs: dict[WebRtcTransport, list[Address]] = {}
@@ -280,6 +283,7 @@ class MediaEndpoint:
                 self._sendto(datagram, addr)  # type: ignore[misc]
             else:
                 self._sendmsg((datagram,), via, 0, addr)  # type: ignore[misc]
+            self.bytes_out += len(datagram)  # sent (a queued one counts when it leaves)
         except BlockingIOError:
             self._queue(datagram, addr)
         except OSError as exc:
@@ -391,6 +395,7 @@ class MediaEndpoint:
         """
         counters = self.counters
         n = len(data)
+        self.bytes_in += n  # arbiter_media_bytes_total{direction="in"}
         if n > MAX_DATAGRAM:
             counters["oversize"] += 1
             return
@@ -558,6 +563,7 @@ class MediaEndpoint:
                             sock.sendto(datagram, addr)
                         else:
                             sock.sendmsg((datagram,), via, 0, addr)
+                        self.bytes_out += len(datagram)
                     except BlockingIOError:
                         break
                     except OSError:
