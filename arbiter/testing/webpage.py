@@ -252,3 +252,64 @@ def run_browsers(body: Callable[[list[Any]], None], *extra_args: list[str]) -> N
             stack.callback(browser.close)
             launched.append(browser)
         body(launched)
+
+
+# ------------------------------------------------------------ banners, console, tile boxes
+
+# Every text and kind the banner (#banner) shows, in order, from the page's first script on
+# (a MutationObserver; "" when it is hidden).
+BANNER_RECORDER = """(() => {
+  const seen = [];
+  Object.defineProperty(window, "bannerHistory", { value: () => seen.slice() });
+  document.addEventListener("DOMContentLoaded", () => {
+    const node = document.querySelector("#banner");
+    const note = () => {
+      const shown = !node.hidden;
+      const entry = { text: shown ? node.textContent : "", kind: shown ? node.dataset.kind || "" : "" };
+      const last = seen[seen.length - 1];
+      if (!last || last.text !== entry.text || last.kind !== entry.kind) seen.push(entry);
+    };
+    new MutationObserver(note).observe(node, {
+      attributes: true, childList: true, characterData: true, subtree: true,
+    });
+  });
+})();"""
+
+
+def record_banners(context: Any) -> None:
+    """A `Page` setup hook: the page keeps every banner it shows (`banner_history`)."""
+    context.add_init_script(BANNER_RECORDER)
+
+
+def banner_history(page: Page) -> list[dict[str, str]]:
+    """[{"text", "kind"}] of every banner change since the page loaded (`record_banners`)."""
+    return page.page.evaluate("window.bannerHistory()")
+
+
+def console_problems(page: Page) -> list[str]:
+    """The page's console errors and uncaught exceptions so far."""
+    return [line for line in page.log if line.startswith(("error:", "pageerror:"))]
+
+
+TILE_BOXES_JS = """() => {
+  const grid = document.querySelector('#grid'), s = getComputedStyle(grid);
+  const g = grid.getBoundingClientRect();
+  const inner = {
+    x: g.left + parseFloat(s.paddingLeft), y: g.top + parseFloat(s.paddingTop),
+    width: grid.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight),
+    height: grid.clientHeight - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom),
+  };
+  const tiles = [...grid.querySelectorAll('[data-testid=tile]')].map((t) => {
+    const r = t.getBoundingClientRect();
+    return { self: t.dataset.self !== undefined, large: t.classList.contains('large'),
+             x: r.left, y: r.top, width: r.width, height: r.height };
+  });
+  return { grid: inner, gap: parseFloat(s.columnGap), scrolls: grid.scrollHeight > grid.clientHeight,
+           tiles };
+}"""
+
+
+def tile_boxes(page: Page) -> dict[str, Any]:
+    """The grid's content box ({x, y, width, height}, CSS pixels), its gap, whether it scrolls,
+    and every tile's box with `self` and `large`, in DOM order."""
+    return page.page.evaluate(TILE_BOXES_JS)

@@ -8,11 +8,53 @@
 // can act on.
 
 export class JoinError extends Error {
-  constructor(message, { retryable = true } = {}) {
+  /**
+   * @param {string} message  a plain sentence for the person (banners show it)
+   * @param {{retryable?: boolean, detail?: string}} [opts]  `detail`: what went wrong
+   *   technically (the browser's or the server's words), for the console only
+   */
+  constructor(message, { retryable = true, detail = "" } = {}) {
     super(message);
     this.name = "JoinError";
     this.retryable = retryable;
+    this.detail = detail;
   }
+}
+
+/**
+ * @typedef {object} ApiAnswer
+ * @property {number} status  the HTTP status; 0 when no answer came (network error, timeout)
+ * @property {Record<string, any>} data  the JSON body ({} when none); for status 0, {message}
+ * @property {boolean} [timedOut]  status 0 because the server took longer than the timeout
+ */
+
+/**
+ * A plain sentence for an API answer that is not what the join needed; the server's or the
+ * browser's own words ("Failed to fetch", "Too many requests") stay in the console.
+ *
+ * @param {ApiAnswer} r
+ * @returns {string}
+ */
+export function plainProblem(r) {
+  if (r.status === 0) {
+    return r.timedOut
+      ? "The server is taking too long to answer."
+      : "Cannot reach the server. Check your network connection.";
+  }
+  if (r.status === 429) return "The server is busy.";
+  if (r.status >= 500) return "The server ran into a problem.";
+  return "The server refused the request.";
+}
+
+/**
+ * What an API answer was, for the console: `GET /config: 0 Failed to fetch`.
+ *
+ * @param {string} what
+ * @param {ApiAnswer} r
+ */
+function detailOf(what, r) {
+  const message = r.data?.reason || r.data?.message || "";
+  return `${what}: ${r.status}${message ? ` ${message}` : ""}`;
 }
 
 export const sleep = (ms, signal) =>
@@ -46,6 +88,12 @@ export function roomPathFromLocation(loc = window.location) {
   return path.replace(/^\/+|\/+$/g, "");
 }
 
+/**
+ * @param {string} method
+ * @param {string} path
+ * @param {{body?: unknown, signal?: AbortSignal, timeout?: number}} [opts]
+ * @returns {Promise<ApiAnswer>}
+ */
 async function request(method, path, { body, signal, timeout = 12000 } = {}) {
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(new DOMException("timed out", "TimeoutError")), timeout);
@@ -68,7 +116,8 @@ async function request(method, path, { body, signal, timeout = 12000 } = {}) {
     return { status: res.status, data };
   } catch (err) {
     if (signal?.aborted) throw err;
-    return { status: 0, data: { message: String(err?.message || err) } };
+    const timedOut = ctrl.signal.aborted;
+    return { status: 0, data: { message: String(/** @type {any} */ (err)?.message || err) }, timedOut };
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
@@ -136,12 +185,24 @@ export async function getConfig({ signal } = {}) {
  * did not say (busy, unreachable): the lobby then offers a plain join.
  */
 export async function roomInfo(urlPath, { signal } = {}) {
-  const r = await request("GET", `/getRoomId?urlPath=${encodeURIComponent(urlPath)}`, { signal });
+  const r = await request("GET", lookupPath(urlPath), { signal });
+  if (r.status === 200 && r.data.exists === false) return { exists: false };
   if (r.status === 200) {
     return { exists: true, roomId: Number(r.data.roomId ?? r.data.id), passwordRequired: r.data.passwordRequired === true };
   }
   if (r.status === 404) return { exists: false };
   return null;
+}
+
+/**
+ * GET /getRoomId for `urlPath`, asking (`probe=1`) for a miss as `200 {"exists": false}`: a
+ * 404 is what a miss is to a server that ignores the flag, and the browser reports every 404
+ * in the console as an error, while a new room is nothing of the kind.
+ *
+ * @param {string} urlPath
+ */
+function lookupPath(urlPath) {
+  return `/getRoomId?urlPath=${encodeURIComponent(urlPath)}&probe=1`;
 }
 
 /** A claimRoom answer: the room id, and the moderator key when this call bound the room. */
@@ -160,31 +221,59 @@ function claimRefused(urlPath, data) {
 
 /** One pass of the join flow; returns {roomId, moderatorKey} or throws a JoinError. */
 async function resolveOnce(urlPath, { signal, onStatus, password, lookup }) {
-  const q = encodeURIComponent(urlPath);
   let r;
   if (lookup) {
-    r = await request("GET", `/getRoomId?urlPath=${q}`, { signal });
-    if (r.status === 200) return { roomId: Number(r.data.roomId ?? r.data.id), moderatorKey: "" };
+    r = await request("GET", lookupPath(urlPath), { signal });
+    if (r.status === 200 && r.data.exists !== false) return { roomId: Number(r.data.roomId ?? r.data.id), moderatorKey: "" };
     if (r.status === 400) throw new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
-    if (r.status !== 404) throw new JoinError(`The server did not answer (${r.status || r.data.message}).`);
+    if (r.status !== 404 && r.status !== 200) {
+      throw new JoinError(plainProblem(r), { detail: detailOf("GET /getRoomId", r) });
+    }
   }
+  // No ready room to claim (the idle pool is empty): start one first rather than be told so
+  // with a 404, which the browser reports in the console as an error.
+  if (await noReadyRoom(signal)) await startRoom(onStatus, signal);
   // The password protects the room only if this call binds it (claimRoom ignores it otherwise).
   const body = password ? { urlPath, password } : { urlPath };
   onStatus?.("Claiming the room…");
   r = await request("PATCH", "/claimRoom", { body, signal });
   if (r.status === 200) return claimed(r.data);
   if (r.status === 400) throw claimRefused(urlPath, r.data);
-  if (r.status !== 404) throw new JoinError(`Could not claim the room (${r.status || r.data.message}).`);
+  if (r.status !== 404) throw new JoinError(plainProblem(r), { detail: detailOf("PATCH /claimRoom", r) });
 
-  onStatus?.("Starting a new room…");
-  r = await request("PUT", "/createRoom", { body: {}, signal, timeout: 20000 });
-  if (r.status !== 200) {
-    const reason = r.data.reason || r.data.message || r.status;
-    throw new JoinError(`The server could not start a room (${reason}).`);
-  }
+  await startRoom(onStatus, signal);
   r = await request("PATCH", "/claimRoom", { body, signal });
   if (r.status === 200) return claimed(r.data);
-  throw new JoinError("No room became free for this link.");
+  throw new JoinError("No room became free for this link.", { detail: detailOf("PATCH /claimRoom", r) });
+}
+
+/**
+ * Whether the server has no ready room to claim (GET /health counts them); false when it
+ * does not say.
+ *
+ * @param {AbortSignal | undefined} signal
+ */
+async function noReadyRoom(signal) {
+  const r = await request("GET", "/health", { signal });
+  const unclaimed = r.status === 200 ? r.data.rooms?.unclaimed : undefined;
+  return typeof unclaimed === "number" && unclaimed <= 0;
+}
+
+/**
+ * PUT /createRoom: one more ready room to claim.
+ *
+ * @param {((text: string) => void) | undefined} onStatus
+ * @param {AbortSignal | undefined} signal
+ */
+async function startRoom(onStatus, signal) {
+  onStatus?.("Starting a new room…");
+  const r = await request("PUT", "/createRoom", { body: {}, signal, timeout: 20000 });
+  if (r.status === 200) return;
+  const full = r.status === 429 || r.data.reason === "room limit reached";
+  throw new JoinError(
+    full ? "The server could not start a room: it has no room free right now." : "The server could not start a room.",
+    { detail: detailOf("PUT /createRoom", r) },
+  );
 }
 
 /**

@@ -11,7 +11,7 @@
 
 import { chat, grid, media, preferences, roomLink, roomPath, session, state } from "./context.js";
 import { copyText, setCam, setLayout, setMic, toggleChat, toggleLayout, toggleShare } from "./controls.js";
-import { join, leave, pageHidden } from "./join.js";
+import { join, leave, pageHidden, pageShown } from "./join.js";
 import { startLanding, startLobby } from "./lobby.js";
 import { setupModeration, takeKeyFromFragment } from "./moderation.js";
 import { $, hydrateIcons } from "./ui.js";
@@ -56,6 +56,7 @@ window.arbiter = Object.freeze({
     locked: state.locked,
     passwordRequired: state.passwordRequired,
     removedBy: state.removedBy,
+    restarting: performance.now() < state.restartUntil,
     notices: [...state.notices],
     layout: grid.mode,
     preferences: preferences.snapshot(),
@@ -90,6 +91,7 @@ document.addEventListener("keydown", (event) => {
   }
 });
 window.addEventListener("pagehide", () => pageHidden());
+window.addEventListener("pageshow", (event) => pageShown(event));
 setupModeration();
 
 if (roomPath) startLobby(join);

@@ -35,6 +35,7 @@ export const state = {
   locked: false,
   passwordRequired: null, // true | false once known (lobby, creation, roomState)
   removedBy: null, // the name of whoever removed us, once `kicked` arrives
+  restartUntil: 0, // performance.now() until which a server restart is told calmly
 };
 
 /** The current join: its Signaling, Call and generation (a rejoin replaces all three). */

@@ -68,7 +68,8 @@ export async function toggleShare() {
   try {
     track = await captureScreen();
   } catch (err) {
-    toast(err.message);
+    console.warn("Arbiter: screen capture failed:", err);
+    toast("Could not share the screen.");
     return;
   }
   if (!track) return;

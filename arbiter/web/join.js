@@ -34,6 +34,33 @@ import { $, toast } from "./ui.js";
 
 const RETRY_CAP_MS = 10000;
 const KICKED = 4003; // the close code of a socket whose client a moderator removed
+// "Service Restart" (IANA WebSocket Close Code Number Registry, RFC 6455 section 11.7): the
+// server is going down to come back (SIGTERM), after a `serverRestarting` frame or not.
+const SERVICE_RESTART = 1012;
+export const RESTARTING = "The server is restarting. Reconnecting…";
+// A restart is told calmly for this long; an outage that lasts longer is reported as one.
+const RESTART_CALM_MS = 60000;
+// After `serverRestarting`, the server closes the socket; if it has not within this, we do.
+const RESTART_CLOSE_MS = 5000;
+// Rejoining after a restart waits 1-3 s first (random) so that a server just back is not met
+// by every client at once.
+const RESTART_SPREAD_MS = [1000, 3000];
+
+/**
+ * How a call ended, for the card shown after it: a title, and why (or nothing, when the
+ * title says it all).
+ *
+ * @typedef {object} Ending
+ * @property {"left" | "removed"} phase
+ * @property {string} title
+ * @property {string} reason
+ */
+
+/** @type {Record<"left" | "closed", Ending>} */
+const ENDINGS = {
+  left: { phase: "left", title: "You left the call", reason: "" },
+  closed: { phase: "left", title: "The room was closed", reason: "The server's operator closed this room." },
+};
 
 /** The Join click (the lobby has put the name and password into `state`). */
 export async function join() {
@@ -56,18 +83,35 @@ export async function join() {
   connect("Joining…");
 }
 
-/** Run the whole join flow until it succeeds, with back-off; one generation at a time. */
-async function connect(message) {
+/** Whether the server said it is restarting (recently enough to keep saying it calmly). */
+function restarting() {
+  return performance.now() < state.restartUntil;
+}
+
+/**
+ * Run the whole join flow until it succeeds, with back-off; one generation at a time.
+ * `delay`: wait this long before the first attempt.
+ *
+ * @param {string} message  what the banner says while joining
+ * @param {{delay?: number}} [opts]
+ */
+async function connect(message, { delay = 0 } = {}) {
   const mine = ++session.generation;
   state.phase = state.phase === "joined" || state.phase === "reconnecting" ? "reconnecting" : "joining";
+  if (delay > 0) {
+    setBanner(message, "info");
+    await sleep(delay);
+  }
   for (let attempt = 0; ; attempt++) {
     if (mine !== session.generation) return;
     state.attempts = attempt;
-    setBanner(attempt === 0 ? message : `${message} (attempt ${attempt + 1})`, "info");
+    if (restarting()) setBanner(RESTARTING, "info");
+    else setBanner(attempt === 0 ? message : `${message} (attempt ${attempt + 1})`, "info");
     try {
       await connectOnce(mine);
       if (mine !== session.generation) return;
       state.phase = "joined";
+      state.restartUntil = 0;
       state.marks.joined = performance.now();
       setBanner("");
       updateCount();
@@ -75,28 +119,50 @@ async function connect(message) {
     } catch (err) {
       if (mine !== session.generation) return;
       teardown();
-      const text = err?.message || String(err);
-      state.errors.push(text);
+      const { text, detail } = describeFailure(err);
+      state.errors.push(detail);
+      // The person reads a sentence; what the browser or the server said goes to the console.
+      console.warn("Arbiter: joining failed:", detail);
       const refusal = err instanceof SignalingError && refusalFor(err);
       if (refusal) return backToLobby(refusal);
-      if (err instanceof JoinError && !err.retryable) {
-        state.phase = "failed";
-        setBanner(`Cannot join: ${text}`, "error");
-        return;
-      }
+      if (err instanceof JoinError && !err.retryable) return backToLobby({ message: text });
       const wait = backoff(attempt, { cap: RETRY_CAP_MS });
-      setBanner(`${text} Retrying in ${Math.ceil(wait / 1000)} s…`, "warn");
+      if (restarting()) setBanner(RESTARTING, "info");
+      else setBanner(`${text} Retrying in ${Math.ceil(wait / 1000)} s…`, "warn");
       await sleep(wait);
     }
   }
 }
 
+/**
+ * A failed join attempt as a plain sentence for the banner (`text`) and what actually went
+ * wrong for the console and the test hook (`detail`).
+ *
+ * @param {unknown} err
+ * @returns {{text: string, detail: string}}
+ */
+export function describeFailure(err) {
+  if (err instanceof JoinError) return { text: err.message, detail: err.detail || err.message };
+  if (err instanceof SignalingError) {
+    const detail = err.detail || (err.status ? `identify: ${err.status} ${err.message}` : err.message);
+    if (!err.status) return { text: err.message, detail };
+    if (err.status === 404) return { text: "The room is no longer there.", detail };
+    if (err.status === 429) return { text: "The server is busy.", detail };
+    if (err.status >= 500) return { text: "The server ran into a problem.", detail };
+    return { text: "The server did not let us in.", detail };
+  }
+  const e = /** @type {{name?: string, message?: string} | null} */ (err);
+  const detail = `${e?.name || "Error"}: ${e?.message || String(err)}`;
+  return { text: "Could not set up the call's audio and video.", detail };
+}
+
+/** @param {number} mine  the join generation this attempt belongs to */
 async function connectOnce(mine) {
   const config = state.config || (state.config = await getConfig());
   const lookup = !state.skipLookup;
   state.skipLookup = false;
   const room = await resolveRoom(roomPath, {
-    onStatus: (text) => mine === session.generation && setBanner(text, "info"),
+    onStatus: (text) => mine === session.generation && !restarting() && setBanner(text, "info"),
     password: state.password, // protects the room only if this join creates it
     lookup,
   });
@@ -115,7 +181,9 @@ async function connectOnce(mine) {
     events: {
       onTrack: (peer, track) => onTrack(peer, track),
       onConsumerState: (peer, s) => onConsumerState(peer, s),
-      onProducerState: (s) => s === "failed" && mine === session.generation && lost("The media connection failed."),
+      onProducerState: (s) => {
+        if (s === "failed" && mine === session.generation) lost("The media connection failed.");
+      },
       onError: (text) => state.errors.push(text),
     },
   });
@@ -197,33 +265,77 @@ function teardown() {
   for (const id of [...state.peers.keys()]) removePeer(id);
 }
 
+/** @param {{code: number, reason: string}} info  the closed socket's */
 function closed({ code }) {
   if (code === KICKED || state.removedBy !== null) {
     const by = state.removedBy ?? "a moderator";
-    leave(`You were removed from the call by ${by}.`, { removed: true });
+    end({ phase: "removed", title: "You were removed from the call", reason: `You were removed from the call by ${by}.` });
+    return;
+  }
+  if (code === SERVICE_RESTART || restarting()) {
+    restart();
     return;
   }
   lost("Lost the connection to the server.");
 }
 
+function inCall() {
+  return state.phase === "joined" || state.phase === "joining" || state.phase === "reconnecting";
+}
+
+/** @param {string} reason  a sentence saying what broke */
 function lost(reason) {
-  if (state.phase !== "joined" && state.phase !== "joining" && state.phase !== "reconnecting") return;
+  if (!inCall()) return;
+  if (restarting()) return restart(); // the restart's own close is on its way or done
   teardown();
   state.phase = "reconnecting";
   connect(`${reason} Reconnecting…`);
 }
 
-export function leave(reason = "", { removed = false, title = "" } = {}) {
+/** `serverRestarting`: say so calmly, and rejoin once the server has closed the socket. */
+function serverRestarting() {
+  if (!inCall()) return;
+  state.restartUntil = performance.now() + RESTART_CALM_MS;
+  setBanner(RESTARTING, "info");
+  const { signaling } = session;
+  setTimeout(() => {
+    if (signaling && session.signaling === signaling && restarting()) restart();
+  }, RESTART_CLOSE_MS);
+}
+
+/** The server is going away to come back: rejoin after a short random wait, calmly. */
+function restart() {
+  if (!inCall()) return;
+  if (!restarting()) state.restartUntil = performance.now() + RESTART_CALM_MS;
+  teardown();
+  state.phase = "reconnecting";
+  const [low, high] = RESTART_SPREAD_MS;
+  connect(RESTARTING, { delay: low + Math.random() * (high - low) });
+}
+
+/** The Leave button: the call ends here, and the card says nothing more than its title. */
+export function leave() {
+  end(ENDINGS.left);
+}
+
+/**
+ * End the call and show the card after it: its title, and the reason when there is one to
+ * tell (the paragraph is hidden otherwise).
+ *
+ * @param {Ending} ending
+ */
+function end({ phase, title, reason }) {
   session.generation++;
   teardown();
-  state.phase = removed ? "removed" : "left";
+  state.phase = phase;
   state.moderator = false;
+  state.restartUntil = 0;
   stopShare({ republish: false });
   media.stopDevices();
   stopLocal();
-  $("#left-title").textContent =
-    title || (removed ? "You were removed from the call" : "You left the call");
+  $("#left-title").textContent = title;
   $("#left-reason").textContent = reason;
+  $("#left-reason").hidden = !reason;
   show("left");
   $("#rejoin").focus();
 }
@@ -254,9 +366,13 @@ function onMessage(msg) {
     case "sfuDisconnect":
       lost("The media server restarted.");
       break;
+    case "serverRestarting":
+      // SIGTERM (docs/PROTOCOL.md section 3): a close 1012 follows; rejoin when it is back.
+      serverRestarting();
+      break;
     case "roomClosed":
       // An operator closed the room: the call is over; rejoining would open a new room.
-      leave("The server's operator closed this room.", { title: "The room was closed" });
+      end(ENDINGS.closed);
       break;
     case "chat":
       chat.add(msg);
@@ -275,7 +391,7 @@ function onMessage(msg) {
       onMuteRequest(msg, peerName(msg.by));
       break;
     case "kicked":
-      onKicked(msg, peerName(msg.by));
+      onKicked(msg, peerName(msg.by, "a moderator")); // "...removed from the call by a moderator"
       break;
     case "producer":
       session.call?.handle(msg).then(() => {
@@ -295,7 +411,7 @@ function onMessage(msg) {
       if (msg.action === "preferences") break;
       state.errors.push(`${msg.action}: ${msg.status} ${msg.message}`);
       if (msg.action === "handshake" && msg.status === 503) retryOffer();
-      else if (msg.action === "chat") toast(`Message not sent: ${msg.message}`);
+      else if (msg.action === "chat") toast(msg.status === 429 ? "Message not sent: you are sending too fast." : "Message not sent.");
       else if (msg.action === "moderate") onModerateError(msg);
       break;
     default:
@@ -321,4 +437,17 @@ function retryOffer() {
 /** Everything on the page goes when it does. */
 export function pageHidden() {
   if (state.phase !== "left" && state.phase !== "removed") teardown();
+}
+
+/**
+ * The page comes back from the back/forward cache after `pageHidden` closed its connections:
+ * a call that was on rejoins.
+ *
+ * @param {PageTransitionEvent} event
+ */
+export function pageShown(event) {
+  if (event.persisted && inCall()) {
+    state.phase = "reconnecting";
+    connect("Reconnecting…");
+  }
 }

@@ -29,13 +29,25 @@ const MODES = {
   moderator: { note: "You are this room's moderator.", field: false },
 };
 
+// The landing page's suggested name, handed to the lobby it opens: 65 random bits nobody has
+// used, so the lobby knows the room is new without asking (a lookup of a name that has no room
+// is a 404, which the browser reports in the console as an error).
+const FRESH_KEY = "arbiter.freshRoom";
+
 export function startLanding() {
   show("landing");
-  $("#landing-room").value = suggestRoomName();
+  const suggested = suggestRoomName();
+  $("#landing-room").value = suggested;
   $("#landing-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const room = $("#landing-room").value.trim().replace(/^\/+|\/+$/g, "");
-    if (room) location.assign(`/${encodeURIComponent(room)}`);
+    if (!room) return;
+    try {
+      if (room === suggested) sessionStorage.setItem(FRESH_KEY, room);
+    } catch {
+      // storage refused: the lobby asks the server
+    }
+    location.assign(`/${encodeURIComponent(room)}`);
   });
   $("#landing-room").focus();
 }
@@ -64,13 +76,24 @@ export function startLobby(onJoin) {
   setLobbyMode(storedKey() ? "moderator" : "join");
   state.mediaReady = openDevices();
   getConfig().then((c) => (state.config = c)); // warm: the Join click needs it
-  roomInfo(roomPath).then((info) => {
+  (takeFresh() ? Promise.resolve({ exists: false }) : roomInfo(roomPath)).then((info) => {
     state.lobbyInfo = info;
     if (info) {
       state.passwordRequired = info.exists ? info.passwordRequired : null;
       if (state.phase === "lobby" && !state.lobby.message) setLobbyMode(lobbyModeFor(info));
     }
   });
+}
+
+/** Whether this page is the room the landing page just made up (once: a reload asks). */
+function takeFresh() {
+  try {
+    const fresh = sessionStorage.getItem(FRESH_KEY) === roomPath;
+    sessionStorage.removeItem(FRESH_KEY);
+    return fresh;
+  } catch {
+    return false;
+  }
 }
 
 function lobbyModeFor(info) {

@@ -169,7 +169,8 @@ export function describeMediaError(err) {
     case "NotReadableError":
       return "The camera or microphone is in use by another application.";
     default:
-      return err ? `Could not open camera or microphone (${err.name || err}).` : "";
+      if (err) console.warn("Arbiter: camera or microphone:", err);
+      return err ? "Could not open the camera or microphone." : "";
   }
 }
 

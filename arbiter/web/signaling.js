@@ -6,10 +6,16 @@
 // says what they are (handshakes from the SFU arrive as the bare inner object).
 
 export class SignalingError extends Error {
-  constructor(message, status = 0) {
+  /**
+   * @param {string} message  the server's refusal (status set), else a plain sentence
+   * @param {number} [status]  the identify error's status; 0 when the socket failed
+   * @param {string} [detail]  what happened technically, for the console
+   */
+  constructor(message, status = 0, detail = "") {
     super(message);
     this.name = "SignalingError";
     this.status = status;
+    this.detail = detail;
   }
 }
 
@@ -45,14 +51,15 @@ export class Signaling {
         fn(value);
       };
       const timer = setTimeout(() => {
-        settle(reject, new SignalingError("The signaling server did not answer in time."));
+        settle(reject, new SignalingError("The server did not answer in time.", 0, `identify: no answer in ${timeout} ms`));
         this.close();
       }, timeout);
       let ws;
       try {
         ws = this.ws = new WebSocket(this.url);
       } catch (err) {
-        settle(reject, new SignalingError(`Cannot open ${this.url}: ${err.message}`));
+        const detail = `WebSocket ${this.url}: ${/** @type {Error} */ (err).message}`;
+        settle(reject, new SignalingError("Cannot reach the server. Check your network connection.", 0, detail));
         return;
       }
       const data = { type: "client", id, roomId, name };
@@ -90,7 +97,8 @@ export class Signaling {
       };
       ws.onclose = (event) => {
         this.ws = null;
-        settle(reject, new SignalingError(`The connection to the server closed (${event.code}).`));
+        const detail = `WebSocket closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`;
+        settle(reject, new SignalingError("Lost the connection to the server.", 0, detail));
         if (!this.closedByUs && this.identified) {
           this.onClose({ code: event.code, reason: event.reason });
         }
