@@ -485,7 +485,8 @@ def check_files(config: Config) -> None:
 
 
 def bind_error(key: str, proto: str, host: str, port: int, exc: OSError) -> StartupError:
-    """The one line for a socket that could not be bound, naming the key and the port."""
+    """The one line for a socket that could not be bound, naming the key (`x.port`; an address
+    this host does not have names the address key beside it) and the port."""
     where = f"{proto} port {port} on {host}"
     if exc.errno == errno.EADDRINUSE:
         return StartupError(f"{key}: {where} is already in use (another server running?)")
@@ -494,7 +495,8 @@ def bind_error(key: str, proto: str, host: str, port: int, exc: OSError) -> Star
             f"{key}: {where}: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
         )
     if exc.errno == errno.EADDRNOTAVAIL:
-        return StartupError(f"{key}: {host} is not an address of this host ({where})")
+        host_key = "http.host" if key == "http.port" else "media.listen"
+        return StartupError(f"{host_key}: {host} is not an address of this host")
     return StartupError(f"{key}: cannot bind {where}: {exc.strerror or exc}")
 
 
