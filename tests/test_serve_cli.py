@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import trio
 
 from arbiter.store import Store
+from arbiter.testing.serve import served
+from arbiter.testing.signaling import ws_client
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
@@ -86,3 +90,27 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "configuration error: unknown key 'rooms.max_room'" in proc.stderr
+
+
+async def test_sigterm_tells_clients_the_server_restarts(tmp_path: Path) -> None:
+    """SIGTERM: every browser socket, identified or not, gets {"type":"serverRestarting"} and
+    is closed 1012 "Server restarting" (RFC 6455 7.4.1 Service Restart); then the server exits
+    0 (docs/PROTOCOL.md section 1)."""
+    async with served(tmp_path, stderr=True) as srv:
+        assert (await srv.http.put("/createRoom")).status_code == 200
+        room = (await srv.http.patch("/claimRoom", json={"urlPath": "restart"})).json()["roomId"]
+        async with ws_client(srv.ws_url) as client, ws_client(srv.ws_url) as lurker:
+            await client.identify_client(room, "a1")
+            await lurker.send("chat", {"content": "not identified"})
+            assert (await lurker.recv())["status"] == 400
+            srv.process.send_signal(signal.SIGTERM)
+            for ws in (client, lurker):
+                assert await ws.recv() == {"type": "serverRestarting"}
+                reason = await ws.drain()
+                assert (reason.code, reason.reason) == (1012, "Server restarting")
+        code = await trio.to_thread.run_sync(srv.process.wait, 10)
+        assert code == 0
+        log = srv.log()
+    assert re.search(rf"room {room}: peer a1 left after \d+ s, Server restarting \(0 in the room\)",
+                     log), log  # fmt: skip
+    assert "Traceback" not in log and " ERROR " not in log

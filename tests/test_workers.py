@@ -123,7 +123,7 @@ async def test_two_local_workers_carry_rooms_and_survive_a_killed_worker(tmp_pat
         assert received(a) > 0 and received(b) > 0
         # /metrics sums the workers' media counters (from their load reports) into the
         # gateway's, which binds no media port itself.
-        assert await srv.metric('arbiter_media_datagrams_total{reason="rtp_in"}') > 500
+        assert await srv.metric('arbiter_media_packets_total{kind="rtp_in"}') > 500
         for worker in ("local-0", "local-1"):
             assert await srv.metric(f'arbiter_worker_rooms{{kind="{worker}"}}') == 1
             assert await srv.metric(f'arbiter_worker_participants{{kind="{worker}"}}') == 2
