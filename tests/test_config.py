@@ -85,6 +85,18 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ("[media]\nport = 70000", "media.port: expected 0-65535, got 70000"),
         ("[rooms]\nmax_participants = 0", "rooms.max_participants: must be >= 1"),
         ("[rooms]\nunjoined_timeout = 0", "rooms.unjoined_timeout: must be > 0"),
+        ('[ice]\nservers = ["turn:"]', "ice.servers: expected a stun:, stuns:, turn: or turns:"),
+        ('[ice]\nservers = ["stun:host:0"]', "ice.servers: port out of range (1-65535) in"),
+        ('[ice]\nservers = ["stun:h?transport=udp"]', "ice.servers: ?transport= is for turn:"),
+        ('[ice]\nservers = ["turn:h?transport=sctp"]', "ice.servers: expected a stun:"),
+        ('[ice]\nservers = ["turn:[not-v6]:3478"]', "ice.servers: expected a stun:"),
+        ('[ice]\nservers = ["turns:[1::2::3]:443"]', "ice.servers: not an IP address: '1::2::3'"),
+        ('[http]\nhost = "a b"', "http.host: not an IP address or host name: 'a b'"),
+        ('[media]\nlisten = "localhost"', "media.listen: not an IP address: 'localhost'"),
+        ('[media]\nannounced_ip = ["1.2.3"]', "media.announced_ip: not an IP address: '1.2.3'"),
+        ('[log]\nlevel = "loud"', "log.level: expected one of debug, info, warning, error"),
+        ('[log]\nformat = "xml"', "log.format: expected text or json, got 'xml'"),
+        ('[http]\ntls_cert = "c.pem"', "http.tls_key: not set, but http.tls_cert is"),
     ],
 )
 def test_security_keys_are_checked(tmp_path: Path, toml: str, message: str) -> None:
@@ -92,3 +104,18 @@ def test_security_keys_are_checked(tmp_path: Path, toml: str, message: str) -> N
     path.write_text(toml)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, env={})
+
+
+def test_good_ice_urls_and_log_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    servers = [
+        "stun:stun.example.org",
+        "stuns:stun.example.org:5349",
+        "turn:192.0.2.1:3478?transport=udp",
+        "turns:turn.example.org:443?transport=tcp",
+        "turn:[2001:db8::1]:3478",
+    ]
+    path.write_text(f"[ice]\nservers = {servers!r}\n".replace("'", '"'))
+    config = load_config(path, env={"ARBITER_LOG_FORMAT": "json", "ARBITER_LOG_ACCESS": "on"})
+    assert config.ice.servers == servers
+    assert (config.log.level, config.log.format, config.log.access) == ("info", "json", True)
