@@ -183,7 +183,7 @@ async def test_two_people_fill_the_width_and_the_grid_copes_with_chat(tmp_path: 
                         )
                         if size == (1280, 720) and mode == "speaker":
                             # What README shows: the default layout of a two-person call.
-                            a.page.wait_for_timeout(500)
+                            a.page.wait_for_timeout(3000)  # the "Bob joined" toast gone
                             a.page.screenshot(path=str(DOCS / "two-person.png"))
 
                 a.page.set_viewport_size({"width": 390, "height": 844})

@@ -57,6 +57,13 @@ function detailOf(what, r) {
   return `${what}: ${r.status}${message ? ` ${message}` : ""}`;
 }
 
+/**
+ * Resolve after `ms`; reject when `signal` aborts first.
+ *
+ * @param {number} ms
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<void>}
+ */
 export const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason ?? new DOMException("aborted", "AbortError"));
@@ -71,13 +78,23 @@ export const sleep = (ms, signal) =>
     );
   });
 
-/** Exponential back-off with jitter: 0.5 s, 1 s, 2 s, ... capped at `cap` ms. */
+/**
+ * Exponential back-off with jitter: 0.5 s, 1 s, 2 s, ... capped at `cap` ms.
+ *
+ * @param {number} attempt  0 for the first retry
+ * @param {{base?: number, cap?: number}} [opts]  milliseconds
+ * @returns {number} milliseconds
+ */
 export function backoff(attempt, { base = 500, cap = 10000 } = {}) {
   const ms = Math.min(cap, base * 2 ** attempt);
   return Math.round(ms * (0.8 + Math.random() * 0.4));
 }
 
-/** The room name from the page URL: the path without its leading and trailing '/'. */
+/**
+ * The room name from the page URL: the path without its leading and trailing '/'.
+ *
+ * @param {{pathname: string}} [loc]
+ */
 export function roomPathFromLocation(loc = window.location) {
   let path;
   try {
@@ -97,7 +114,7 @@ export function roomPathFromLocation(loc = window.location) {
 async function request(method, path, { body, signal, timeout = 12000 } = {}) {
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(new DOMException("timed out", "TimeoutError")), timeout);
-  const onAbort = () => ctrl.abort(signal.reason);
+  const onAbort = () => ctrl.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     const res = await fetch(path, {
@@ -128,17 +145,22 @@ async function request(method, path, { body, signal, timeout = 12000 } = {}) {
  * RTCIceServer dicts a peer connection accepts: urls (a string or strings) of stun(s):/turn(s):
  * servers, and for TURN a username and credential (Chromium refuses a TURN server without them,
  * which would fail the whole RTCPeerConnection). Anything else is dropped.
+ *
+ * @param {unknown} list  the server's (untrusted) list
+ * @returns {RTCIceServer[]}
  */
 export function cleanIceServers(list) {
   if (!Array.isArray(list)) return [];
   const out = [];
   for (const entry of list) {
     if (!entry || typeof entry !== "object") continue;
+    /** @type {string[]} */
     const urls = (Array.isArray(entry.urls) ? entry.urls : [entry.urls]).filter(
-      (u) => typeof u === "string" && /^(stuns?|turns?):/i.test(u),
+      (/** @type {unknown} */ u) => typeof u === "string" && /^(stuns?|turns?):/i.test(u),
     );
     if (!urls.length) continue;
     const turn = urls.some((u) => /^turns?:/i.test(u));
+    /** @type {RTCIceServer} */
     const server = { urls: Array.isArray(entry.urls) ? urls : urls[0] };
     if (typeof entry.username === "string" && typeof entry.credential === "string") {
       server.username = entry.username;
@@ -154,13 +176,28 @@ export function cleanIceServers(list) {
 /**
  * The ICE servers for one join: the `identified` frame's (it carries the TURN credentials,
  * docs/PROTOCOL.md section 3), or /config's list from a server that does not send them there.
+ *
+ * @param {{iceServers?: unknown} | null | undefined} identified
+ * @param {{iceServers?: unknown} | null | undefined} config
  */
 export function iceServersFor(identified, config) {
   if (identified && Array.isArray(identified.iceServers)) return cleanIceServers(identified.iceServers);
   return cleanIceServers(config?.iceServers);
 }
 
-/** GET /config: {wsUrl, iceServers, limits}; falls back to this origin's /ws. */
+/**
+ * @typedef {object} ClientConfig
+ * @property {string} wsUrl
+ * @property {RTCIceServer[]} iceServers
+ * @property {{maxParticipants: number, [key: string]: unknown}} limits
+ */
+
+/**
+ * GET /config: {wsUrl, iceServers, limits}; falls back to this origin's /ws.
+ *
+ * @param {{signal?: AbortSignal}} [opts]
+ * @returns {Promise<ClientConfig>}
+ */
 export async function getConfig({ signal } = {}) {
   const fallback = {
     wsUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
@@ -183,6 +220,12 @@ export async function getConfig({ signal } = {}) {
  * What the lobby shows before joining: GET /getRoomId. {exists: true, roomId, passwordRequired},
  * {exists: false} (nobody has opened this room: joining creates it), or null when the server
  * did not say (busy, unreachable): the lobby then offers a plain join.
+ *
+ * @typedef {{exists: true, roomId: number, passwordRequired: boolean} | {exists: false}} RoomInfo
+ *
+ * @param {string} urlPath
+ * @param {{signal?: AbortSignal}} [opts]
+ * @returns {Promise<RoomInfo | null>}
  */
 export async function roomInfo(urlPath, { signal } = {}) {
   const r = await request("GET", lookupPath(urlPath), { signal });
@@ -205,13 +248,29 @@ function lookupPath(urlPath) {
   return `/getRoomId?urlPath=${encodeURIComponent(urlPath)}&probe=1`;
 }
 
-/** A claimRoom answer: the room id, and the moderator key when this call bound the room. */
+/**
+ * @typedef {object} ResolvedRoom
+ * @property {number} roomId
+ * @property {string} moderatorKey  "" unless this call bound the room
+ */
+
+/**
+ * A claimRoom answer: the room id, and the moderator key when this call bound the room.
+ *
+ * @param {Record<string, any>} data
+ * @returns {ResolvedRoom}
+ */
 function claimed(data) {
   const key = typeof data.moderatorKey === "string" && data.moderatorKey ? data.moderatorKey : "";
   return { roomId: Number(data.roomId), moderatorKey: key };
 }
 
-/** claimRoom's 400: the password (1 to 128 characters) or the name. */
+/**
+ * claimRoom's 400: the password (1 to 128 characters) or the name.
+ *
+ * @param {string} urlPath
+ * @param {Record<string, any>} data
+ */
 function claimRefused(urlPath, data) {
   if (/password/i.test(String(data.message))) {
     return new JoinError("That password cannot be used: it must be 1 to 128 characters.", { retryable: false });
@@ -219,7 +278,22 @@ function claimRefused(urlPath, data) {
   return new JoinError(`"${urlPath}" is not a valid room name.`, { retryable: false });
 }
 
-/** One pass of the join flow; returns {roomId, moderatorKey} or throws a JoinError. */
+/**
+ * @typedef {object} ResolveOptions
+ * @property {AbortSignal} [signal]
+ * @property {(text: string) => void} [onStatus]  progress and retries, as sentences
+ * @property {number} [attempts]
+ * @property {string} [password]  protects the room if this join creates it
+ * @property {boolean} [lookup]  false: claim at once (the lobby has just looked)
+ */
+
+/**
+ * One pass of the join flow; returns {roomId, moderatorKey} or throws a JoinError.
+ *
+ * @param {string} urlPath
+ * @param {ResolveOptions} opts
+ * @returns {Promise<ResolvedRoom>}
+ */
 async function resolveOnce(urlPath, { signal, onStatus, password, lookup }) {
   let r;
   if (lookup) {
@@ -280,6 +354,10 @@ async function startRoom(onStatus, signal) {
  * {roomId, moderatorKey} for `urlPath`, retrying transient failures with back-off.
  * `password` protects the room if this join creates it; `lookup: false` skips the first
  * getRoomId (the lobby has just been told the room does not exist: claimRoom is idempotent).
+ *
+ * @param {string} urlPath
+ * @param {ResolveOptions} [opts]
+ * @returns {Promise<ResolvedRoom>}
  */
 export async function resolveRoom(urlPath, { signal, onStatus, attempts = 3, password = "", lookup = true } = {}) {
   let last;

@@ -21,7 +21,7 @@ takeKeyFromFragment();
 
 // ------------------------------------------------------------------ test hook (read-only)
 
-window.arbiter = Object.freeze({
+/** @type {any} */ (window).arbiter = Object.freeze({
   state: () => ({
     phase: state.phase,
     joined: state.phase === "joined",
@@ -30,8 +30,7 @@ window.arbiter = Object.freeze({
     name: state.name,
     banner: state.banner,
     sharing: !!state.screenTrack,
-    tiles: grid.ids().map((key) => {
-      const t = grid.get(key);
+    tiles: [...grid.tiles.values()].map((t) => {
       return {
         id: t.self ? state.id : t.id, // our own tile is keyed by a Symbol, not by our id
         self: t.self,

@@ -10,22 +10,74 @@
 
 import { activeRids, addVideoTransceiver, planEncodings, RIDS } from "./simulcast.js";
 
+/**
+ * What the call tells its owner (join.js).
+ *
+ * @typedef {object} CallEvents
+ * @property {(peerId: string, track: MediaStreamTrack) => void} [onTrack]
+ * @property {(peerId: string, state: RTCPeerConnectionState) => void} [onConsumerState]
+ * @property {(state: RTCPeerConnectionState) => void} [onProducerState]
+ * @property {(message: string) => void} [onError]
+ */
+
+/**
+ * A handshake frame from the SFU (docs/PROTOCOL.md section 4); untrusted.
+ *
+ * @typedef {{type?: unknown, remotePeerId?: unknown, description?: unknown, error?: any, candidate?: unknown}} HandshakeFrame
+ */
+
+/**
+ * One publisher's decode counters (one getStats pass), and with `quality` its loss and verdict.
+ *
+ * @typedef {object} RemoteStats
+ * @property {number} framesDecoded
+ * @property {number} videoPacketsReceived
+ * @property {number} packetsReceived  audio
+ * @property {number} totalSamplesReceived
+ * @property {number} packetsLost
+ * @property {number} allPackets
+ * @property {number} jitter  seconds
+ * @property {number} audioLevel
+ * @property {number | null} rtt  seconds
+ * @property {number} [frameWidth]
+ * @property {number} [frameHeight]
+ * @property {number} [loss]  0..1 since the previous tracked pass
+ * @property {"good" | "fair" | "poor"} [quality]
+ */
+
+/**
+ * @typedef {object} LayerStats
+ * @property {boolean} active
+ * @property {number | null} frameWidth
+ * @property {number | null} frameHeight
+ * @property {number} framesEncoded
+ * @property {number} packetsSent
+ */
+
+/**
+ * @typedef {object} ProducerStats
+ * @property {{packetsSent: number}} audio
+ * @property {{packetsSent: number, layers: Record<string, LayerStats>, frameWidth?: number, frameHeight?: number, framesEncoded?: number}} video
+ */
+
 export class Call {
   /**
    * @param {object} opts
    * @param {import("./signaling.js").Signaling} opts.signaling
    * @param {number} opts.roomId
    * @param {RTCIceServer[]} [opts.iceServers]  see setIceServers
-   * @param {object} opts.events  onTrack(peerId, track), onConsumerState(peerId, state),
-   *   onProducerState(state), onError(message)
+   * @param {CallEvents} opts.events
    */
   constructor({ signaling, roomId, iceServers, events }) {
     this.signaling = signaling;
     this.roomId = roomId;
     this.iceServers = iceServers || [];
     this.events = events;
+    /** @type {RTCPeerConnection | null} */
     this.producer = null;
+    /** @type {RTCRtpSender | null} */
     this.audioSender = null;
+    /** @type {RTCRtpSender | null} */
     this.videoSender = null;
     /** @type {RTCRtpTransceiver | null} the producer's video transceiver (its mid names it in `layers`) */
     this.videoTransceiver = null;
@@ -34,22 +86,37 @@ export class Call {
     /** @type {Promise<void>} in-order getParameters/setParameters on the video sender */
     this.senderQueue = Promise.resolve();
     this.producerAnswered = false;
+    this.offerRetries = 0; // join.js: offers re-sent while the SFU was not there
     // Publisher ids are whatever the server relays (any string a peer chose): they key Maps
     // only, never plain objects, and nothing of ours shares a Map with them.
-    this.consumers = new Map(); // publisher id -> RTCPeerConnection
-    this.shown = new Map(); // publisher id -> {audio, video}: the tracks handed to onTrack
-    this.producerQueue = Promise.resolve(); // in-order handling of producer frames
-    this.queues = new Map(); // publisher id -> promise chain (in-order handling)
-    this.previous = new Map(); // publisher id -> last stats snapshot (for loss over an interval)
+    /** @type {Map<string, RTCPeerConnection>} publisher id -> its consumer connection */
+    this.consumers = new Map();
+    /** @type {Map<string, {audio?: MediaStreamTrack, video?: MediaStreamTrack}>} the tracks handed to onTrack */
+    this.shown = new Map();
+    /** @type {Promise<void>} in-order handling of producer frames */
+    this.producerQueue = Promise.resolve();
+    /** @type {Map<string, Promise<void>>} publisher id -> promise chain (in-order handling) */
+    this.queues = new Map();
+    /** @type {Map<string, RemoteStats>} publisher id -> last stats snapshot (loss over an interval) */
+    this.previous = new Map();
     this.closed = false;
   }
 
-  /** The ICE servers (with TURN credentials) for every peer connection created from now on. */
+  /**
+   * The ICE servers (with TURN credentials) for every peer connection created from now on.
+   *
+   * @param {RTCIceServer[]} iceServers
+   */
   setIceServers(iceServers) {
     this.iceServers = iceServers || [];
   }
 
-  /** Offer our tracks to the SFU. `videoTrack` is the camera or a placeholder, never null. */
+  /**
+   * Offer our tracks to the SFU. `videoTrack` is the camera or a placeholder, never null.
+   *
+   * @param {MediaStreamTrack | null} audioTrack
+   * @param {MediaStreamTrack} videoTrack
+   */
   async publish(audioTrack, videoTrack) {
     const pc = (this.producer = new RTCPeerConnection({
       iceServers: this.iceServers,
@@ -59,7 +126,7 @@ export class Call {
     pc.onconnectionstatechange = () => {
       if (this.producer === pc) this.events.onProducerState?.(pc.connectionState);
     };
-    const stream = new MediaStream([audioTrack, videoTrack].filter(Boolean));
+    const stream = new MediaStream(audioTrack ? [audioTrack, videoTrack] : [videoTrack]);
     if (audioTrack) this.audioSender = pc.addTrack(audioTrack, stream);
     if (videoTrack) {
       this.videoTransceiver = addVideoTransceiver(pc, videoTrack, stream);
@@ -71,13 +138,17 @@ export class Call {
     this.sendOffer();
   }
 
-  /** (Re)send the producer offer; true while it is still waiting for the SFU's answer. */
+  /**
+   * (Re)send the producer offer; true while it is still waiting for the SFU's answer.
+   *
+   * @returns {boolean}
+   */
   sendOffer() {
     const pc = this.producer;
-    if (this.closed || !pc || this.producerAnswered || pc.signalingState !== "have-local-offer") {
+    const local = pc?.localDescription;
+    if (this.closed || !pc || !local || this.producerAnswered || pc.signalingState !== "have-local-offer") {
       return false;
     }
-    const local = pc.localDescription;
     return this.signaling.send("handshake", {
       type: "producer",
       roomId: this.roomId,
@@ -141,10 +212,10 @@ export class Call {
       try {
         await sender.setParameters(params);
       } catch (err) {
-        if (err?.name !== "InvalidStateError") throw err; // closed meanwhile
+        if (/** @type {{name?: string}} */ (err)?.name !== "InvalidStateError") throw err; // closed meanwhile
       }
     });
-    this.senderQueue = next.catch((err) => this.events.onError?.(`video encodings: ${err.message || err}`));
+    this.senderQueue = next.catch((err) => this.events.onError?.(`video encodings: ${err?.message || err}`));
     return this.senderQueue;
   }
 
@@ -164,19 +235,28 @@ export class Call {
     }));
   }
 
-  /** A handshake frame from the SFU (producer answer or consumer offer). */
+  /**
+   * A handshake frame from the SFU (producer answer or consumer offer).
+   *
+   * @param {HandshakeFrame} msg
+   * @returns {Promise<void>}
+   */
   handle(msg) {
     const publisher = msg.type === "consumer" ? publisherId(msg.remotePeerId) : null;
     if (msg.type === "consumer" && publisher === null) return Promise.resolve();
     const prev = publisher === null ? this.producerQueue : this.queues.get(publisher) || Promise.resolve();
     const next = prev
       .then(() => this.handleNow(msg, publisher))
-      .catch((err) => this.events.onError?.(`${msg.type}: ${err.message || err}`));
+      .catch((err) => this.events.onError?.(`${msg.type}: ${err?.message || err}`));
     if (publisher === null) this.producerQueue = next;
     else this.queues.set(publisher, next);
     return next;
   }
 
+  /**
+   * @param {HandshakeFrame} msg
+   * @param {string | null} publisher  null for the producer's frames
+   */
   async handleNow(msg, publisher) {
     if (this.closed) return;
     if (msg.error && typeof msg.error === "object") {
@@ -184,7 +264,7 @@ export class Call {
       return;
     }
     if ("candidate" in msg) return; // ICE-lite: the SFU's candidate is in its SDP
-    const description = msg.description;
+    const description = /** @type {RTCSessionDescriptionInit} */ (msg.description);
     if (!description || typeof description !== "object") return;
     if (msg.type === "producer" && description.type === "answer" && this.producer) {
       if (this.producer.signalingState !== "have-local-offer") return;
@@ -197,6 +277,10 @@ export class Call {
     }
   }
 
+  /**
+   * @param {string} publisher
+   * @param {RTCSessionDescriptionInit} description  the SFU's offer
+   */
   async answerConsumer(publisher, description) {
     const current = this.consumers.get(publisher);
     if (current && current.signalingState !== "closed") {
@@ -229,8 +313,13 @@ export class Call {
     this.events.onConsumerState?.(publisher, pc.connectionState);
   }
 
+  /**
+   * @param {string} publisher
+   * @param {RTCPeerConnection} pc
+   */
   sendAnswer(publisher, pc) {
     const local = pc.localDescription;
+    if (!local) return;
     this.signaling.send("handshake", {
       type: "consumer",
       remotePeerId: publisher,
@@ -243,12 +332,15 @@ export class Call {
    * Hand the tile the publisher's first live track of each kind. A renegotiation may add a
    * track (a second camera: the tile keeps the first) or turn one inactive (the tile falls
    * back to the next live one).
+   *
+   * @param {string} publisher
+   * @param {RTCPeerConnection} pc
    */
   showActiveTracks(publisher, pc) {
     const shown = this.shown.get(publisher) || {};
-    for (const kind of ["audio", "video"]) {
+    for (const kind of /** @type {const} */ (["audio", "video"])) {
       const live = pc.getTransceivers().find(
-        (t) => t.receiver.track.kind === kind && !t.stopped &&
+        (t) => t.receiver.track.kind === kind && !(/** @type {{stopped?: boolean}} */ (t).stopped) &&
           t.currentDirection !== "inactive" && t.currentDirection !== "stopped",
       );
       const track = live?.receiver.track;
@@ -260,6 +352,7 @@ export class Call {
     this.shown.set(publisher, shown);
   }
 
+  /** @param {string} publisher */
   closeConsumer(publisher) {
     this.consumers.get(publisher)?.close();
     this.consumers.delete(publisher);
@@ -279,8 +372,12 @@ export class Call {
   /**
    * Per-remote decode counters from one getStats() pass; with `track`, also a good/fair/poor
    * quality against the previous tracked pass (the once-a-second loop in peers.js).
+   *
+   * @param {{track?: boolean}} [opts]
+   * @returns {Promise<{remote: Record<string, RemoteStats>, producer: ProducerStats, producerState: RTCPeerConnectionState}>}
    */
   async stats({ track = true } = {}) {
+    /** @type {Map<string, RemoteStats>} */
     const remote = new Map();
     await Promise.all(
       [...this.consumers].map(async ([publisher, pc]) => {
@@ -292,15 +389,17 @@ export class Call {
         }
       }),
     );
+    /** @type {ProducerStats} */
     const producer = { audio: { packetsSent: 0 }, video: { packetsSent: 0, layers: {} } };
     if (this.producer) {
       try {
         (await this.producer.getStats()).forEach((s) => {
-          if (s.type !== "outbound-rtp" || !producer[s.kind]) return;
-          producer[s.kind].packetsSent += s.packetsSent || 0;
+          if (s.type !== "outbound-rtp" || (s.kind !== "audio" && s.kind !== "video")) return;
+          producer[/** @type {"audio" | "video"} */ (s.kind)].packetsSent += s.packetsSent || 0;
           if (s.kind !== "video") return;
           // One outbound-rtp per simulcast encoding (rid), turned-off ones included: the
           // largest picture going out stands for the video; each rid is listed too.
+          /** @type {LayerStats} */
           const layer = {
             active: s.active !== false,
             frameWidth: s.frameWidth ?? null,
@@ -327,6 +426,11 @@ export class Call {
     };
   }
 
+  /**
+   * @param {string} publisher
+   * @param {RemoteStats} now  this pass's counters
+   * @returns {RemoteStats}
+   */
   quality(publisher, now) {
     const before = this.previous.get(publisher);
     this.previous.set(publisher, now);
@@ -340,6 +444,7 @@ export class Call {
     }
     const jitterMs = (now.jitter || 0) * 1000;
     const rttMs = now.rtt == null ? null : now.rtt * 1000;
+    /** @type {"good" | "fair" | "poor"} */
     let quality = "good";
     if (!flowing || loss > 0.08 || jitterMs > 100 || (rttMs ?? 0) > 500) quality = "poor";
     else if (loss > 0.02 || jitterMs > 30 || (rttMs ?? 0) > 250) quality = "fair";
@@ -347,13 +452,23 @@ export class Call {
   }
 }
 
-/** A consumer frame's remotePeerId as a Map key, or null when there is none. */
+/**
+ * A consumer frame's remotePeerId as a Map key, or null when there is none.
+ *
+ * @param {unknown} value
+ * @returns {string | null}
+ */
 function publisherId(value) {
   if (typeof value === "number" && Number.isFinite(value)) return String(value);
   return typeof value === "string" && value !== "" ? value : null;
 }
 
+/**
+ * @param {RTCStatsReport} report  a consumer connection's
+ * @returns {RemoteStats}
+ */
 function summarise(report) {
+  /** @type {RemoteStats} */
   const out = {
     framesDecoded: 0,
     videoPacketsReceived: 0,

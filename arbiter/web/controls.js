@@ -3,11 +3,15 @@
 
 import { captureScreen } from "./media.js";
 import { grid, media, send, SELF, session, state } from "./context.js";
-import { $, hydrateIcons, LAYOUTS, toast } from "./ui.js";
+import { $, $as, hydrateIcons, LAYOUTS, toast } from "./ui.js";
 
 const LAYOUT_KEY = "arbiter.layout";
 
-/** What we tell the room we send: {audio, video}. */
+/**
+ * What we tell the room we send: {audio, video}.
+ *
+ * @returns {import("./ui.js").Features}
+ */
 export function features() {
   return {
     audio: media.micOn && media.hasMic,
@@ -23,21 +27,19 @@ export function outgoingVideo() {
 export function renderMediaButtons() {
   const micOn = media.micOn && media.hasMic;
   const camOn = media.camOn && media.hasCamera;
-  for (const [button, on, iconOn, iconOff, hasDevice] of [
-    [$("#lobby-mic"), micOn, "mic", "micOff", media.hasMic],
-    [$("#mic-toggle"), micOn, "mic", "micOff", media.hasMic],
-    [$("#lobby-cam"), camOn, "cam", "camOff", media.hasCamera],
-    [$("#cam-toggle"), camOn, "cam", "camOff", media.hasCamera],
-  ]) {
+  /** @type {[string, boolean, string, string, boolean][]} */
+  const buttons = [
+    ["#lobby-mic", micOn, "mic", "micOff", media.hasMic],
+    ["#mic-toggle", micOn, "mic", "micOff", media.hasMic],
+    ["#lobby-cam", camOn, "cam", "camOff", media.hasCamera],
+    ["#cam-toggle", camOn, "cam", "camOff", media.hasCamera],
+  ];
+  for (const [selector, on, iconOn, iconOff, hasDevice] of buttons) {
+    const button = $as(selector, HTMLButtonElement);
     button.setAttribute("aria-pressed", String(on));
     button.disabled = !hasDevice;
     button.classList.toggle("off", !on);
-    const slot = button.querySelector("[data-icon]");
-    const want = on ? iconOn : iconOff;
-    if (slot.dataset.icon !== want) {
-      slot.dataset.icon = want;
-      hydrateIcons(button);
-    }
+    setIcon(button, on ? iconOn : iconOff);
   }
   $("#mic-toggle .label").textContent = micOn ? "Mute" : "Unmute";
   $("#cam-toggle .label").textContent = camOn ? "Stop video" : "Start video";
@@ -46,16 +48,31 @@ export function renderMediaButtons() {
   $("#share-toggle").setAttribute("aria-pressed", String(sharing));
   $("#share-toggle").classList.toggle("active", sharing);
   $("#share-toggle .label").textContent = sharing ? "Stop share" : "Share";
-  $("#share-toggle").disabled = !navigator.mediaDevices?.getDisplayMedia;
+  $as("#share-toggle", HTMLButtonElement).disabled = !navigator.mediaDevices?.getDisplayMedia;
   if (grid.get(SELF)) grid.setFeatures(SELF, features());
 }
 
+/**
+ * The icon in `button`'s [data-icon] slot (redrawn only when it changes).
+ *
+ * @param {HTMLElement} button
+ * @param {string} name
+ */
+export function setIcon(button, name) {
+  const slot = $("[data-icon]", button);
+  if (slot.dataset.icon === name) return;
+  slot.dataset.icon = name;
+  hydrateIcons(button);
+}
+
+/** @param {boolean} on */
 export function setMic(on) {
   media.setMic(on);
   renderMediaButtons();
   send("features", features());
 }
 
+/** @param {boolean} on */
 export function setCam(on) {
   media.setCam(on);
   renderMediaButtons();
@@ -98,7 +115,7 @@ export async function stopShare({ republish = true } = {}) {
  * The speaker/grid layout: applied to the grid, remembered in localStorage. The button says
  * what a click switches to ("Grid view" while the speaker layout is on).
  *
- * @param {import("./ui.js").Layout} [mode]  default: the remembered one
+ * @param {string} [mode]  a Layout; default: the remembered one
  */
 export function setLayout(mode = localStorage.getItem(LAYOUT_KEY) || LAYOUTS[0]) {
   grid.setMode(mode);
@@ -111,16 +128,18 @@ export function setLayout(mode = localStorage.getItem(LAYOUT_KEY) || LAYOUTS[0])
   const button = $("#layout-toggle");
   const label = other === "grid" ? "Grid view" : "Speaker view";
   button.setAttribute("aria-label", label);
-  button.querySelector(".label").textContent = other === "grid" ? "Grid" : "Speaker";
-  const slot = button.querySelector("[data-icon]");
-  slot.dataset.icon = other === "grid" ? "gridView" : "speakerView";
-  hydrateIcons(button);
+  $(".label", button).textContent = other === "grid" ? "Grid" : "Speaker";
+  setIcon(button, other === "grid" ? "gridView" : "speakerView");
 }
 
 export function toggleLayout() {
   setLayout(grid.mode === "speaker" ? "grid" : "speaker");
 }
 
+/**
+ * @param {import("./ui.js").Chat} chat
+ * @param {boolean} [open]  default: the other way round
+ */
 export function toggleChat(chat, open = $("#chat").hidden) {
   $("#chat").hidden = !open;
   $("#chat-toggle").setAttribute("aria-pressed", String(open));
@@ -131,7 +150,12 @@ export function toggleChat(chat, open = $("#chat").hidden) {
   else $("#chat-toggle").focus();
 }
 
-/** Copy `text` to the clipboard (or show it when the browser refuses); toast `done`. */
+/**
+ * Copy `text` to the clipboard (or show it when the browser refuses); toast `done`.
+ *
+ * @param {string} text
+ * @param {string} done
+ */
 export async function copyText(text, done) {
   try {
     await navigator.clipboard.writeText(text);

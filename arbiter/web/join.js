@@ -30,7 +30,7 @@ import {
   updateCount,
 } from "./peers.js";
 import { Signaling, SignalingError } from "./signaling.js";
-import { $, toast } from "./ui.js";
+import { $, $as, toast } from "./ui.js";
 
 const RETRY_CAP_MS = 10000;
 const KICKED = 4003; // the close code of a socket whose client a moderator removed
@@ -68,9 +68,9 @@ export async function join() {
   ensureAudioContext(); // on the click: autoplay policy
   state.removedBy = null;
   state.skipLookup = state.lobbyInfo?.exists === false; // claim at once: the lobby just looked
-  $("#join").disabled = true;
+  $as("#join", HTMLButtonElement).disabled = true;
   await state.mediaReady;
-  $("#preview").srcObject = null;
+  $as("#preview", HTMLVideoElement).srcObject = null;
   show("call");
   $("#room-title").textContent = roomPath;
   document.title = `${roomPath} · Arbiter`;
@@ -144,7 +144,7 @@ async function connect(message, { delay = 0 } = {}) {
 export function describeFailure(err) {
   if (err instanceof JoinError) return { text: err.message, detail: err.detail || err.message };
   if (err instanceof SignalingError) {
-    const detail = err.detail || (err.status ? `identify: ${err.status} ${err.message}` : err.message);
+    const detail = err.detail || err.message; // a refusal: the server's words
     if (!err.status) return { text: err.message, detail };
     if (err.status === 404) return { text: "The room is no longer there.", detail };
     if (err.status === 429) return { text: "The server is busy.", detail };
@@ -201,14 +201,17 @@ async function connectOnce(mine) {
   onIdentified(identified);
   // TURN credentials come with `identified` (only identified clients get them); a server that
   // does not send them there still lists its ICE servers in /config.
-  call.setIceServers(iceServersFor(identified, config));
-  session.signaling.send("features", features());
+  call.setIceServers(iceServersFor(/** @type {{iceServers?: unknown}} */ (identified), config));
+  signaling.send("features", features());
   await call.publish(media.audioTrack, outgoingVideo());
 }
 
 /**
  * What the lobby says about a refused identify, or null for one worth retrying (404: the room
  * went away between the lookup and the socket; the flow claims a fresh one).
+ *
+ * @param {SignalingError} err
+ * @returns {Refusal | null}
  */
 function refusalFor(err) {
   const { status, message } = err;
@@ -248,7 +251,15 @@ function stopLocal() {
   setBanner("");
 }
 
-/** A refused join: back to the lobby (devices kept), which says why; nothing is retried. */
+/**
+ * @typedef {{message: string, mode?: import("./context.js").LobbyState["mode"]}} Refusal
+ */
+
+/**
+ * A refused join: back to the lobby (devices kept), which says why; nothing is retried.
+ *
+ * @param {Refusal} refusal
+ */
 function backToLobby(refusal) {
   session.generation++;
   teardown();
@@ -342,6 +353,7 @@ function end({ phase, title, reason }) {
 
 // ------------------------------------------------------------------ signaling frames
 
+/** @param {import("./signaling.js").ServerFrame} msg */
 function onMessage(msg) {
   switch (msg.type) {
     case "roster":
@@ -354,12 +366,12 @@ function onMessage(msg) {
       break;
     case "clientJoin":
       if (addPeer(msg.clientId, msg.name, { moderator: msg.moderator })) {
-        toast(`${state.peers.get(msg.clientId).name} joined`);
+        toast(`${peerName(msg.clientId, "Someone")} joined`);
       }
       break;
     case "clientDisconnect":
       if (isPeerId(msg.clientId) && state.peers.has(msg.clientId)) {
-        toast(`${state.peers.get(msg.clientId).name} left`);
+        toast(`${peerName(msg.clientId, "Someone")} left`);
         removePeer(msg.clientId);
       }
       break;

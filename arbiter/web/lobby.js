@@ -8,8 +8,18 @@ import { renderMediaButtons, setCam, setMic } from "./controls.js";
 import { LocalMedia } from "./media.js";
 import { storedKey } from "./moderation.js";
 import { suggestRoomName } from "./names.js";
-import { $, fillDevices, initials } from "./ui.js";
+import { $, $as, fillDevices, initials } from "./ui.js";
 
+/**
+ * @typedef {object} LobbyMode
+ * @property {string} note  shown above the form ("" for none)
+ * @property {boolean} field  the password field is shown
+ * @property {string} [label]
+ * @property {string} [hint]
+ * @property {AutoFill} [autocomplete]
+ */
+
+/** @type {Record<import("./context.js").LobbyState["mode"], LobbyMode>} */
 const MODES = {
   join: { note: "", field: false },
   create: {
@@ -37,10 +47,10 @@ const FRESH_KEY = "arbiter.freshRoom";
 export function startLanding() {
   show("landing");
   const suggested = suggestRoomName();
-  $("#landing-room").value = suggested;
+  $as("#landing-room", HTMLInputElement).value = suggested;
   $("#landing-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const room = $("#landing-room").value.trim().replace(/^\/+|\/+$/g, "");
+    const room = $as("#landing-room", HTMLInputElement).value.trim().replace(/^\/+|\/+$/g, "");
     if (!room) return;
     try {
       if (room === suggested) sessionStorage.setItem(FRESH_KEY, room);
@@ -49,15 +59,19 @@ export function startLanding() {
     }
     location.assign(`/${encodeURIComponent(room)}`);
   });
-  $("#landing-room").focus();
+  $as("#landing-room", HTMLInputElement).focus();
 }
 
-/** The lobby, once per page; `onJoin()` runs the join once the form is valid. */
+/**
+ * The lobby, once per page; `onJoin()` runs the join once the form is valid.
+ *
+ * @param {() => void} onJoin
+ */
 export function startLobby(onJoin) {
   show("lobby");
   document.title = `${roomPath} · Arbiter`;
   $("#lobby-room").textContent = roomPath;
-  const nameInput = $("#name");
+  const nameInput = $as("#name", HTMLInputElement);
   nameInput.value = localStorage.getItem("arbiter.name") || "";
   nameInput.addEventListener("input", () => {
     $("#preview-avatar").textContent = initials(nameInput.value || "?");
@@ -67,16 +81,20 @@ export function startLobby(onJoin) {
     event.preventDefault();
     if (takeLobbyForm()) onJoin();
   });
-  $("#password").addEventListener("input", () => setLobbyMessage(""));
+  $as("#password", HTMLInputElement).addEventListener("input", () => setLobbyMessage(""));
   $("#lobby-mic").addEventListener("click", () => setMic(!media.micOn));
   $("#lobby-cam").addEventListener("click", () => setCam(!media.camOn));
-  $("#mic-select").addEventListener("change", (e) => reopenDevices({ audio: e.target.value }));
-  $("#cam-select").addEventListener("change", (e) => reopenDevices({ video: e.target.value }));
-  (nameInput.value ? $("#join") : nameInput).focus();
+  const mic = $as("#mic-select", HTMLSelectElement);
+  const cam = $as("#cam-select", HTMLSelectElement);
+  mic.addEventListener("change", () => reopenDevices({ audio: mic.value }));
+  cam.addEventListener("change", () => reopenDevices({ video: cam.value }));
+  (nameInput.value ? $as("#join", HTMLButtonElement) : nameInput).focus();
   setLobbyMode(storedKey() ? "moderator" : "join");
   state.mediaReady = openDevices();
   getConfig().then((c) => (state.config = c)); // warm: the Join click needs it
-  (takeFresh() ? Promise.resolve({ exists: false }) : roomInfo(roomPath)).then((info) => {
+  /** @type {Promise<import("./api.js").RoomInfo | null>} */
+  const looked = takeFresh() ? Promise.resolve({ exists: false }) : roomInfo(roomPath);
+  looked.then((info) => {
     state.lobbyInfo = info;
     if (info) {
       state.passwordRequired = info.exists ? info.passwordRequired : null;
@@ -96,12 +114,17 @@ function takeFresh() {
   }
 }
 
+/**
+ * @param {import("./api.js").RoomInfo} info
+ * @returns {import("./context.js").LobbyState["mode"]}
+ */
 function lobbyModeFor(info) {
   if (!info.exists) return "create";
   if (storedKey()) return "moderator"; // a stale key is found out on identify
   return info.passwordRequired ? "password" : "join";
 }
 
+/** @param {import("./context.js").LobbyState["mode"]} mode */
 function setLobbyMode(mode) {
   const m = MODES[mode];
   state.lobby.mode = mode;
@@ -109,33 +132,34 @@ function setLobbyMode(mode) {
   $("#lobby-note").textContent = m.note;
   $("#lobby-note").hidden = !m.note;
   $("#password-field").hidden = !m.field;
-  const input = $("#password");
+  const input = $as("#password", HTMLInputElement);
   input.required = mode === "password"; // the form is novalidate: the lobby says what is missing
   if (m.field) {
-    $("#password-label").textContent = m.label;
-    $("#password-hint").textContent = m.hint;
+    $("#password-label").textContent = m.label ?? "";
+    $("#password-hint").textContent = m.hint ?? "";
     $("#password-hint").hidden = !m.hint;
-    input.autocomplete = m.autocomplete;
+    input.autocomplete = m.autocomplete ?? "off";
   }
 }
 
+/** @param {string} text  "" clears it */
 function setLobbyMessage(text) {
   state.lobby.message = text;
   $("#join-error").textContent = text;
   $("#join-error").hidden = !text;
-  $("#password").setAttribute("aria-invalid", String(!!text && state.lobby.mode === "password"));
+  $as("#password", HTMLInputElement).setAttribute("aria-invalid", String(!!text && state.lobby.mode === "password"));
 }
 
 /** Name and password from the form into `state`; false (and says why) when one is missing. */
 function takeLobbyForm() {
   const mode = state.lobby.mode;
-  const password = $("#password-field").hidden ? "" : $("#password").value;
+  const password = $("#password-field").hidden ? "" : $as("#password", HTMLInputElement).value;
   if (mode === "password" && !password) {
     setLobbyMessage("Type the room password to join.");
-    $("#password").focus();
+    $as("#password", HTMLInputElement).focus();
     return false;
   }
-  state.name = ($("#name").value.trim() || "Guest").slice(0, 64);
+  state.name = ($as("#name", HTMLInputElement).value.trim() || "Guest").slice(0, 64);
   localStorage.setItem("arbiter.name", state.name);
   state.creating = mode === "create";
   // A new room's password goes to claimRoom; a protected room's to identify.
@@ -148,35 +172,39 @@ function takeLobbyForm() {
 /**
  * Back to the lobby after a refused join: `mode` "password" asks for the password (the room
  * has one, or the one given was wrong); `message` says what happened.
+ *
+ * @param {{message: string, mode?: import("./context.js").LobbyState["mode"]}} refusal
  */
 export function reopenLobby({ message, mode }) {
   show("lobby");
   state.phase = "lobby";
   if (mode) setLobbyMode(mode);
   setLobbyMessage(message);
-  $("#preview").srcObject = media.cameraTrack ? new MediaStream([media.cameraTrack]) : null;
-  $("#join").disabled = false;
+  $as("#preview", HTMLVideoElement).srcObject = media.cameraTrack ? new MediaStream([media.cameraTrack]) : null;
+  $as("#join", HTMLButtonElement).disabled = false;
   renderMediaButtons();
   if (!$("#password-field").hidden) {
-    $("#password").focus();
-    $("#password").select();
+    $as("#password", HTMLInputElement).focus();
+    $as("#password", HTMLInputElement).select();
   } else {
-    $("#join").focus();
+    $as("#join", HTMLButtonElement).focus();
   }
 }
 
+/** @param {{audio?: string, video?: string}} [change]  device ids picked */
 async function openDevices(change) {
   $("#lobby-status").textContent = "Opening camera and microphone…";
   await (change ? media.chooseDevices(change) : media.open());
   $("#media-error").textContent = media.error;
   $("#lobby-status").textContent = "";
-  $("#preview").srcObject = media.cameraTrack ? new MediaStream([media.cameraTrack]) : null;
+  $as("#preview", HTMLVideoElement).srcObject = media.cameraTrack ? new MediaStream([media.cameraTrack]) : null;
   const devices = await LocalMedia.devices();
-  fillDevices($("#mic-select"), devices.audio, media.audioTrack?.getSettings().deviceId, "Microphone");
-  fillDevices($("#cam-select"), devices.video, media.cameraTrack?.getSettings().deviceId, "Camera");
+  fillDevices($as("#mic-select", HTMLSelectElement), devices.audio, media.audioTrack?.getSettings().deviceId, "Microphone");
+  fillDevices($as("#cam-select", HTMLSelectElement), devices.video, media.cameraTrack?.getSettings().deviceId, "Camera");
   renderMediaButtons();
 }
 
+/** @param {{audio?: string, video?: string}} change */
 function reopenDevices(change) {
   state.mediaReady = openDevices(change);
 }

@@ -11,9 +11,12 @@ export const VIDEO_CONSTRAINTS = {
 
 export class LocalMedia {
   constructor() {
+    /** @type {MediaStreamTrack | null} */
     this.audioTrack = null;
-    this.cameraTrack = null; // a real camera, or null
-    this.placeholder = null; // canvas track used when there is no camera
+    /** @type {MediaStreamTrack | null} a real camera, or null */
+    this.cameraTrack = null;
+    /** @type {MediaStreamTrack | null} canvas track used when there is no camera */
+    this.placeholder = null;
     this.audioDeviceId = localStorage.getItem("arbiter.audioDevice") || "";
     this.videoDeviceId = localStorage.getItem("arbiter.videoDevice") || "";
     this.micOn = localStorage.getItem("arbiter.micOn") !== "false";
@@ -21,7 +24,11 @@ export class LocalMedia {
     this.error = "";
   }
 
-  /** Open (or re-open after a picker change) the camera and microphone. */
+  /**
+   * Open (or re-open after a picker change) the camera and microphone.
+   *
+   * @returns {Promise<MediaStream | null>}
+   */
   async open() {
     this.error = "";
     const wantAudio = this.audioDeviceId ? { deviceId: { exact: this.audioDeviceId } } : true;
@@ -41,7 +48,8 @@ export class LocalMedia {
         break;
       } catch (err) {
         this.error = describeMediaError(err);
-        if (err?.name === "OverconstrainedError" && (this.audioDeviceId || this.videoDeviceId)) {
+        const name = /** @type {{name?: string} | null} */ (err)?.name;
+        if (name === "OverconstrainedError" && (this.audioDeviceId || this.videoDeviceId)) {
           // A remembered device is gone: fall back to the defaults once.
           this.audioDeviceId = this.videoDeviceId = "";
           return this.open();
@@ -83,18 +91,24 @@ export class LocalMedia {
     return !!this.audioTrack;
   }
 
+  /** @param {boolean} on */
   setMic(on) {
     this.micOn = on;
     localStorage.setItem("arbiter.micOn", String(on));
     if (this.audioTrack) this.audioTrack.enabled = on;
   }
 
+  /** @param {boolean} on */
   setCam(on) {
     this.camOn = on;
     localStorage.setItem("arbiter.camOn", String(on));
     if (this.cameraTrack) this.cameraTrack.enabled = on;
   }
 
+  /**
+   * @param {{audio?: string, video?: string}} change  device ids
+   * @returns {Promise<MediaStream | null>}
+   */
   async chooseDevices({ audio, video }) {
     if (audio !== undefined) {
       this.audioDeviceId = audio;
@@ -135,7 +149,8 @@ export async function captureScreen() {
     if (track) track.contentHint = "detail";
     return track || null;
   } catch (err) {
-    if (err?.name === "NotAllowedError" || err?.name === "AbortError") return null;
+    const name = /** @type {{name?: string} | null} */ (err)?.name;
+    if (name === "NotAllowedError" || name === "AbortError") return null;
     throw err;
   }
 }
@@ -144,7 +159,7 @@ function placeholderTrack() {
   const canvas = document.createElement("canvas");
   canvas.width = 320;
   canvas.height = 180;
-  const ctx = canvas.getContext("2d");
+  const ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
   const paint = () => {
     ctx.fillStyle = "#15171c";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
@@ -157,8 +172,12 @@ function placeholderTrack() {
   return track;
 }
 
+/**
+ * @param {unknown} err  what getUserMedia threw
+ * @returns {string}
+ */
 export function describeMediaError(err) {
-  switch (err?.name) {
+  switch (/** @type {{name?: string} | null} */ (err)?.name) {
     case "NotAllowedError":
     case "SecurityError":
       return window.isSecureContext
@@ -178,11 +197,14 @@ export function describeMediaError(err) {
  * Audio level of a track, 0..1, sampled by an AnalyserNode. One shared AudioContext; it is
  * created on a user gesture (the Join click) so autoplay policies allow it to run.
  */
+/** @type {AudioContext | null} */
 let audioContext = null;
 
+/** @returns {AudioContext | null} */
 export function ensureAudioContext() {
   if (!audioContext) {
-    const Ctx = window.AudioContext || window.webkitAudioContext;
+    /** @type {typeof AudioContext | undefined} */
+    const Ctx = window.AudioContext || /** @type {any} */ (window).webkitAudioContext;
     if (!Ctx) return null;
     audioContext = new Ctx();
   }
@@ -191,15 +213,20 @@ export function ensureAudioContext() {
 }
 
 export class LevelMeter {
+  /** @param {MediaStreamTrack | null} track */
   constructor(track) {
     this.level = 0;
+    /** @type {MediaStreamAudioSourceNode | null} */
+    this.source = null;
+    /** @type {AnalyserNode | null} */
+    this.analyser = null;
+    this.buffer = new Float32Array(512);
     const ctx = ensureAudioContext();
     if (!ctx || !track) return;
     try {
       this.source = ctx.createMediaStreamSource(new MediaStream([track]));
       this.analyser = ctx.createAnalyser();
-      this.analyser.fftSize = 512;
-      this.buffer = new Float32Array(this.analyser.fftSize);
+      this.analyser.fftSize = this.buffer.length;
       this.source.connect(this.analyser);
     } catch {
       this.analyser = null;

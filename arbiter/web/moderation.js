@@ -7,8 +7,8 @@
 // Names reach the page only through textContent.
 
 import { grid, notify, roomLink, roomPath, SELF, send, state } from "./context.js";
-import { copyText, setMic } from "./controls.js";
-import { $, el, hydrateIcons, icon, toast } from "./ui.js";
+import { copyText, setIcon, setMic } from "./controls.js";
+import { $, $as, el, icon, toast } from "./ui.js";
 
 const KEY_PREFIX = "arbiter.moderatorKey.";
 const KEY_PATTERN = /^[\x21-\x7e]{1,256}$/; // printable ASCII: what a URL-safe token is made of
@@ -24,6 +24,7 @@ export function storedKey() {
   }
 }
 
+/** @param {string} key  a moderator key (kept only when it looks like one) */
 export function storeKey(key) {
   if (!KEY_PATTERN.test(key)) return;
   try {
@@ -62,7 +63,11 @@ export function takeKeyFromFragment() {
 
 // ------------------------------------------------------------------ frames
 
-/** `identified`: are we a moderator, is the room locked. A key that was not accepted is stale. */
+/**
+ * `identified`: are we a moderator, is the room locked. A key that was not accepted is stale.
+ *
+ * @param {import("./signaling.js").ServerFrame} frame
+ */
 export function onIdentified(frame) {
   state.moderator = frame.moderator === true;
   state.locked = frame.locked === true;
@@ -76,6 +81,7 @@ export function keyRefused() {
   state.moderatorKey = "";
 }
 
+/** @param {import("./signaling.js").ServerFrame} msg  a roomState frame */
 export function onRoomState(msg) {
   if (typeof msg.locked === "boolean" && msg.locked !== state.locked) {
     state.locked = msg.locked;
@@ -89,15 +95,24 @@ export function onRoomState(msg) {
   renderRoomState();
 }
 
+/**
+ * @param {import("./signaling.js").ServerFrame} msg
+ * @param {string} byName  the moderator's name
+ */
 export function onMuteRequest(msg, byName) {
   setMic(false);
   notify(`${byName} muted your microphone`);
 }
 
+/**
+ * @param {import("./signaling.js").ServerFrame} msg
+ * @param {string} byName  the moderator's name
+ */
 export function onKicked(msg, byName) {
   state.removedBy = byName;
 }
 
+/** @param {import("./signaling.js").ServerFrame} msg  an error frame for `moderate` */
 export function onModerateError(msg) {
   const text = typeof msg.message === "string" ? msg.message : "refused";
   toast(`Not done: ${text}`);
@@ -105,6 +120,10 @@ export function onModerateError(msg) {
 
 // ------------------------------------------------------------------ controls
 
+/**
+ * @param {"kick" | "mute" | "lock" | "unlock" | "password"} op
+ * @param {{target?: string, password?: string | null}} [data]
+ */
 function moderate(op, data = {}) {
   if (!send("moderate", { op, ...data })) toast("Not connected: try again in a moment");
 }
@@ -112,6 +131,8 @@ function moderate(op, data = {}) {
 /**
  * Mute and Remove on a peer's tile: for moderators, on everyone but moderators. Buttons are
  * rebuilt only when what they say changes (a rebuilt button would lose the keyboard focus).
+ *
+ * @param {string} id
  */
 export function renderTileActions(id) {
   const peer = state.peers.get(id);
@@ -124,6 +145,12 @@ export function renderTileActions(id) {
     grid.setActions(id, []);
     return;
   }
+  /**
+   * @param {string} iconName
+   * @param {string} text
+   * @param {string} testid
+   * @param {(event: MouseEvent) => void} onClick
+   */
   const button = (iconName, text, testid, onClick) => {
     const b = el("button", { type: "button", class: "tile-action", title: text.split(" ")[0], "data-testid": testid },
       icon(iconName), el("span", { class: "visually-hidden", text }));
@@ -135,18 +162,28 @@ export function renderTileActions(id) {
       moderate("mute", { target: id });
       toast(`You muted ${state.peers.get(id)?.name ?? peer.name}`);
     }),
-    button("personRemove", `Remove ${peer.name}`, "remove-peer", (event) => confirmRemove(id, event.currentTarget)),
+    button("personRemove", `Remove ${peer.name}`, "remove-peer", (event) =>
+      confirmRemove(id, /** @type {HTMLElement} */ (event.currentTarget)),
+    ),
   ]);
 }
 
+// Where the keyboard focus goes when the Remove dialog closes (the button that opened it).
+/** @type {HTMLElement | null} */
+let confirmReturnFocus = null;
+
+/**
+ * @param {string} id
+ * @param {HTMLElement} opener  the button that asked
+ */
 function confirmRemove(id, opener) {
   const peer = state.peers.get(id);
   if (!peer) return;
-  const dialog = $("#confirm-dialog");
+  const dialog = $as("#confirm-dialog", HTMLDialogElement);
   $("#confirm-title").textContent = `Remove ${peer.name} from the call?`;
   $("#confirm-detail").textContent = "They can come back unless the room is locked.";
   dialog.dataset.target = id; // an attribute value only
-  dialog.returnFocus = opener;
+  confirmReturnFocus = opener;
   dialog.showModal();
   $("#confirm-cancel").focus();
 }
@@ -159,25 +196,20 @@ export function renderRoomState() {
   const lock = $("#lock-toggle");
   const label = state.locked ? "Unlock room" : "Lock room";
   lock.setAttribute("aria-label", label);
-  lock.querySelector(".label").textContent = label;
+  $(".label", lock).textContent = label;
   lock.classList.toggle("active", state.locked);
-  const slot = lock.querySelector("[data-icon]");
-  const want = state.locked ? "lock" : "lockOpen";
-  if (slot.dataset.icon !== want) {
-    slot.dataset.icon = want;
-    hydrateIcons(lock);
-  }
+  setIcon(lock, state.locked ? "lock" : "lockOpen");
   $("#copy-mod-link").hidden = !state.moderatorKey;
   for (const id of state.peers.keys()) renderTileActions(id);
 }
 
 function openPasswordDialog() {
   const known = { true: "This room has a password.", false: "This room has no password." };
-  $("#password-state").textContent = known[state.passwordRequired] ?? "";
-  $("#new-password").value = "";
+  $("#password-state").textContent = state.passwordRequired === null ? "" : known[`${state.passwordRequired}`];
+  $as("#new-password", HTMLInputElement).value = "";
   $("#password-dialog-error").textContent = "";
-  $("#password-dialog").showModal();
-  $("#new-password").focus();
+  $as("#password-dialog", HTMLDialogElement).showModal();
+  $as("#new-password", HTMLInputElement).focus();
 }
 
 /** Listeners for the moderator controls and the dialogs (once, at start). */
@@ -190,24 +222,24 @@ export function setupModeration() {
     }
   });
 
-  const confirm = $("#confirm-dialog");
+  const confirm = $as("#confirm-dialog", HTMLDialogElement);
   confirm.addEventListener("close", () => {
-    confirm.returnFocus?.isConnected && confirm.returnFocus.focus();
-    confirm.returnFocus = null;
+    if (confirmReturnFocus?.isConnected) confirmReturnFocus.focus();
+    confirmReturnFocus = null;
   });
   $("#confirm-cancel").addEventListener("click", () => confirm.close());
   $("#confirm-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const id = confirm.dataset.target;
+    const id = confirm.dataset.target ?? "";
     const name = state.peers.get(id)?.name;
-    confirm.returnFocus = $("#controls"); // the tile goes away with them
+    confirmReturnFocus = $("#controls"); // the tile goes away with them
     confirm.close();
     if (name === undefined) return;
     moderate("kick", { target: id });
     toast(`Removing ${name}…`);
   });
 
-  const dialog = $("#password-dialog");
+  const dialog = $as("#password-dialog", HTMLDialogElement);
   $("#password-cancel").addEventListener("click", () => dialog.close());
   $("#password-remove").addEventListener("click", () => {
     moderate("password", { password: null });
@@ -215,10 +247,10 @@ export function setupModeration() {
   });
   $("#password-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const value = $("#new-password").value;
+    const value = $as("#new-password", HTMLInputElement).value;
     if (!value) {
       $("#password-dialog-error").textContent = "Type a password, or choose Remove password.";
-      $("#new-password").focus();
+      $as("#new-password", HTMLInputElement).focus();
       return;
     }
     moderate("password", { password: value });

@@ -2,21 +2,36 @@
 // speaking loops.
 
 import { LevelMeter } from "./media.js";
-import { grid, media, preferences, SELF, session, state } from "./context.js";
+import { grid, media, preferences, session, state } from "./context.js";
 import { renderTileActions } from "./moderation.js";
 import { $ } from "./ui.js";
 
-/** Peer ids are the server's strings; they are only ever Map keys and attribute values. */
+/**
+ * Peer ids are the server's strings; they are only ever Map keys and attribute values.
+ *
+ * @param {unknown} id
+ * @returns {id is string}
+ */
 export function isPeerId(id) {
   return typeof id === "string" && id !== "";
 }
 
-/** {audio, video} booleans from a peer's (untrusted) features: only `false` turns one off. */
+/**
+ * {audio, video} booleans from a peer's (untrusted) features: only `false` turns one off.
+ *
+ * @param {any} f
+ * @returns {import("./ui.js").Features}
+ */
 export function peerFeatures(f) {
   return { audio: f?.audio !== false, video: f?.video !== false };
 }
 
-/** A remote participant's name, or `fallback` for an id we do not know. */
+/**
+ * A remote participant's name, or `fallback` for an id we do not know.
+ *
+ * @param {unknown} id
+ * @param {string} [fallback]
+ */
 export function peerName(id, fallback = "A moderator") {
   return (isPeerId(id) && state.peers.get(id)?.name) || fallback;
 }
@@ -24,6 +39,11 @@ export function peerName(id, fallback = "A moderator") {
 /**
  * Add (or rename) a remote participant; false when `id` is not a remote peer's id.
  * `moderator` (from the roster or clientJoin) is kept unless given.
+ *
+ * @param {unknown} id
+ * @param {unknown} name
+ * @param {{features?: unknown, moderator?: unknown}} [opts]
+ * @returns {boolean}
  */
 export function addPeer(id, name, { features, moderator } = {}) {
   if (!isPeerId(id) || id === state.id) return false;
@@ -41,6 +61,7 @@ export function addPeer(id, name, { features, moderator } = {}) {
   return !known;
 }
 
+/** @param {string} id */
 export function removePeer(id) {
   preferences.unwatch(id);
   session.call?.closeConsumer(id);
@@ -51,14 +72,23 @@ export function removePeer(id) {
   updateCount();
 }
 
+/**
+ * @param {unknown} id
+ * @param {unknown} features  a features frame's (untrusted)
+ */
 export function setPeerFeatures(id, features) {
-  if (!isPeerId(id) || !state.peers.has(id) || !features || typeof features !== "object") return;
+  if (!isPeerId(id) || !features || typeof features !== "object") return;
   const peer = state.peers.get(id);
+  if (!peer) return;
   peer.features = peerFeatures(features);
   grid.setFeatures(id, peer.features);
   preferences.update(id); // video off: paused; back on: resumed
 }
 
+/**
+ * @param {string} peer
+ * @param {MediaStreamTrack} track
+ */
 export function onTrack(peer, track) {
   if (!state.peers.has(peer) && !addPeer(peer, "Guest")) return;
   if (track.kind === "video") {
@@ -71,12 +101,19 @@ export function onTrack(peer, track) {
   }
 }
 
+/**
+ * @param {string} peer
+ * @param {RTCPeerConnectionState} s
+ */
 export function onConsumerState(peer, s) {
   if (!state.peers.has(peer)) return;
-  const text = { connected: "", failed: "connection lost", disconnected: "reconnecting…" }[s];
+  /** @type {Partial<Record<RTCPeerConnectionState, string>>} */
+  const texts = { connected: "", failed: "connection lost", disconnected: "reconnecting…" };
+  const text = texts[s];
   grid.setStatus(peer, text ?? "connecting…");
 }
 
+/** @param {HTMLVideoElement | undefined} video */
 function watchFirstFrame(video) {
   if (!video || state.marks.firstRemoteFrame) return;
   const done = () => {
@@ -101,14 +138,14 @@ export function startLoops() {
     const stats = await call.stats();
     for (const [peer, s] of Object.entries(stats.remote)) {
       if (!state.peers.has(peer)) continue;
-      const detail = `loss ${(s.loss * 100).toFixed(1)} %, jitter ${Math.round(s.jitter * 1000)} ms` +
+      const detail = `loss ${((s.loss ?? 0) * 100).toFixed(1)} %, jitter ${Math.round(s.jitter * 1000)} ms` +
         (s.rtt != null ? `, rtt ${Math.round(s.rtt * 1000)} ms` : "");
-      grid.setQuality(peer, s.quality, detail);
+      grid.setQuality(peer, s.quality ?? "good", detail);
     }
   }, 1000);
   setInterval(() => {
     for (const [id, meter] of state.meters) {
-      const muted = id === SELF ? !media.micOn : state.peers.get(id)?.features?.audio === false;
+      const muted = typeof id === "symbol" /* SELF */ ? !media.micOn : state.peers.get(id)?.features?.audio === false;
       grid.setSpeaking(id, !muted && meter.sample() > 0.03);
     }
   }, 150);

@@ -95,7 +95,7 @@ export class TilePreferences {
   unwatch(id) {
     const watch = this.watches.get(id);
     if (!watch) return;
-    clearTimeout(watch.timer);
+    clearTimeout(watch.timer ?? undefined);
     this.intersections.unobserve(watch.tile.video);
     this.sizes.unobserve(watch.tile.video);
     watch.tile.video.removeEventListener("resize", watch.onResize);
@@ -103,7 +103,11 @@ export class TilePreferences {
     this.watches.delete(id);
   }
 
-  /** Something about the tile changed that no observer sees (the publisher's features). */
+  /**
+   * Something about the tile changed that no observer sees (the publisher's features).
+   *
+   * @param {string} id
+   */
   update(id) {
     const watch = this.watches.get(id);
     if (watch) this.changed(watch);
@@ -157,7 +161,7 @@ export class TilePreferences {
       this.flush(watch); // the tile's first frame goes at once
       return;
     }
-    clearTimeout(watch.timer);
+    clearTimeout(watch.timer ?? undefined);
     watch.timer = null;
     if (!TilePreferences.differs(watch.sent, this.wanted(watch))) return;
     watch.timer = setTimeout(() => this.flush(watch), this.debounceMs);

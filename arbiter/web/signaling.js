@@ -19,10 +19,28 @@ export class SignalingError extends Error {
   }
 }
 
+/**
+ * A frame from the server: an object whose `type` says what it is; everything in it is
+ * untrusted (checked where it is used).
+ *
+ * @typedef {Record<string, any>} ServerFrame
+ */
+
+/**
+ * What identify sends (docs/PROTOCOL.md section 3).
+ *
+ * @typedef {object} Identity
+ * @property {string} id
+ * @property {number} roomId
+ * @property {string} name
+ * @property {string} [password]
+ * @property {string} [moderatorKey]
+ */
+
 export class Signaling {
   /**
    * @param {string} url   ws:// or wss:// URL of /ws
-   * @param {{onMessage: (msg) => void, onClose: (info) => void}} handlers
+   * @param {{onMessage: (msg: ServerFrame) => void, onClose: (info: {code: number, reason: string}) => void}} handlers
    *   onMessage gets every frame after `identified`; onClose fires once, when the socket
    *   closes or fails for any reason other than close() (info: {code, reason}).
    */
@@ -30,6 +48,7 @@ export class Signaling {
     this.url = url;
     this.onMessage = onMessage;
     this.onClose = onClose;
+    /** @type {WebSocket | null} */
     this.ws = null;
     this.closedByUs = false;
     this.identified = false;
@@ -40,10 +59,19 @@ export class Signaling {
    * Open the socket and identify; resolves with the `identified` frame, rejects with a
    * SignalingError carrying the refusal's status (401 password required, 403 wrong password,
    * locked or full, 429 too many refusals). `password` and `moderatorKey` go only when set.
+   *
+   * @param {Identity} identity
+   * @param {{timeout?: number}} [opts]  milliseconds
+   * @returns {Promise<ServerFrame>}
    */
   identify({ id, roomId, name, password, moderatorKey }, { timeout = 10000 } = {}) {
     return new Promise((resolve, reject) => {
       let settled = false;
+      /**
+       * @template T
+       * @param {(value: T) => void} fn
+       * @param {T} value
+       */
       const settle = (fn, value) => {
         if (settled) return;
         settled = true;
@@ -62,6 +90,7 @@ export class Signaling {
         settle(reject, new SignalingError("Cannot reach the server. Check your network connection.", 0, detail));
         return;
       }
+      /** @type {Identity & {type: "client"}} */
       const data = { type: "client", id, roomId, name };
       if (password) data.password = password;
       if (moderatorKey) data.moderatorKey = moderatorKey;
@@ -110,8 +139,13 @@ export class Signaling {
     return !!this.ws && this.ws.readyState === WebSocket.OPEN;
   }
 
+  /**
+   * @param {string} action
+   * @param {object} [data]
+   * @returns {boolean} false when the socket is not open (nothing sent)
+   */
   send(action, data = {}) {
-    if (!this.open) return false;
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify({ action, data }));
     this.sent++;
     return true;

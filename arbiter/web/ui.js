@@ -1,21 +1,57 @@
 // DOM: the tile grid, chat panel, banners and small helpers. No call logic lives here.
 
-export const $ = (selector, root = document) => root.querySelector(selector);
+/**
+ * The element for `selector`, which index.html has (a missing one is a bug, thrown at once).
+ *
+ * @param {string} selector
+ * @param {ParentNode} [root]
+ * @returns {HTMLElement}
+ */
+export function $(selector, root = document) {
+  const node = root.querySelector(selector);
+  if (!(node instanceof HTMLElement)) throw new Error(`no element ${selector}`);
+  return node;
+}
 
+/**
+ * `$` for an element of a given class (an input, a video, a dialog...), checked.
+ *
+ * @template {HTMLElement} T
+ * @param {string} selector
+ * @param {new (...args: any[]) => T} type
+ * @returns {T}
+ */
+export function $as(selector, type) {
+  const node = $(selector);
+  if (!(node instanceof type)) throw new Error(`${selector} is not a ${type.name}`);
+  return node;
+}
+
+/**
+ * A new element: `attrs` "class", "text", data-*, aria-* and role set as such, anything else
+ * as a property (false and null skipped); then the children that are not null.
+ *
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, unknown>} [attrs]
+ * @param {...(Node | string | null | undefined)} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === false || value == null) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
+    if (key === "class") node.className = String(value);
+    else if (key === "text") node.textContent = String(value);
     else if (key.startsWith("data-") || key.startsWith("aria-") || key === "role") {
       node.setAttribute(key, value === true ? "" : String(value));
-    } else node[key] = value;
+    } else /** @type {Record<string, unknown>} */ (/** @type {unknown} */ (node))[key] = value;
   }
-  node.append(...children.filter((c) => c != null));
+  node.append(.../** @type {(Node | string)[]} */ (children.filter((c) => c != null)));
   return node;
 }
 
+/** @type {Record<string, string>} */
 const ICON_PATHS = {
   mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z",
   micOff: "M19 11a7 7 0 0 1-1.2 3.9l-1.45-1.45A5 5 0 0 0 17 11h2zM15 11.2 9 5.2V5a3 3 0 0 1 6 0v6.2zM4.27 3 3 4.27l6 6V11a3 3 0 0 0 4.2 2.75l1.53 1.53A5 5 0 0 1 7 11H5a7 7 0 0 0 6 6.92V21h2v-3.08a6.9 6.9 0 0 0 3.18-1.13L19.73 21 21 19.73 4.27 3z",
@@ -36,6 +72,12 @@ const ICON_PATHS = {
   personRemove: "M14 8a4 4 0 1 0-8 0 4 4 0 0 0 8 0zm3 2v2h6v-2h-6zM2 18v2h16v-2c0-2.66-5.33-4-8-4s-8 1.34-8 4z",
 };
 
+/**
+ * An inline SVG icon (aria-hidden).
+ *
+ * @param {string} name  a key of ICON_PATHS
+ * @returns {SVGSVGElement}
+ */
 export function icon(name) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", "0 0 24 24");
@@ -48,13 +90,22 @@ export function icon(name) {
   return svg;
 }
 
-/** Put `name`'s icon into every [data-icon=name] placeholder. */
+/**
+ * Put `name`'s icon into every [data-icon=name] placeholder.
+ *
+ * @param {ParentNode} [root]
+ */
 export function hydrateIcons(root = document) {
   for (const slot of root.querySelectorAll("[data-icon]")) {
-    slot.replaceChildren(icon(slot.dataset.icon));
+    slot.replaceChildren(icon(slot.getAttribute("data-icon") || ""));
   }
 }
 
+/**
+ * One or two capital letters for an avatar.
+ *
+ * @param {string} name
+ */
 export function initials(name) {
   const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
   const letters = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?").slice(0, 2);
@@ -63,8 +114,36 @@ export function initials(name) {
 
 /** @typedef {"speaker" | "grid"} Layout */
 
-/** The layouts, the first being the default. */
+/**
+ * The layouts, the first being the default.
+ *
+ * @type {readonly Layout[]}
+ */
 export const LAYOUTS = Object.freeze(["speaker", "grid"]);
+
+/** @typedef {{audio: boolean, video: boolean}} Features  what a participant sends */
+
+/**
+ * One participant's tile and the parts of it that change.
+ *
+ * @typedef {object} Tile
+ * @property {string | symbol} id  a remote peer id, or the caller's own key (a Symbol)
+ * @property {string} [name]
+ * @property {HTMLDivElement} node
+ * @property {HTMLVideoElement} video
+ * @property {HTMLAudioElement | null} audio  null on our own tile
+ * @property {HTMLDivElement} avatar
+ * @property {HTMLDivElement} status
+ * @property {HTMLSpanElement} quality
+ * @property {HTMLSpanElement} label
+ * @property {HTMLSpanElement} muted
+ * @property {HTMLSpanElement} camOff
+ * @property {HTMLSpanElement} moderator
+ * @property {HTMLDivElement} actions
+ * @property {boolean} self
+ * @property {Features} features
+ * @property {string | null} [actionsFor]  whose name the moderator buttons carry (moderation.js)
+ */
 
 const ASPECT = 16 / 9; // every tile's shape: camera video fills it, no bars
 const STRIP_SHARE = 0.22; // of the grid's height, for the strip under the speaker
@@ -78,24 +157,34 @@ const STRIP_MIN_W = 112; // px: narrower strip tiles wrap (and the grid scrolls)
  * people in a wide window, ours beside theirs (class "side-by-side").
  */
 export class Grid {
+  /** @param {HTMLElement} root */
   constructor(root) {
     this.root = root;
     // Remote peer id (a string from the server) or the caller's own key for its self view
     // (context.js makes it a Symbol, so no peer id can name it) -> {node, video, audio, ...}.
+    /** @type {Map<string | symbol, Tile>} */
     this.tiles = new Map();
     // The remote peer the SFU reports as the dominant speaker (activeSpeaker).
+    /** @type {string | null} */
     this.speaker = null;
     /** @type {Layout} */
     this.mode = LAYOUTS[0];
     new ResizeObserver(() => this.layout()).observe(root);
   }
 
-  /** @param {Layout} mode */
+  /** @param {string} mode  a Layout; anything else is the default */
   setMode(mode) {
-    this.mode = LAYOUTS.includes(mode) ? mode : LAYOUTS[0];
+    this.mode = LAYOUTS.find((l) => l === mode) ?? LAYOUTS[0];
     this.layout();
   }
 
+  /**
+   * The tile for `id`, made if it is new (and renamed if not).
+   *
+   * @param {string | symbol} id
+   * @param {{name: string, self?: boolean}} opts
+   * @returns {Tile}
+   */
   add(id, { name, self = false }) {
     let tile = this.tiles.get(id);
     if (tile) {
@@ -134,20 +223,22 @@ export class Grid {
     }
     const audio = self ? null : el("audio", { autoplay: true });
     if (audio) node.append(audio);
-    tile = {
+    /** @type {Tile} */
+    const made = {
       id, node, video, audio, avatar, status, quality, label, muted, camOff, moderator, actions, self,
       features: { audio: true, video: true },
     };
-    this.tiles.set(id, tile);
+    this.tiles.set(id, made);
     this.setName(id, name);
     this.setStatus(id, self ? "" : "connecting…");
     // Self first, then in join order.
     if (self) this.root.prepend(node);
     else this.root.append(node);
     this.layout();
-    return tile;
+    return made;
   }
 
+  /** @param {string | symbol} id */
   get(id) {
     return this.tiles.get(id);
   }
@@ -156,6 +247,7 @@ export class Grid {
     return [...this.tiles.keys()];
   }
 
+  /** @param {string | symbol} id */
   remove(id) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -170,6 +262,10 @@ export class Grid {
     for (const tile of [...this.tiles.values()]) if (!tile.self) this.remove(tile.id);
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {string} name  "" for a guest
+   */
   setName(id, name) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -178,6 +274,10 @@ export class Grid {
     tile.avatar.textContent = initials(tile.name);
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {string} text  "" hides the status
+   */
   setStatus(id, text) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -186,6 +286,10 @@ export class Grid {
     tile.node.classList.toggle("connecting", !!text);
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {Features} features
+   */
   setFeatures(id, { audio, video }) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -197,6 +301,10 @@ export class Grid {
     tile.node.dataset.cameraOff = String(!video);
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {boolean} on
+   */
   setModerator(id, on) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -204,7 +312,12 @@ export class Grid {
     tile.node.dataset.moderator = String(!!on);
   }
 
-  /** Replace the tile's action buttons (none: the row is hidden). */
+  /**
+   * Replace the tile's action buttons (none: the row is hidden).
+   *
+   * @param {string | symbol} id
+   * @param {HTMLElement[]} buttons
+   */
   setActions(id, buttons) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -212,15 +325,25 @@ export class Grid {
     tile.actions.hidden = buttons.length === 0;
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {MediaStreamTrack | null} track
+   * @param {{mirror?: boolean}} [opts]  mirror: flip the picture (our camera)
+   */
   setVideo(id, track, { mirror } = {}) {
     const tile = this.tiles.get(id);
     if (!tile) return;
-    const current = tile.video.srcObject?.getVideoTracks?.()[0];
+    const shown = tile.video.srcObject;
+    const current = shown instanceof MediaStream ? shown.getVideoTracks()[0] : undefined;
     if (current !== track) tile.video.srcObject = track ? new MediaStream([track]) : null;
     if (mirror !== undefined) tile.node.classList.toggle("mirrored", mirror);
     tile.video.play().catch(() => {});
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {MediaStreamTrack} track
+   */
   setAudio(id, track) {
     const tile = this.tiles.get(id);
     if (!tile?.audio) return;
@@ -229,16 +352,28 @@ export class Grid {
   }
 
   /** The room's dominant speaker: large in the speaker layout, outlined in the grid. Never
-   * our own tile: `id` is a remote peer id (our tile's key is a Symbol). */
+   * our own tile: `id` is a remote peer id (our tile's key is a Symbol).
+   *
+   * @param {string} id
+   */
   setActiveSpeaker(id) {
     this.speaker = id;
     this.layout();
   }
 
+  /**
+   * @param {string | symbol} id
+   * @param {boolean} speaking
+   */
   setSpeaking(id, speaking) {
     this.tiles.get(id)?.node.classList.toggle("speaking", speaking);
   }
 
+  /**
+   * @param {string} id
+   * @param {"good" | "fair" | "poor"} quality
+   * @param {string} [detail]  loss, jitter and rtt, for the tooltip
+   */
   setQuality(id, quality, detail = "") {
     const tile = this.tiles.get(id);
     if (!tile || tile.self) return;
@@ -253,7 +388,7 @@ export class Grid {
    */
   largeTile() {
     if (this.mode !== "speaker" || this.tiles.size < 2) return null;
-    const speaker = this.tiles.get(this.speaker);
+    const speaker = this.speaker === null ? undefined : this.tiles.get(this.speaker);
     if (speaker && !speaker.self) return speaker;
     for (const tile of this.tiles.values()) if (!tile.self) return tile;
     return null;
@@ -263,13 +398,15 @@ export class Grid {
   layout() {
     const n = Math.max(1, this.tiles.size);
     const large = this.largeTile();
-    const speaker = this.tiles.get(this.speaker);
+    const speaker = this.speaker === null ? undefined : this.tiles.get(this.speaker);
     for (const tile of this.tiles.values()) {
       tile.node.classList.toggle("large", tile === large);
       tile.node.classList.toggle("active-speaker", !!speaker && !speaker.self && tile === speaker && n > 1);
     }
     this.root.classList.toggle("has-speaker", !!large);
-    if (!large) this.root.classList.remove("side-by-side");
+    // Side by side only while laid out: a grid with no height left keeps the tiles stacked,
+    // which it can scroll through.
+    this.root.classList.remove("side-by-side");
     this.root.classList.toggle("layout-speaker", this.mode === "speaker");
     this.root.classList.toggle("layout-grid", this.mode === "grid");
     this.root.dataset.layout = this.mode;
@@ -279,7 +416,7 @@ export class Grid {
     const width = this.root.clientWidth - (parseFloat(style.paddingLeft) || 0) - (parseFloat(style.paddingRight) || 0);
     const height = this.root.clientHeight - (parseFloat(style.paddingTop) || 0) - (parseFloat(style.paddingBottom) || 0);
     if (width <= 0 || height <= 0) return;
-    const px = (name, value) => this.root.style.setProperty(name, `${Math.max(0, Math.floor(value))}px`);
+    const px = (/** @type {string} */ name, /** @type {number} */ value) => this.root.style.setProperty(name, `${Math.max(0, Math.floor(value))}px`);
     if (large) {
       // The strip: n - 1 tiles in one row, as tall as STRIP_SHARE of the grid allows.
       const k = n - 1;
@@ -291,7 +428,7 @@ export class Grid {
       // row, so the two fill the width without bars at the sides.
       const sideW = Math.min(height * ASPECT, width - gap - stripW);
       const beside = k === 1 && sideW > bigW;
-      this.root.classList.toggle("side-by-side", beside);
+      if (beside) this.root.classList.add("side-by-side");
       if (beside) {
         const ownW = Math.min(width - gap - sideW, sideW);
         px("--tile-w", ownW);
@@ -318,11 +455,26 @@ export class Grid {
   }
 }
 
+/**
+ * A chat frame (docs/PROTOCOL.md section 3); untrusted.
+ *
+ * @typedef {{sender?: unknown, name?: unknown, content: string, ts?: unknown}} ChatMessage
+ */
+
 /** The chat panel: history plus live messages, sent with Enter or the send button. */
 export class Chat {
+  /**
+   * @param {object} opts
+   * @param {HTMLElement} opts.log
+   * @param {HTMLElement} opts.form
+   * @param {HTMLInputElement} opts.input
+   * @param {(text: string) => boolean} opts.onSend  false when it could not be sent
+   * @param {(unread: number) => void} opts.onUnread
+   */
   constructor({ log, form, input, onSend, onUnread }) {
     this.log = log;
     this.input = input;
+    /** @type {ChatMessage[]} */
     this.messages = [];
     this.unread = 0;
     this.visible = false;
@@ -335,16 +487,24 @@ export class Chat {
     });
   }
 
+  /** @param {unknown} messages  the chatHistory frame's list (untrusted) */
   setHistory(messages) {
     this.messages = [];
     this.log.replaceChildren();
-    for (const m of messages || []) this.add(m, { quiet: true });
+    for (const m of Array.isArray(messages) ? messages : []) this.add(m, { quiet: true });
   }
 
-  add(message, { quiet = false } = {}) {
-    if (!message || typeof message.content !== "string") return;
+  /**
+   * @param {unknown} frame  a chat frame (untrusted: anything without a string content is dropped)
+   * @param {{quiet?: boolean}} [opts]  quiet: not counted as unread (history)
+   */
+  add(frame, { quiet = false } = {}) {
+    if (!frame || typeof frame !== "object") return;
+    const message = /** @type {ChatMessage} */ (frame);
+    if (typeof message.content !== "string") return;
     this.messages.push(message);
-    const when = Number.isFinite(message.ts) && message.ts > 0 ? new Date(message.ts * 1000) : new Date();
+    const ts = typeof message.ts === "number" ? message.ts : NaN;
+    const when = Number.isFinite(ts) && ts > 0 ? new Date(ts * 1000) : new Date();
     if (Number.isNaN(when.getTime())) when.setTime(Date.now()); // out of Date's range
     const time = el("time", {
       dateTime: when.toISOString(),
@@ -364,6 +524,7 @@ export class Chat {
     }
   }
 
+  /** @param {boolean} visible */
   show(visible) {
     this.visible = visible;
     if (visible) {
@@ -374,7 +535,10 @@ export class Chat {
   }
 }
 
-let toastTimer = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
+
+/** @param {string} text  shown for 2.5 s */
 export function toast(text) {
   const node = $("#toast");
   node.textContent = text;
@@ -385,6 +549,10 @@ export function toast(text) {
   }, 2500);
 }
 
+/**
+ * @param {string} text  "" hides it
+ * @param {string} [kind]  info | warn | error (its colours)
+ */
 export function banner(text, kind = "warn") {
   const node = $("#banner");
   node.textContent = text || "";
@@ -392,7 +560,14 @@ export function banner(text, kind = "warn") {
   node.dataset.kind = kind;
 }
 
-/** Fill a <select> with devices, keeping `selected` if it is still there. */
+/**
+ * Fill a <select> with devices, keeping `selected` if it is still there.
+ *
+ * @param {HTMLSelectElement} select
+ * @param {MediaDeviceInfo[]} devices
+ * @param {string | undefined} selected  a deviceId
+ * @param {string} fallbackLabel  "Microphone" or "Camera"
+ */
 export function fillDevices(select, devices, selected, fallbackLabel) {
   select.replaceChildren();
   if (!devices.length) {
