@@ -164,7 +164,9 @@ class Downlink:
         # what is sent now plus that layer's ceiling; a probe far above the link would only
         # cost loss (and freezes) on a thin one.
         held = [c for c in consumers if want[c] > alloc[c]]
-        if held and not self.probing and now >= self.next_probe:
+        # A probe is judged on transport-cc feedback: without it (receiver reports only) the
+        # loss-based estimate grows on its own and up-moves wait for it and UP_HOLD.
+        if held and self.twcc and not self.probing and now >= self.next_probe:
             c = min(held, key=lambda o: _nominal_of(o, _next_higher(rates[o], alloc[o])))
             up = _next_higher(rates[c], alloc[c])
             now_bps = rates[c][alloc[c]] if alloc[c] >= 0 else 0.0
