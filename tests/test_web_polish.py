@@ -610,3 +610,136 @@ async def test_a_server_restart_is_told_calmly_and_the_call_comes_back(tmp_path:
         assert history[start:] == [{"text": RESTARTING, "kind": "info"}, {"text": "", "kind": ""}], history  # fmt: skip
     assert seen["exceptions"] == {"A": [], "B": []}
     assert seen["restarting"] == {"A": False, "B": False}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def received_types(page: Page) -> list[str]:
+    """Every frame `type` the page receives on WebSockets opened from now on (call it before
+    `join`); fills while Playwright runs."""
+    import json
+
+    seen: list[str] = []
+
+    def got(payload: str | bytes) -> None:
+        try:
+            frame = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(frame, dict) and isinstance(frame.get("type"), str):
+            seen.append(frame["type"])
+
+    page.page.on("websocket", lambda ws: ws.on("framereceived", got))
+    return seen
+
+
+async def test_sigterm_of_arbiter_serve_then_a_restart_brings_the_call_back(
+    tmp_path: Path,
+) -> None:
+    """Two pages in a call on `arbiter serve` (a child process); SIGTERM: both receive
+    `serverRestarting`, say "The server is restarting. Reconnecting…" as information, and keep
+    saying only calm things while the server is down; a new `arbiter serve` on the same port and
+    database: both rejoin by themselves under new ids, decode each other, and the banner goes."""
+    import signal
+    import threading
+
+    from arbiter.testing.serve import served
+
+    require_chromium()
+    toml = f"[http]\nport = {free_port()}\n"
+    seen: dict[str, Any] = {}
+    url: dict[str, str] = {}
+    started, settled, restarted, done = (threading.Event() for _ in range(4))
+
+    def body(browser: Any) -> None:
+        pages: dict[str, Page] = {}
+        try:
+            assert started.wait(30), "the first server"
+            room = url["url"] + "/web-sigterm"
+            frames: dict[str, list[str]] = {}
+            for label, name in (("A", "Ana"), ("B", "Bo")):
+                pages[label] = page = Page(browser, room, label, setup=record_banners)
+                frames[label] = received_types(page)
+                page.join(name)
+                page.wait_joined()
+            wait_settled(pages, MEDIA_TIMEOUT)
+            old = {label: p.state()["id"] for label, p in pages.items()}
+            settled.set()
+            for label, page in pages.items():
+                poll(
+                    lambda page=page: (
+                        (s := page.state())["banner"] == RESTARTING and s["restarting"]
+                    ),
+                    timeout=10,
+                    what=f"{label} told of the restart",
+                )
+            assert restarted.wait(60), "the second server"
+            for label, page in pages.items():
+                poll(
+                    lambda page=page, label=label: (
+                        (s := page.state())["joined"] and s["id"] != old[label]
+                    ),
+                    timeout=40,
+                    what=f"{label} to rejoin the restarted server",
+                )
+            wait_settled(pages, MEDIA_TIMEOUT)
+            poll(
+                lambda: all(p.state()["banner"] == "" for p in pages.values()),
+                timeout=10,
+                what="the banners gone",
+            )
+            seen["history"] = {label: banner_history(p) for label, p in pages.items()}
+            seen["frames"] = {label: list(f) for label, f in frames.items()}
+            seen["tiles"] = {label: p.remote_tile_ids() for label, p in pages.items()}
+            seen["ids"] = {label: p.state()["id"] for label, p in pages.items()}
+            seen["exceptions"] = {
+                label: [line for line in p.log if line.startswith("pageerror:")]
+                for label, p in pages.items()
+            }
+        except BaseException as exc:
+            for page in pages.values():
+                exc.add_note(page.describe())
+            raise
+        finally:
+            done.set()
+            settled.set()  # never leave the server side waiting
+
+    async def server_side() -> None:
+        async with served(tmp_path, toml) as first:
+            url["url"] = first.url
+            started.set()
+            assert await trio.to_thread.run_sync(settled.wait, 120)
+            if done.is_set():
+                return  # the browser side failed before the call settled
+            first.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                while first.process.poll() is None:
+                    await trio.sleep(0.05)
+        await trio.sleep(2)  # the pages retry against nothing for a while
+        async with served(tmp_path, toml) as second:
+            assert second.url == url["url"]
+            restarted.set()
+            await trio.to_thread.run_sync(done.wait, 150)
+
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server_side)
+            await trio.to_thread.run_sync(run_pages, body)
+
+    ids = seen["ids"]
+    assert seen["tiles"] == {"A": {ids["B"]}, "B": {ids["A"]}}
+    for label in ("A", "B"):
+        assert "serverRestarting" in seen["frames"][label], seen["frames"][label]
+        history = seen["history"][label]
+        start = history.index({"text": RESTARTING, "kind": "info"})
+        after = history[start:]
+        # Calm from the restart on (information only), ending with no banner.
+        assert all(e["kind"] in ("info", "") for e in after), after
+        assert after[-1] == {"text": "", "kind": ""}, after
+    assert seen["exceptions"] == {"A": [], "B": []}

@@ -243,10 +243,6 @@ export class Grid {
     return this.tiles.get(id);
   }
 
-  ids() {
-    return [...this.tiles.keys()];
-  }
-
   /** @param {string | symbol} id */
   remove(id) {
     const tile = this.tiles.get(id);
