@@ -281,18 +281,19 @@ async def test_firefox_publishes_simulcast_and_chromium_switches_layers(tmp_path
     assert (final["ssrcs"][2] is None) == (heights[2] is None), final
     assert seen["frames"][1] > seen["frames"][0] > 0, seen
     # Big: a higher layer, and frames keep coming.
-    assert seen["big_tile"] == 750, seen
+    # The tile is tall enough for the middle layer at least (360 <= maxHeight x 1.25).
+    assert seen["big_tile"] * 5 // 4 >= heights[1], seen
     assert seen["big"]["frameHeight"] in heights[1:], seen  # h, or f when it came
     assert seen["big_sfu"]["forwarded"] in ([1], [2]), seen
     assert seen["big_frames"][1] > seen["big_frames"][0], seen
     # Small: the tile asks for less than the middle layer allows, and gets the lowest layer.
-    assert seen["small_tile"] == 155, seen
+    assert 0 < seen["small_tile"] * 5 // 4 < heights[1], seen
     assert seen["small"]["frameHeight"] == heights[0], seen
     assert seen["small_sfu"]["forwarded"] == [0], seen
     assert seen["small_frames"][1] > seen["small_frames"][0], seen
     assert seen["small_held"]["sfu"]["active"] == ["q"], seen
     # Big again, with Firefox's higher encodings back on.
-    assert seen["again_tile"] == 750, seen
+    assert seen["again_tile"] * 5 // 4 >= heights[1], seen
     assert seen["again"]["frameHeight"] in heights[1:], seen
     assert seen["again_frames"][1] > seen["again_frames"][0], seen
     forwarded = seen["again_sfu"]["forwarded"][0]

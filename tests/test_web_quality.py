@@ -460,7 +460,7 @@ async def test_speaker_and_grid_layouts_keep_16_9_tiles(tmp_path: Path) -> None:
         with trio.fail_after(90):
             await trio.to_thread.run_sync(run_pages, body)
 
-    # Speaker layout: the other one large and centred, ourselves in the strip below; 16:9 both.
+    # Speaker layout: the other one large, ourselves beside it (two people fill the width).
     assert seen["speaker state"]["layout"] == "speaker"
     tiles = {t["self"]: t for t in seen["speaker state"]["tiles"]}
     assert (tiles[False]["large"], tiles[True]["large"]) == (True, False), tiles
@@ -468,11 +468,13 @@ async def test_speaker_and_grid_layouts_keep_16_9_tiles(tmp_path: Path) -> None:
     large, strip = seen["speaker"]["large"], seen["speaker"]["strip"]
     assert sixteen_by_nine(large) and sixteen_by_nine(strip), seen["speaker"]
     assert large["width"] * large["height"] > 4 * strip["width"] * strip["height"], seen["speaker"]
-    assert strip["y"] >= large["y"] + large["height"], seen["speaker"]
+    # Two people side by side fill the width (issue 14): ours beside theirs, at its foot.
+    assert strip["x"] >= large["x"] + large["width"], seen["speaker"]
+    assert abs(large["y"] + large["height"] - strip["y"] - strip["height"]) <= 1, seen["speaker"]
     video = seen["speaker video"]
-    centre = video["gridLeft"] + video["gridWidth"] / 2
     assert sixteen_by_nine({"width": video["box"][0] + 4, "height": video["box"][1] + 4}), video
-    assert abs(large["x"] + large["width"] / 2 - centre) <= 1, (large, video)
+    filled = large["width"] + video["gap"] + strip["width"]
+    assert video["gridWidth"] - 2 <= filled <= video["gridWidth"], (large, strip, video)
     assert seen["speaker button"] == "Grid view"
 
     # Grid layout: two equal 16:9 tiles side by side filling the width, nobody large.
