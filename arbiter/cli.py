@@ -141,50 +141,69 @@ def _server_url(args: argparse.Namespace) -> str:
     return f"{scheme}://127.0.0.1:{config.http.port}"
 
 
+def _admin_call(base: str, method: str, path: str, body: object = None) -> tuple[int, str]:
+    """One request to the operator's own server: (status, body text). Stdlib only, so that
+    `arbiter rooms` needs no HTTP client library in a server install. URLError (OSError) when
+    the server cannot be reached."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    # The server on this host, whose certificate names its public host, not 127.0.0.1.
+    context = ssl._create_unverified_context() if base.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:  # a status other than 2xx: still an answer
+        return exc.code, exc.read().decode()
+
+
 def _rooms(args: argparse.Namespace) -> int:
     """Operator commands over the running server's /admin/ routes (never its database)."""
     import getpass
 
-    import httpx
-
     base = _server_url(args)
     try:
-        with httpx.Client(base_url=base, timeout=30, verify=False) as http:
-            if args.action == "list":
-                response = http.get("/admin/rooms")
-                if response.status_code == 200:
-                    for room in response.json()["rooms"]:
-                        print(json.dumps(room))
-                    return 0
-            elif args.action == "create":
-                response = http.put("/createRoom")
-                print(response.text)
-                return 0 if response.status_code == 200 else 1
-            elif args.room is None:
-                print(f"arbiter rooms {args.action}: a room id is required", file=sys.stderr)
-                return 2
-            elif args.action == "close":
-                response = http.post(f"/admin/rooms/{args.room}/close")
-            else:  # password
-                password: str | None = None
-                if not args.clear:
-                    # Not from the command line: it would show in ps and shell history.
-                    if sys.stdin.isatty():
-                        password = getpass.getpass("New room password: ")
-                    else:
-                        password = sys.stdin.readline().rstrip("\n")
-                response = http.put(
-                    f"/admin/rooms/{args.room}/password", json={"password": password}
-                )
-    except httpx.HTTPError as exc:
-        print(f"arbiter rooms: server not reachable at {base} ({exc})", file=sys.stderr)
+        if args.action == "list":
+            status, text = _admin_call(base, "GET", "/admin/rooms")
+            if status == 200:
+                for room in json.loads(text)["rooms"]:
+                    print(json.dumps(room))
+                return 0
+        elif args.action == "create":
+            status, text = _admin_call(base, "PUT", "/createRoom")
+            print(text)
+            return 0 if status == 200 else 1
+        elif args.room is None:
+            print(f"arbiter rooms {args.action}: a room id is required", file=sys.stderr)
+            return 2
+        elif args.action == "close":
+            status, text = _admin_call(base, "POST", f"/admin/rooms/{args.room}/close")
+        else:  # password
+            password: str | None = None
+            if not args.clear:
+                # Not from the command line: it would show in ps and shell history.
+                if sys.stdin.isatty():
+                    password = getpass.getpass("New room password: ")
+                else:
+                    password = sys.stdin.readline().rstrip("\n")
+            status, text = _admin_call(
+                base, "PUT", f"/admin/rooms/{args.room}/password", {"password": password}
+            )
+    except OSError as exc:  # urllib's URLError, timeouts, refused connections
+        reason = getattr(exc, "reason", exc)
+        print(f"arbiter rooms: server not reachable at {base} ({reason})", file=sys.stderr)
         return 1
-    if response.status_code == 404 and response.json().get("message") == "Not found":
+    if status == 404 and json.loads(text or "{}").get("message") == "Not found":
         print(f"arbiter rooms: {base} does not answer /admin/ to this address"
               " (http.admin_allow)", file=sys.stderr)  # fmt: skip
         return 1
-    print(response.text)
-    return 0 if response.status_code == 200 else 1
+    print(text)
+    return 0 if status == 200 else 1
 
 
 def build_parser(with_bench: bool = False) -> argparse.ArgumentParser:

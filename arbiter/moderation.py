@@ -52,7 +52,7 @@ class Moderation:
                 # Told first, then removed: the room hears clientDisconnect as for any leave,
                 # and the 4003 close tells a browser not to rejoin by itself.
                 target.send({"type": "kicked", "by": peer.peer_id})
-                gateway.leave(target)
+                gateway.leave(target, "kicked by a moderator")
                 target.request_close(CLOSE_KICKED, "removed by a moderator")
             else:
                 target.send({"type": "muteRequest", "by": peer.peer_id})

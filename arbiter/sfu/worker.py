@@ -216,7 +216,11 @@ class Worker:
                 "participants": participants,
                 "pps": round((now - last) / LOAD_INTERVAL),
                 # The media plane's counters and tables, summed into the gateway's /metrics.
-                "counters": dict(self.endpoint.counters),
+                "counters": {
+                    **self.endpoint.counters,
+                    "bytes_in": self.endpoint.bytes_in,
+                    "bytes_out": self.endpoint.bytes_out,
+                },
                 "tables": media_tables(self.media),
             }
             last = now
