@@ -52,6 +52,7 @@ from .peer import (
     QUEUE_FULL,
     SERVER_RESTARTING,
     Peer,
+    PeerKind,
     RoomHooks,
     RoomPeers,
     sfu_queue_size,
@@ -125,7 +126,7 @@ class Gateway:
         """The socket is gone (or the in-process SFU stopped). Idempotent."""
         if self.peers.pop(peer.connection_id, None) is None:
             return
-        if peer.kind == "worker" and peer.peer_id is not None:
+        if peer.kind == PeerKind.WORKER and peer.peer_id is not None:
             self.workers.pop(peer.peer_id, None)
             self.hooks.worker_gone(peer.peer_id)
         self.leave(peer, peer.close_reason or "connection closed")
@@ -145,7 +146,7 @@ class Gateway:
         self.stopping = True
         text = p.encode({"type": "serverRestarting"})
         for peer in list(self.peers.values()):
-            if peer.trusted or peer.kind in ("sfu", "worker"):
+            if peer.trusted or peer.kind in (PeerKind.SFU, PeerKind.WORKER):
                 continue
             peer.send_text(text)
             peer.request_close(CLOSE_SERVICE_RESTART, SERVER_RESTARTING)
@@ -207,7 +208,7 @@ class Gateway:
         elif action == "handshake":
             self._handshake(peer, data)
         elif action == "disconnect":
-            if peer.kind == "sfu" and "clientId" in data:
+            if peer.kind == PeerKind.SFU and "clientId" in data:
                 self._evict(peer, data["clientId"])
             else:
                 self.leave(peer, "disconnect")
@@ -219,7 +220,7 @@ class Gateway:
         elif action == "room":
             self._room_event(peer, data)
         elif action == "load":
-            if peer.kind != "worker" or peer.peer_id is None:
+            if peer.kind != PeerKind.WORKER or peer.peer_id is None:
                 raise Forbidden(p.FORBIDDEN)
             self.hooks.worker_load(peer.peer_id, data)
         elif action == "moderate":
@@ -236,7 +237,7 @@ class Gateway:
         An identified SFU is exempt: its identify proved the worker token (or it runs in this
         process), and it speaks for a whole room (a 16-person join is ~240 consumer offers).
         """
-        if peer.bucket is None or peer.kind in ("sfu", "worker"):
+        if peer.bucket is None or peer.kind in (PeerKind.SFU, PeerKind.WORKER):
             return True
         if peer.bucket.take(self.monotonic()):
             return True
@@ -259,7 +260,7 @@ class Gateway:
 
     def _identify(self, peer: Peer, data: dict[str, Any]) -> None:
         kind = data.get("type")
-        if kind not in ("client", "sfu", "worker"):
+        if kind not in tuple(PeerKind):
             raise BadRequest(p.MISSING_TYPE)
         if peer.kind is not None:
             # One identity per connection: switching rooms means a new connection (or a
@@ -277,9 +278,9 @@ class Gateway:
             self._refuse_identify(peer)
             return
         try:
-            if kind == "client":
+            if kind == PeerKind.CLIENT:
                 self._identify_client(peer, data)
-            elif kind == "worker":
+            elif kind == PeerKind.WORKER:
                 self._identify_worker(peer, data)
             else:
                 self._identify_sfu(peer, data)
@@ -332,7 +333,7 @@ class Gateway:
         if peer_id in room.clients:
             raise Conflict(p.DUPLICATE_ID)
         others = room.everyone_but(peer)
-        peer.kind, peer.peer_id, peer.room_id, peer.name = "client", peer_id, room_id, name
+        peer.kind, peer.peer_id, peer.room_id, peer.name = PeerKind.CLIENT, peer_id, room_id, name
         peer.moderator = moderator
         room.clients[peer_id] = peer
         peer.joined_at, peer.media_seen = self.monotonic(), False
@@ -397,7 +398,7 @@ class Gateway:
         if worker_id in self.workers:
             raise Conflict(p.DUPLICATE_ID)
         capacity = data.get("capacity")
-        peer.kind, peer.peer_id, peer.name = "worker", worker_id, "worker"
+        peer.kind, peer.peer_id, peer.name = PeerKind.WORKER, worker_id, "worker"
         self.workers[worker_id] = peer
         peer.send(
             {
@@ -417,7 +418,7 @@ class Gateway:
         room = self.rooms.setdefault(room_id, RoomPeers())
         if room.sfu is not None:
             raise Conflict(p.DUPLICATE_ID)
-        peer.kind, peer.peer_id, peer.room_id = "sfu", str(room_id), room_id
+        peer.kind, peer.peer_id, peer.room_id = PeerKind.SFU, str(room_id), room_id
         peer.name = "sfu"
         room.sfu = peer
         self._store_identity(peer)
@@ -438,7 +439,7 @@ class Gateway:
             "id": peer.peer_id,
             "roomId": peer.room_id,
         }
-        if peer.kind == "client":
+        if peer.kind == PeerKind.CLIENT:
             assert peer.room_id is not None
             rules = self.hooks.room(peer.room_id)
             frame["moderator"] = peer.moderator
@@ -471,7 +472,7 @@ class Gateway:
         room = self.rooms.get(room_id)
         if room is None:
             return
-        if kind == "client" and peer_id is not None and room.clients.get(peer_id) is peer:
+        if kind == PeerKind.CLIENT and peer_id is not None and room.clients.get(peer_id) is peer:
             del room.clients[peer_id]
             stayed = self.monotonic() - peer.joined_at if peer.joined_at is not None else 0.0
             why = reason or peer.close_reason or "left"
@@ -490,7 +491,7 @@ class Gateway:
                 # A room that becomes empty unlocks: nobody is left who could unlock it. (Not
                 # when the server stops: the lock must survive a restart.)
                 self.hooks.set_locked(room_id, False)
-        elif kind == "sfu" and room.sfu is peer:
+        elif kind == PeerKind.SFU and room.sfu is peer:
             room.sfu = None
             for client in room.clients.values():
                 client.offer_sent_at = None  # that SFU will never answer
@@ -538,7 +539,7 @@ class Gateway:
         # Identity comes from identify, never from the message (docs/PROTOCOL.md section 3).
         message["sender"] = peer.peer_id
         message["roomId"] = peer.room_id
-        if peer.kind == "client":
+        if peer.kind == PeerKind.CLIENT:
             if room.sfu is None:
                 raise Unavailable(p.SFU_NOT_CONNECTED)
             offer = data.get("type") == "producer" and _is_offer(data.get("description"))
@@ -578,7 +579,7 @@ class Gateway:
 
     def _chat(self, peer: Peer, data: dict[str, Any]) -> None:
         room = self.require_identified(peer)
-        if peer.kind != "client":
+        if peer.kind != PeerKind.CLIENT:
             raise BadRequest("Only clients chat")
         content = data.get("content")
         if not isinstance(content, str) or not content.strip() or len(content) > p.MAX_CHAT_CHARS:
@@ -616,7 +617,7 @@ class Gateway:
 
     def _features(self, peer: Peer, data: dict[str, Any]) -> None:
         room = self.require_identified(peer)
-        if peer.kind != "client":
+        if peer.kind != PeerKind.CLIENT:
             raise BadRequest("Only clients have features")
         audio, video = data.get("audio"), data.get("video")
         if not isinstance(audio, bool) or not isinstance(video, bool):
@@ -631,7 +632,7 @@ class Gateway:
         """What a subscriber wants of one publisher's video (docs/PROTOCOL.md section 3): relayed
         to the room SFU with `sender` set here, never taken from the frame."""
         room = self.require_identified(peer)
-        if peer.kind != "client":
+        if peer.kind != PeerKind.CLIENT:
             raise BadRequest("Only clients have preferences")
         publisher, height, paused = (
             data.get("remotePeerId"),
@@ -659,7 +660,7 @@ class Gateway:
     def _room_event(self, peer: Peer, data: dict[str, Any]) -> None:
         """What a room SFU tells the gateway about its room (docs/PROTOCOL.md section 3)."""
         room = self.require_identified(peer)
-        if peer.kind != "sfu":
+        if peer.kind != PeerKind.SFU:
             raise Forbidden(p.FORBIDDEN)
         assert peer.room_id is not None
         kind = data.get("type")

@@ -39,11 +39,7 @@ from .turn import ice_servers
 log = logging.getLogger(__name__)
 
 MISSING_URL_PATH = "missing urlPath"
-ROOM_NOT_FOUND = "Room not found"
-SERVER_BROKE = "Something broke on the server"
-TOO_MANY_REQUESTS = "Too many requests"
 ORIGIN_NOT_ALLOWED = "Origin not allowed"
-INVALID_PASSWORD = "Invalid password"
 MAX_URL_PATH = 200
 # Seconds a deliberately closed WebSocket gets to receive the frames already queued for it.
 FLUSH_TIMEOUT = 1.0
@@ -166,7 +162,7 @@ def create_app(
         )
 
     def too_many(route: str, wait: int) -> Response:
-        response = answer(route, 429, {"message": TOO_MANY_REQUESTS})
+        response = answer(route, 429, {"message": p.TOO_MANY_REQUESTS})
         response.headers["Retry-After"] = str(wait)
         return response
 
@@ -226,7 +222,7 @@ def create_app(
         if isinstance(exc, RequestTimeout):
             return json_response(408, {"message": "Request body timeout"})
         log.exception("HTTP handler failed", exc_info=exc)
-        return json_response(500, {"message": SERVER_BROKE})
+        return json_response(500, {"message": p.SERVER_BROKE})
 
     @app.route("/getRoomId", methods=["GET"])
     async def get_room_id() -> Response:
@@ -241,7 +237,7 @@ def create_app(
         row = store.room_by_path(url_path)
         if row is None:
             lookup_limiter.retry_after(key, now)  # only misses cost: a scan is all misses
-            return answer("getRoomId", 404, {"message": ROOM_NOT_FOUND})
+            return answer("getRoomId", 404, {"message": p.ROOM_NOT_FOUND})
         return answer(
             "getRoomId",
             200,
@@ -274,7 +270,7 @@ def create_app(
         if password is not None and not (
             isinstance(password, str) and 0 < len(password) <= MAX_SECRET_CHARS
         ):
-            return answer("claimRoom", 400, {"message": INVALID_PASSWORD})
+            return answer("claimRoom", 400, {"message": p.INVALID_PASSWORD})
         # Binding a new name takes a room out of everyone's pool: it costs the same budget
         # as creating one, and one address holds a bounded number of rooms.
         key = client_key()
@@ -284,7 +280,7 @@ def create_app(
         if wait:
             return too_many("claimRoom", wait)
         if not rooms.counts().get(UNCLAIMED):
-            return answer("claimRoom", 404, {"message": ROOM_NOT_FOUND})  # before any hashing
+            return answer("claimRoom", 404, {"message": p.ROOM_NOT_FOUND})  # before any hashing
         # The claimer becomes the room's moderator: a fresh key, returned once, stored hashed.
         moderator_key = new_moderator_key()
         limiter = gateway.access.limiter
@@ -296,7 +292,7 @@ def create_app(
             url_path, owner=key, password_hash=password_hash, moderator_key_hash=key_hash
         )
         if claimed is None:
-            return answer("claimRoom", 404, {"message": ROOM_NOT_FOUND})
+            return answer("claimRoom", 404, {"message": p.ROOM_NOT_FOUND})
         room_id, new = claimed
         if not new:  # someone bound the path while we hashed: theirs, no key for us
             return answer("claimRoom", 200, {"roomId": room_id})

@@ -18,7 +18,7 @@ from . import access
 from . import protocol as p
 from .credentials import MAX_SECRET_CHARS
 from .errors import BadRequest, Forbidden, NotFound
-from .peer import CLOSE_KICKED, Peer
+from .peer import CLOSE_KICKED, Peer, PeerKind
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -33,7 +33,7 @@ class Moderation:
     def moderate(self, peer: Peer, data: dict[str, Any]) -> None:
         gateway = self.gateway
         room = gateway.require_identified(peer)
-        if peer.kind != "client" or not peer.moderator:
+        if peer.kind != PeerKind.CLIENT or not peer.moderator:
             raise Forbidden(p.NOT_A_MODERATOR)
         op = data.get("op")
         if op not in OPS:

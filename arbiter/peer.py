@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import trio
@@ -40,6 +41,14 @@ def sfu_queue_size(send_queue: int) -> int:
     return 4 * send_queue
 
 
+class PeerKind(StrEnum):
+    """What an identified WebSocket peer is (docs/PROTOCOL.md section 3, identify)."""
+
+    CLIENT = "client"  # a participant's browser (or any client)
+    SFU = "sfu"  # a room's SFU
+    WORKER = "worker"  # an SFU worker process that hosts rooms
+
+
 class Peer:
     """One signaling connection as the gateway sees it."""
 
@@ -57,7 +66,7 @@ class Peer:
         # The address per-address budgets are keyed by (the proxy-aware client address).
         self.client_key = client_key if client_key is not None else remote_addr
         self.trusted = trusted
-        self.kind: str | None = None
+        self.kind: PeerKind | None = None
         self.peer_id: str | None = None
         self.room_id: int | None = None
         self.name = ""

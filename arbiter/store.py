@@ -11,15 +11,27 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-STARTING = "starting"
-UNCLAIMED = "unclaimed"
-CLAIMED = "claimed"
-CLOSED = "closed"
+
+class RoomStatus(StrEnum):
+    """A room's life (docs/PROTOCOL.md section 2, "Room ids and the room lifecycle"); stored as
+    its text in the rooms table."""
+
+    STARTING = "starting"  # made, its SFU not identified yet
+    UNCLAIMED = "unclaimed"  # in the idle pool, waiting for a claimRoom
+    CLAIMED = "claimed"  # bound to a URL path
+    CLOSED = "closed"
+
+
+STARTING = RoomStatus.STARTING
+UNCLAIMED = RoomStatus.UNCLAIMED
+CLAIMED = RoomStatus.CLAIMED
+CLOSED = RoomStatus.CLOSED
 
 # Room ids are random in [2^32, 2^53): JSON- and JavaScript-safe integers that are as hard to
 # guess as a URL is to find (knowing a room id admits to its call). Never sequential.
