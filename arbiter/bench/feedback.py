@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..sfu import rtcp
+from ..sfu.sdp_grammar import URI_TRANSPORT_CC as TWCC_URI
 
 VIDEO_CLOCK, AUDIO_CLOCK = 90_000, 48_000
 NACK_TICK = 0.02  # seconds between NACK decisions
@@ -31,7 +32,6 @@ NACK_REPEAT = 0.1  # a still-missing packet is asked for again after this
 NACK_GIVE_UP = 1.0  # and forgotten after this
 RR_INTERVAL = 1.0
 TWCC_INTERVAL = 0.1
-TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 @dataclass

@@ -18,9 +18,9 @@ from aiortc.sdp import SessionDescription
 
 from ..sfu.client import HOST_PRIORITY, PeerClient
 from ..sfu.dtls import Certificate
+from ..sfu.sdp_grammar import URI_TRANSPORT_CC as TWCC_URI
 
 TWCC_EXT = 3  # the transport-wide-cc extension id, as Chrome numbers it
-TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 # aiortc maps a=setup values to its role names; map them back to what the SDP said.
 _ROLE_TO_SETUP = {"auto": "actpass", "client": "active", "server": "passive"}

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..sfu.sdp_grammar import URI_MID, URI_RID
+from ..sfu.sdp_grammar import URI_TRANSPORT_CC as URI_TWCC
 from . import payloads
 
 RIDS = ("q", "h", "f")
@@ -35,9 +37,6 @@ FRAME_STEP = (4, 2, 1)  # layer i sends the recording's frames whose index is a 
 SIZES = ((160, 90), (320, 180), (640, 360))  # width, height per layer (16:9, as the web client)
 # Extension ids as Chrome numbers them (tests/data/chrome_simulcast_offer.sdp).
 MID_EXT, RID_EXT, TWCC_EXT = 4, 10, 3
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 VIDEO_MID = "1"
 TAG_SHIFT = 24  # the stamp's publisher field: number | tag << TAG_SHIFT
 TAGS = 4  # 0 plain, 1..3 the layers
