@@ -23,6 +23,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
+from . import protocol as p
 from .config import Config
 from .credentials import MAX_SECRET_CHARS, hash_secret
 from .gateway import Gateway
@@ -38,7 +39,6 @@ def _json(status: int, body: dict[str, Any]) -> Response:
 
 
 NOT_FOUND = {"message": "Not found"}
-ROOM_NOT_FOUND = {"message": "Room not found"}
 
 
 def admin_blueprint(
@@ -88,14 +88,14 @@ def admin_blueprint(
         ):
             return _json(400, {"message": "Invalid password"})
         if rooms.room(room_id) is None:
-            return _json(404, ROOM_NOT_FOUND)
+            return _json(404, {"message": p.ROOM_NOT_FOUND})
         hashed = None
         if password is not None:
             hashed = await trio.to_thread.run_sync(
                 hash_secret, password, limiter=gateway.access.limiter
             )
         if rooms.room(room_id) is None:  # closed while we hashed
-            return _json(404, ROOM_NOT_FOUND)
+            return _json(404, {"message": p.ROOM_NOT_FOUND})
         rooms.set_password(room_id, hashed)
         gateway.moderation.announce(room_id)
         return _json(200, {"roomId": room_id, "passwordRequired": hashed is not None})
@@ -103,7 +103,7 @@ def admin_blueprint(
     @bp.route("/rooms/<int:room_id>/close", methods=["POST"])
     async def close(room_id: int) -> Response:
         if rooms.room(room_id) is None:
-            return _json(404, ROOM_NOT_FOUND)
+            return _json(404, {"message": p.ROOM_NOT_FOUND})
         rooms.close_room(room_id)
         return _json(200, {"roomId": room_id, "status": "closed"})
 

@@ -31,7 +31,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-IP_TIMEOUT = 10.0
+from .hostaddr import IP_TIMEOUT
+
 SUBNETS = range(1, 255)  # k in 198.19.<k>.0/24
 
 
