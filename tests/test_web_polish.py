@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from arbiter.testing import make_config, running_server
-from arbiter.testing.browser import no_leaked_threads, poll, require_chromium
+from arbiter.testing.browser import ARTIFACTS, no_leaked_threads, poll, require_chromium
 from arbiter.testing.webpage import (
     JOIN_TIMEOUT,
     MEDIA_TIMEOUT,
@@ -37,7 +37,6 @@ from arbiter.testing.webpage import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 RESTARTING = "The server is restarting. Reconnecting…"
 SERVICE_RESTART = 1012  # IANA WebSocket close code "Service Restart"
 
@@ -155,7 +154,7 @@ async def test_two_people_fill_the_width_and_the_grid_copes_with_chat(tmp_path: 
     (speaker) and both tiles (grid) fill the width, stacked. With the chat open (960x600), two
     and then three people get 16:9 tiles inside the narrower grid, apart, not scrolled, and as
     large as fits (spanning its width or its height). A screenshot of the two-person call goes
-    to docs/two-person.png."""
+    to test-artifacts/two-person.png (docs/two-person.png in README is a copy of one)."""
     require_chromium()
     seen: dict[str, Any] = {}
     async with running_server(make_config(tmp_path)) as srv:
@@ -184,7 +183,7 @@ async def test_two_people_fill_the_width_and_the_grid_copes_with_chat(tmp_path: 
                         if size == (1280, 720) and mode == "speaker":
                             # What README shows: the default layout of a two-person call.
                             a.page.wait_for_timeout(3000)  # the "Bob joined" toast gone
-                            a.page.screenshot(path=str(DOCS / "two-person.png"))
+                            a.screenshot("two-person")
 
                 a.page.set_viewport_size({"width": 390, "height": 844})
                 for mode in ("speaker", "grid"):
@@ -259,7 +258,7 @@ async def test_two_people_fill_the_width_and_the_grid_copes_with_chat(tmp_path: 
         boxes = seen[key]
         assert boxes["grid"]["x"] + boxes["grid"]["width"] <= chat["x"], (key, boxes, chat)
     assert seen["errors"] == []
-    assert (DOCS / "two-person.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "two-person.png").stat().st_size > 10_000
 
 
 # ------------------------------------------------------------------ banners
