@@ -237,6 +237,10 @@ def create_app(
         row = store.room_by_path(url_path)
         if row is None:
             lookup_limiter.retry_after(key, now)  # only misses cost: a scan is all misses
+            if request.args.get("probe") == "1":
+                # The web client asks whether a room exists before it makes one: a miss is
+                # an answer, not an error (a 404 is a console error in every browser).
+                return answer("getRoomId", 200, {"exists": False, "urlPath": url_path})
             return answer("getRoomId", 404, {"message": p.ROOM_NOT_FOUND})
         return answer(
             "getRoomId",

@@ -28,6 +28,11 @@ async def test_get_room_id_missing_and_not_found(config: Config) -> None:
             assert r.headers["content-type"] == "application/json"
         r = await srv.http.get("/getRoomId", params={"urlPath": "nobody-here"})
         assert (r.status_code, r.json()) == (404, {"message": "Room not found"})
+        # The web client's probe: a miss is an answer (no console error), same budget.
+        r = await srv.http.get("/getRoomId", params={"urlPath": "nobody-here", "probe": "1"})
+        assert (r.status_code, r.json()) == (200, {"exists": False, "urlPath": "nobody-here"})
+        r = await srv.http.get("/getRoomId", params={"urlPath": "nobody-here", "probe": "yes"})
+        assert (r.status_code, r.json()) == (404, {"message": "Room not found"})
 
 
 async def test_create_claim_get_round_trip(config: Config) -> None:

@@ -525,6 +525,47 @@ async def test_a_new_room_from_the_landing_page_leaves_the_console_clean(
     assert [r["urlPath"] for r in rooms if r["status"] == "claimed"] == [seen["path"][1:]]
 
 
+async def test_a_typed_new_room_url_leaves_the_console_clean(tmp_path: Path) -> None:
+    """Opening a fresh room by its URL: the lobby asks whether it exists (`probe=1`, a miss is
+    `200 {"exists": false}`), offers to create it, and joining creates it, with no response of
+    an error status and nothing in the console."""
+    require_chromium()
+    seen: dict[str, Any] = {}
+    async with running_server(make_config(tmp_path)) as srv:
+
+        def body(browser: Any) -> None:
+            refused: list[str] = []
+
+            def setup(context: Any) -> None:
+                context.on(
+                    "response",
+                    lambda r: (
+                        r.status >= 400 and refused.append(f"{r.status} {r.request.method} {r.url}")
+                    ),  # fmt: skip
+                )
+
+            page = Page(browser, srv.url + "/typed-fresh-room", "T", setup=setup)
+            try:
+                poll(
+                    lambda: page.state()["lobby"]["mode"] == "create",
+                    timeout=5,
+                    what="the lobby offering to create the room",
+                )
+                page.join("Tom")
+                seen["state"] = page.wait_joined()
+                time.sleep(1.0)
+                seen["problems"] = console_problems(page)
+                seen["refused"] = list(refused)
+            except BaseException as exc:
+                exc.add_note(page.describe())
+                raise
+
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(run_pages, body)
+    assert seen["problems"] == [], seen["problems"]
+    assert seen["refused"] == [], seen["refused"]
+
+
 async def wait_pool(srv: Any, n: int) -> None:
     with trio.fail_after(10):
         while (await srv.http.get("/health")).json()["rooms"]["unclaimed"] < n:
