@@ -12,19 +12,20 @@ Per subscribing leg, as Chrome does on a consumer connection:
   when the server's offer carries the transport-wide-cc header extension (our answer mirrors the
   offer's extensions, as a browser's does). Arbiter does not offer it; Janus does.
 
-Packets are built with the SFU's own builders (`arbiter.sfu.rtcp`), except transport-cc
-feedback, for which rtcp.py has only a parser: `build_twcc` below, checked against that parser
-in tests/test_bench.py.
+Packets are built with the SFU's own builders (`arbiter.sfu.rtcp`, and `arbiter.sfu.twcc`
+for transport-cc feedback).
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass, field
 
+from ..errors import MalformedInput
 from ..sfu import rtcp
+from ..sfu.rtp import extension_offset_untrusted
 from ..sfu.sdp_grammar import URI_TRANSPORT_CC as TWCC_URI
+from ..sfu.twcc import build_feedback
 
 VIDEO_CLOCK, AUDIO_CLOCK = 90_000, 48_000
 NACK_TICK = 0.02  # seconds between NACK decisions
@@ -73,78 +74,27 @@ def block(ssrc: int, packets: int, expected: int, highest: int, state: Reception
 
 def build_twcc(sender_ssrc: int, media_ssrc: int, fb_count: int,
                arrivals: list[tuple[int, float]]) -> bytes | None:  # fmt: skip
-    """Transport-cc feedback for (transport-wide seq, arrival monotonic seconds) pairs.
-
-    One run-length or two-bit vector chunk per run; receive deltas in 250 µs units, 1 byte
-    (symbol 1) when 0..255, else 2 bytes signed (symbol 2). Missing sequence numbers in the
-    covered range are reported as not received (symbol 0)."""
+    """Transport-cc feedback for (transport-wide seq, arrival monotonic seconds) pairs, with
+    the SFU's own builder (`arbiter.sfu.twcc.build_feedback`): missing sequence numbers in the
+    covered range are reported as not received; one compound when it takes several packets."""
     if not arrivals:
         return None
-    arrivals = sorted(dict(arrivals).items())
-    base = arrivals[0][0]
-    span = arrivals[-1][0] - base + 1
-    if span > 0x7FFF:
-        arrivals = [a for a in arrivals if a[0] - base < 0x7FFF]
-        span = arrivals[-1][0] - base + 1
-    at = dict(arrivals)
-    reference = int(arrivals[0][1] * 1000 / 64)  # 64 ms units
-    previous = reference * 64_000  # µs
-    symbols: list[int] = []
-    deltas = bytearray()
-    for seq in range(base, base + span):
-        t = at.get(seq)
-        if t is None:
-            symbols.append(rtcp.TWCC_NOT_RECEIVED)
-            continue
-        us = int(t * 1_000_000)
-        delta = round((us - previous) / rtcp.TWCC_DELTA_UNIT_US)
-        previous += delta * rtcp.TWCC_DELTA_UNIT_US
-        if 0 <= delta <= 255:
-            symbols.append(rtcp.TWCC_SMALL_DELTA)
-            deltas.append(delta)
-        else:
-            delta = max(-0x8000, min(0x7FFF, delta))
-            symbols.append(rtcp.TWCC_LARGE_DELTA)
-            deltas += struct.pack("!h", delta)
-    chunks = bytearray()
-    i = 0
-    while i < len(symbols):  # run-length chunks (3.1.3): 0 | S (2 bits) | run (13 bits)
-        j = i
-        while j < len(symbols) and symbols[j] == symbols[i] and j - i < 0x1FFF:
-            j += 1
-        chunks += struct.pack("!H", (symbols[i] << 13) | (j - i))
-        i = j
-    body = struct.pack("!HHI", base & 0xFFFF, span, ((reference & 0xFFFFFF) << 8)
-                       | (fb_count & 0xFF)) + chunks + deltas  # fmt: skip
-    body += bytes(-len(body) % 4)
-    header = struct.pack("!BBHII", 0x80 | rtcp.FMT_TWCC, rtcp.PT_RTPFB, (12 + len(body)) // 4 - 1,
-                         sender_ssrc, media_ssrc)  # fmt: skip
-    return header + body
+    ordered = sorted(dict(arrivals).items())
+    base = ordered[0][0]
+    ordered = [(seq, t) for seq, t in ordered if seq - base < 0x7FFF]
+    packets = [(seq, int(t * 1_000_000)) for seq, t in ordered]
+    return b"".join(build_feedback(sender_ssrc, media_ssrc, base & 0xFFFF, fb_count, packets))
 
 
 def transport_seq(packet: bytes, extension_id: int) -> int | None:
-    """The transport-wide sequence number from a one-byte-header extension (RFC 8285 4.2)."""
-    if not packet[0] & 0x10:
+    """The transport-wide sequence number in header extension `extension_id` (RFC 8285)."""
+    try:
+        at = extension_offset_untrusted(packet, extension_id)
+    except MalformedInput:
         return None
-    cc = packet[0] & 0x0F
-    offset = 12 + 4 * cc
-    if len(packet) < offset + 4 or packet[offset : offset + 2] != b"\xbe\xde":
+    if at < 0 or at + 2 > len(packet):
         return None
-    end = offset + 4 + 4 * struct.unpack_from("!H", packet, offset + 2)[0]
-    pos = offset + 4
-    end = min(end, len(packet))
-    while pos < end:
-        byte = packet[pos]
-        if byte == 0:
-            pos += 1
-            continue
-        ident, length = byte >> 4, (byte & 0x0F) + 1
-        if ident == 15:
-            return None
-        if ident == extension_id and length == 2 and pos + 3 <= end:
-            return struct.unpack_from("!H", packet, pos + 1)[0]
-        pos += 1 + length
-    return None
+    return int.from_bytes(packet[at : at + 2], "big")
 
 
 def twcc_extension_id(sdp_text: str) -> int | None:
