@@ -189,6 +189,24 @@ class Server:
                     doc,
                     lambda what=what: {w["id"]: w[what] for w in rooms.workers.describe()},
                 )
+            # Each worker process's own figures (the process collector sees the gateway only).
+            for name, field_, scale, doc in (
+                ("cpu_seconds", "cpu_ms", 1e-3, "CPU seconds each SFU worker process has used"),
+                ("resident_memory_bytes", "rss_bytes", 1.0, "Each SFU worker's resident memory"),
+                ("open_fds", "open_fds", 1.0, "Open file descriptors of each SFU worker"),
+                ("event_loop_lag_seconds", "loop_lag_us", 1e-6,
+                 "Each SFU worker's largest event-loop lag in its last load report"),
+            ):  # fmt: skip
+                self.metrics.add_gauges(
+                    f"arbiter_worker_{name}",
+                    doc,
+                    lambda field_=field_, scale=scale: {
+                        w.id: w.process[field_] * scale
+                        for w in rooms.workers.workers.values()
+                        if field_ in w.process
+                    },
+                    label="worker",
+                )
             self.metrics.add_media(
                 lambda: rooms.workers.sum_counters(
                     {

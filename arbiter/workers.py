@@ -43,6 +43,7 @@ class WorkerInfo:
     # The worker's media counters and tables from its last load report (for /metrics).
     counters: dict[str, int] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
+    process: dict[str, int] = field(default_factory=dict)  # cpu_ms, rss_bytes, open_fds, ...
     gone: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -77,7 +78,7 @@ class WorkerPool:
             value = load.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 setattr(worker, key, value)
-        for key in ("counters", "tables"):
+        for key in ("counters", "tables", "process"):
             value = load.get(key)
             if isinstance(value, dict) and len(value) <= 256:
                 clean = {

@@ -127,6 +127,12 @@ async def test_two_local_workers_carry_rooms_and_survive_a_killed_worker(tmp_pat
         for worker in ("local-0", "local-1"):
             assert await srv.metric(f'arbiter_worker_rooms{{kind="{worker}"}}') == 1
             assert await srv.metric(f'arbiter_worker_participants{{kind="{worker}"}}') == 2
+            # Each worker process's own figures, from its load reports.
+            label = f'{{worker="{worker}"}}'
+            assert 0 < await srv.metric(f"arbiter_worker_cpu_seconds{label}") < 60
+            assert 10_000_000 < await srv.metric(f"arbiter_worker_resident_memory_bytes{label}")
+            assert 5 < await srv.metric(f"arbiter_worker_open_fds{label}") < 1000
+            assert 0 <= await srv.metric(f"arbiter_worker_event_loop_lag_seconds{label}") < 5
         assert await srv.metric('arbiter_media_transports{kind="transports"}') == 8  # 4 x (1 + 1)
         placement = dict(srv.query("SELECT id, worker_id FROM rooms WHERE id IN (?, ?)",
                                    (first, second)))  # fmt: skip
