@@ -124,6 +124,9 @@ async def test_two_local_workers_carry_rooms_and_survive_a_killed_worker(tmp_pat
         # /metrics sums the workers' media counters (from their load reports) into the
         # gateway's, which binds no media port itself.
         assert await srv.metric('arbiter_media_packets_total{kind="rtp_in"}') > 500
+        # ... and their bytes (the gateway itself receives none).
+        assert await srv.metric('arbiter_media_bytes_total{direction="in"}') > 100_000
+        assert await srv.metric('arbiter_media_bytes_total{direction="out"}') > 100_000
         for worker in ("local-0", "local-1"):
             assert await srv.metric(f'arbiter_worker_rooms{{kind="{worker}"}}') == 1
             assert await srv.metric(f'arbiter_worker_participants{{kind="{worker}"}}') == 2
