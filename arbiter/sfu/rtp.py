@@ -183,7 +183,8 @@ def parse_rtp_header_untrusted(packet: bytes) -> RtpHeader:
 
 def get_extension_untrusted(packet: bytes, ext_id: int) -> bytes | None:
     """The value of header extension `ext_id` (the negotiated a=extmap id), or None."""
-    return parse_rtp_header_untrusted(packet).extensions.get(ext_id)
+    offset, length = extension_span_untrusted(packet, ext_id)
+    return None if offset < 0 else packet[offset : offset + length]
 
 
 def rtx_original_seq_untrusted(packet: bytes) -> int:
